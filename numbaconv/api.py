@@ -17,7 +17,7 @@ conv2d_backprop_filter(_v2)    backward_filter      x, dy -> dw (shape of w)
 from __future__ import annotations
 
 import functools
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -27,6 +27,7 @@ from .arguments import (as_array, check_data_format, check_dtypes, check_padding
                         spatial_pair, to_nhwc, to_nhwc_shape)
 from .geometry import ConvGeometry, Padding, conv_geometry
 from .heuristic import Choice, choose
+from .cuda.runtime import is_device_array
 from .schedule import Schedule
 from .threads import kernel_launch
 
@@ -36,7 +37,9 @@ DEVICES = ("cpu", "cuda")
 @dataclass(frozen=True)
 class Call:
     """One op call, checked and reduced to a primitive: ``operands`` are the two arrays
-    the primitive reads, as given (activations in ``data_format`` layout, filters HWIO)."""
+    the primitive reads, as given (activations in ``data_format`` layout, filters HWIO;
+    NumPy arrays or numba device arrays), ``device`` where it runs and ``sources`` the
+    caller's objects (whose producers' CUDA stream the kernels follow)."""
 
     op: str
     primitive: str
@@ -44,6 +47,8 @@ class Call:
     dtype: np.dtype
     data_format: str
     operands: tuple
+    device: str = "cpu"
+    sources: tuple = field(default=(), compare=False)
 
     @property
     def result_shape(self) -> tuple:
@@ -56,17 +61,39 @@ class Call:
 
     def choice(self) -> Choice:
         """The schedule this call runs and where it comes from."""
+        if self.device == "cuda":
+            from .cuda.heuristic import choose as choose_cuda
+
+            return choose_cuda(self.primitive, self.geometry, self.dtype.name,
+                               self.dtype.itemsize)
         return choose(self.primitive, self.geometry, self.dtype.name, self.dtype.itemsize)
 
-    def run(self, schedule: Schedule | None = None) -> np.ndarray:
+    def run(self, schedule=None):
+        """The result: a NumPy array, or a numba device array when an operand was on the GPU."""
+        if self.device == "cuda":
+            return self._run_cuda(schedule or self.choice().schedule)
         if 0 in self.result_shape:
             return np.zeros(self.result_shape, dtype=self.dtype)
         schedule = schedule or self.choice().schedule
         with kernel_launch():
             return self._run(schedule)
 
+    def _run_cuda(self, schedule):
+        from .cuda import launch, runtime
+
+        stream = runtime.launch_stream(self.sources)
+        first, second = (runtime.to_device(a, stream) for a in self.operands)
+        if 0 in self.result_shape:
+            out = launch.zeros(self.result_shape, self.dtype, stream)
+        else:
+            out = launch.run(self.primitive, first, second, self.geometry, schedule,
+                             self.result_shape, self.data_format, stream)
+        if any(is_device_array(a) for a in self.operands):
+            return out
+        return runtime.to_host(out, stream)
+
     def _run(self, schedule: Schedule) -> np.ndarray:
-        first, second = self.operands
+        first, second = (_host(a) for a in self.operands)
         fmt = self.data_format
         g = self.geometry
         if self.primitive == "forward":
@@ -82,12 +109,24 @@ class Call:
 # --- shared checks ---------------------------------------------------------------------
 
 def _check_device(device):
-    if device is None or device == "cpu":
-        return
+    if device is not None and device not in DEVICES:
+        raise ValueError(f"device must be one of {DEVICES} or None, got {device!r}")
+
+
+def _device_for(device, *arrays) -> str:
+    """``device``, or by default where the arrays live: CUDA if any is a device array."""
+    if device is None:
+        device = "cuda" if any(is_device_array(a) for a in arrays) else "cpu"
     if device == "cuda":
-        raise RuntimeError("device='cuda' was requested but this version of numbaconv has no "
-                           "CUDA backend; use device='cpu'")
-    raise ValueError(f"device must be one of {DEVICES} or None, got {device!r}")
+        from .cuda.runtime import require
+
+        require()
+    return device
+
+
+def _host(array):
+    """A NumPy array with ``array``'s values (copied from the GPU for a device array)."""
+    return array.copy_to_host() if is_device_array(array) else array
 
 
 def _options(strides, padding, data_format, dilations):
@@ -163,7 +202,7 @@ def _check_channels(actual: int, expected: int, name: str, what: str, filter_nam
 
 # --- call builders: arguments -> Call ----------------------------------------------------
 
-def _conv2d_call(op, input, filters, strides, padding, data_format, dilations):
+def _conv2d_call(op, input, filters, strides, padding, data_format, dilations, device=None):
     data_format, strides, dilations, padding = _options(strides, padding, data_format, dilations)
     x = _activation(input, "input")
     w = _filters(filters, "filters")
@@ -171,12 +210,13 @@ def _conv2d_call(op, input, filters, strides, padding, data_format, dilations):
     input_shape = to_nhwc_shape(x.shape, data_format)
     _check_channels(input_shape[3], w.shape[2], "input", "channels", "filters", w.shape)
     g = _geometry(input_shape, w.shape, strides, dilations, padding, data_format, "input")
-    return Call(op, "forward", g, dtype, data_format, (x, w))
+    return Call(op, "forward", g, dtype, data_format, (x, w), _device_for(device, x, w),
+                (input, filters))
 
 
 def _backprop_input_call(op, input_shape_arg, shape_name, filters, out_backprop, strides,
                          padding, data_format, dilations, dy_name="out_backprop",
-                         filter_name="filters", input_array=None):
+                         filter_name="filters", input_array=None, device=None):
     data_format, strides, dilations, padding = _options(strides, padding, data_format, dilations)
     w = _filters(filters, filter_name)
     dy = _activation(out_backprop, dy_name)
@@ -190,11 +230,12 @@ def _backprop_input_call(op, input_shape_arg, shape_name, filters, out_backprop,
                     filter_name, w.shape)
     g = _geometry(input_shape, w.shape, strides, dilations, padding, data_format, shape_name)
     _expect_output(dy, dy_name, g, padding, data_format, shape_name)
-    return Call(op, "backward_data", g, dtype, data_format, (dy, w))
+    return Call(op, "backward_data", g, dtype, data_format, (dy, w), _device_for(device, dy, w),
+                (out_backprop, filters))
 
 
 def _backprop_filter_call(op, input, filter_sizes, sizes_name, out_backprop, strides, padding,
-                          data_format, dilations, filter_array=None):
+                          data_format, dilations, filter_array=None, device=None):
     data_format, strides, dilations, padding = _options(strides, padding, data_format, dilations)
     x = _activation(input, "input")
     dy = _activation(out_backprop, "out_backprop")
@@ -210,7 +251,8 @@ def _backprop_filter_call(op, input, filter_sizes, sizes_name, out_backprop, str
                     "channels", sizes_name, filter_shape)
     g = _geometry(input_shape, filter_shape, strides, dilations, padding, data_format, "input")
     _expect_output(dy, "out_backprop", g, padding, data_format, "input")
-    return Call(op, "backward_filter", g, dtype, data_format, (x, dy))
+    return Call(op, "backward_filter", g, dtype, data_format, (x, dy),
+                _device_for(device, x, dy), (input, out_backprop))
 
 
 def _shape_or_tensor(value, name: str):
@@ -252,7 +294,7 @@ def conv2d(input=None, filters=None, strides=None, padding=None, data_format="NH
     filters = pick_alias(filters, filter, "filters", "filter")
     input = require(input, "input")
     return _conv2d_call("conv2d", input, filters, strides, padding, data_format,
-                        dilations)
+                        dilations, device)
 
 
 @_op
@@ -271,7 +313,8 @@ def conv2d_backprop_input(input_sizes=None, filters=None, out_backprop=None, str
     input_sizes = require(input_sizes, "input_sizes")
     out_backprop = require(out_backprop, "out_backprop")
     return _backprop_input_call("conv2d_backprop_input", input_sizes, "input_sizes", filters,
-                                out_backprop, strides, padding, data_format, dilations)
+                                out_backprop, strides, padding, data_format, dilations,
+                                device=device)
 
 
 @_op
@@ -289,7 +332,8 @@ def conv2d_backprop_filter(input=None, filter_sizes=None, out_backprop=None, str
     filter_sizes = require(filter_sizes, "filter_sizes")
     out_backprop = require(out_backprop, "out_backprop")
     return _backprop_filter_call("conv2d_backprop_filter", input, filter_sizes, "filter_sizes",
-                                 out_backprop, strides, padding, data_format, dilations)
+                                 out_backprop, strides, padding, data_format, dilations,
+                                 device=device)
 
 
 @_op
@@ -305,7 +349,7 @@ def conv2d_backprop_input_v2(input=None, filters=None, out_backprop=None, stride
     shape, array = _shape_or_tensor(input, "input")
     return _backprop_input_call("conv2d_backprop_input_v2", shape, "input", filters,
                                 out_backprop, strides, padding, data_format, dilations,
-                                input_array=array)
+                                input_array=array, device=device)
 
 
 @_op
@@ -322,7 +366,7 @@ def conv2d_backprop_filter_v2(input=None, filters=None, out_backprop=None, strid
     shape, array = _shape_or_tensor(filters, "filters")
     return _backprop_filter_call("conv2d_backprop_filter_v2", input, shape, "filters",
                                  out_backprop, strides, padding, data_format, dilations,
-                                 filter_array=array)
+                                 filter_array=array, device=device)
 
 
 @_op
@@ -342,7 +386,7 @@ def conv2d_transpose(input=None, filters=None, output_shape=None, strides=None,
     output_shape = require(output_shape, "output_shape")
     return _backprop_input_call("conv2d_transpose", output_shape, "output_shape", filters,
                                 input, strides, padding, data_format, dilations,
-                                dy_name="input")
+                                dy_name="input", device=device)
 
 
 def bias_add_grad(out_backprop=None, data_format="NHWC", name=None, *, device=None):
@@ -355,17 +399,37 @@ def bias_add_grad(out_backprop=None, data_format="NHWC", name=None, *, device=No
     min_rank = 2 if data_format == "NHWC" else 3
     if dy.ndim < min_rank:
         raise ValueError(f"out_backprop must have at least {min_rank} dimensions for "
-                         f"{data_format}, got shape {dy.shape}")
+                         f"{data_format}, got shape {tuple(dy.shape)}")
     check_dtypes(out_backprop=dy)
+    shape = tuple(dy.shape)
     if data_format == "NHWC":
-        channels, inner = dy.shape[-1], 1
+        channels, inner = shape[-1], 1
     else:
-        channels, inner = dy.shape[-3], dy.shape[-2] * dy.shape[-1]
+        channels, inner = shape[-3], shape[-2] * shape[-1]
+    if _device_for(device, dy) == "cuda":
+        return _bias_add_grad_cuda(dy, out_backprop, channels, inner)
+    dy = _host(dy)
     if dy.size == 0:
         return np.zeros(channels, dtype=dy.dtype)
     x3 = np.ascontiguousarray(dy).reshape(-1, channels, inner)
     with kernel_launch():
         return cpu.bias.run(x3)
+
+
+def _bias_add_grad_cuda(dy, source, channels: int, inner: int):
+    from .cuda import launch, runtime
+
+    stream = runtime.launch_stream((source,))
+    on_device = runtime.to_device(dy, stream)
+    if dy.size == 0:
+        out = launch.zeros((channels,), dy.dtype, stream)
+    else:
+        if not on_device.flags["C_CONTIGUOUS"]:
+            raise ValueError(f"out_backprop: a non-contiguous device array (shape {dy.shape}) "
+                             f"is not supported by bias_add_grad on CUDA; pass a contiguous one")
+        out = launch.bias_add_grad(on_device.reshape(dy.size // (channels * inner), channels,
+                                                     inner), stream)
+    return out if is_device_array(dy) else runtime.to_host(out, stream)
 
 
 @dataclass(frozen=True)
@@ -378,7 +442,8 @@ class Explanation:
     def __str__(self) -> str:
         g = self.call.geometry
         return "\n".join([
-            f"{self.call.op} -> {self.call.primitive} ({self.call.dtype}, {self.call.data_format})",
+            f"{self.call.op} -> {self.call.primitive} ({self.call.dtype}, {self.call.data_format}, "
+            f"{self.call.device})",
             f"geometry: {g.describe()}",
             f"output: {self.call.result_shape}, {g.flops / 1e9:.3g} GFLOP",
             f"schedule: {self.choice.schedule}",

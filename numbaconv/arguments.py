@@ -8,6 +8,7 @@ import operator
 
 import numpy as np
 
+from .cuda.runtime import as_device_array, is_device_array
 from .geometry import Padding
 
 DATA_FORMATS = ("NHWC", "NCHW")
@@ -111,11 +112,14 @@ def check_padding(padding, data_format: str) -> Padding:
     return (pairs[h], pairs[w])
 
 
-def as_array(value, name: str) -> np.ndarray:
-    """A NumPy view of ``value`` (never a copy of a NumPy array: we only read it)."""
-    if hasattr(value, "__cuda_array_interface__") and not isinstance(value, np.ndarray):
-        raise TypeError(f"{name} is a CUDA device array; the CUDA backend is not available in "
-                        f"this version of numbaconv: pass a NumPy array")
+def as_array(value, name: str):
+    """A NumPy view of ``value``, or for a GPU array (``__cuda_array_interface__``) a numba
+    device array viewing it: never a copy (we only read it)."""
+    if is_device_array(value):
+        try:
+            return as_device_array(value)
+        except RuntimeError as error:
+            raise RuntimeError(f"{name} is a CUDA device array but {error}") from error
     if isinstance(value, np.ndarray):
         return value
     if hasattr(value, "__array__") and not isinstance(value, (str, bytes)):

@@ -1,6 +1,8 @@
 """The YAML configuration cache: tuned schedules per device, looked up at call time.
 
-One file per device key (CPU model, SIMD features, core count), named ``<key>.yaml``::
+One file per device key, named ``<key>.yaml``: for the CPU its model, SIMD features and core
+count; for CUDA the GPU's name and compute capability (``device="cuda"``, whose entries
+hold :class:`~numbaconv.cuda.schedule.CudaSchedule` knobs and the kernel's registers)::
 
     format: numbaconv-configs/1
     device: {key: ..., cpu: ..., llvm_cpu: ..., simd: [...], cores: 2}
@@ -43,6 +45,8 @@ import yaml
 from .geometry import ConvGeometry
 from .schedule import Schedule
 
+DEVICES = ("cpu", "cuda")
+
 log = logging.getLogger("numbaconv")
 
 FORMAT = "numbaconv-configs/1"
@@ -75,6 +79,23 @@ def cpu_device() -> dict:
     return {"key": key, "cpu": model, "llvm_cpu": llvm_cpu, "simd": simd, "cores": cores}
 
 
+def device_info(device: str = "cpu") -> dict:
+    """The identity of the CPU, or of the current GPU (``device="cuda"``)."""
+    if device == "cuda":
+        from .cuda.runtime import device_info as gpu_device
+
+        return gpu_device()
+    return cpu_device()
+
+
+def schedule_type(device: str):
+    if device == "cuda":
+        from .cuda.schedule import CudaSchedule
+
+        return CudaSchedule
+    return Schedule
+
+
 def geometry_key(g: ConvGeometry) -> str:
     return (f"N{g.batch}-H{g.in_height}-W{g.in_width}-C{g.in_channels}-K{g.out_channels}"
             f"-R{g.filter_height}-S{g.filter_width}-s{g.stride_h}x{g.stride_w}"
@@ -100,9 +121,9 @@ def config_dirs() -> list[Path]:
     return [first, SHIPPED_DIR]
 
 
-def user_config_path() -> Path:
+def user_config_path(device: str = "cpu") -> Path:
     """The file the tuner writes by default."""
-    return config_dirs()[0] / f"{cpu_device()['key']}.yaml"
+    return config_dirs()[0] / f"{device_info(device)['key']}.yaml"
 
 
 @dataclass(frozen=True)
@@ -123,11 +144,11 @@ def _stat_signature(path: Path):
     return (stat.st_mtime_ns, stat.st_size)
 
 
-def files_signature() -> tuple:
+def files_signature(device: str = "cpu") -> tuple:
     """Changes whenever a config file appears, disappears or is rewritten (two ``stat``
     calls: a few microseconds, paid by every op call)."""
     signature = []
-    for path in _config_file_names():
+    for path in _config_file_names(device):
         try:
             stat = os.stat(path)
             signature.append((stat.st_mtime_ns, stat.st_size))
@@ -144,7 +165,7 @@ class _FileCache:
         self._files: dict[Path, tuple] = {}  # path -> (stat signature, entries)
         self._warned: set = set()
 
-    def entries(self, path: Path) -> dict:
+    def entries(self, path: Path, device: str = "cpu") -> dict:
         signature = _stat_signature(path)
         if signature is None:
             return {}
@@ -152,7 +173,7 @@ class _FileCache:
         if cached and cached[0] == signature:
             return cached[1]
         with self._lock:
-            entries = self._parse(path)
+            entries = self._parse(path, device)
             self._files[path] = (signature, entries)
             return entries
 
@@ -162,21 +183,22 @@ class _FileCache:
             log.warning("numbaconv: ignoring config file %s: %s; untuned shapes use the "
                         "default heuristic", path, reason)
 
-    def _parse(self, path: Path) -> dict:
+    def _parse(self, path: Path, device: str) -> dict:
         try:
             data = yaml.load(path.read_text(), Loader=_SAFE_LOADER)
         except (OSError, UnicodeDecodeError, yaml.YAMLError) as error:
             self._warn(path, f"unreadable ({type(error).__name__}: {str(error)[:120]})")
             return {}
-        reason = check_header(data)
+        reason = check_header(data, device)
         if reason:
             self._warn(path, reason)
             return {}
         entries = {}
+        schedule_class = schedule_type(device)
         for key, entry in (data.get("entries") or {}).items():
             try:
                 geometry = ConvGeometry(**entry["geometry"])
-                schedule = Schedule.from_dict(entry["schedule"])
+                schedule = schedule_class.from_dict(entry["schedule"])
                 entries[key] = Tuned(schedule, path, geometry, float(entry.get("seconds", 0.0)))
             except (KeyError, TypeError, ValueError) as error:
                 self._warn(path, f"entry {key!r} is malformed ({error})")
@@ -191,16 +213,17 @@ class _FileCache:
 _cache = _FileCache()
 
 
-def check_header(data) -> str | None:
+def check_header(data, device: str = "cpu") -> str | None:
     """Why a parsed file is not usable on this machine, or None."""
     if not isinstance(data, dict):
         return "not a mapping (truncated or not a numbaconv config)"
     if data.get("format") != FORMAT:
         return f"format {data.get('format')!r}, expected {FORMAT!r}"
-    device = data.get("device")
-    if not isinstance(device, dict) or device.get("key") != cpu_device()["key"]:
-        found = device.get("key") if isinstance(device, dict) else device
-        return f"tuned for device {found!r}, this is {cpu_device()['key']!r}"
+    found = data.get("device")
+    here = device_info(device)["key"]
+    if not isinstance(found, dict) or found.get("key") != here:
+        found = found.get("key") if isinstance(found, dict) else found
+        return f"tuned for device {found!r}, this is {here!r}"
     if data.get("numba") != numba.__version__:
         return f"tuned with numba {data.get('numba')}, this is {numba.__version__} (stale)"
     if not isinstance(data.get("entries"), (dict, type(None))):
@@ -208,49 +231,49 @@ def check_header(data) -> str | None:
     return None
 
 
-_file_names: tuple = (None, ())
+_file_names: dict = {}  # device -> (environment, file names)
 
 
-def _config_file_names() -> tuple:
+def _config_file_names(device: str = "cpu") -> tuple:
     """The config files as strings, recomputed only when the environment changes."""
-    global _file_names
     environment = (os.environ.get(CONFIG_ENV), os.environ.get("XDG_CACHE_HOME"),
                    os.environ.get("HOME"), SHIPPED_DIR)
-    if _file_names[0] != environment:
-        key = cpu_device()["key"]
-        _file_names = (environment,
-                       tuple(str(directory / f"{key}.yaml") for directory in config_dirs()))
-    return _file_names[1]
+    known = _file_names.get(device)
+    if known is None or known[0] != environment:
+        key = device_info(device)["key"]
+        known = (environment, tuple(str(directory / f"{key}.yaml") for directory in config_dirs()))
+        _file_names[device] = known
+    return known[1]
 
 
-def config_files() -> list[Path]:
-    return [Path(name) for name in _config_file_names()]
+def config_files(device: str = "cpu") -> list[Path]:
+    return [Path(name) for name in _config_file_names(device)]
 
 
-def lookup(primitive: str, dtype: str, g: ConvGeometry) -> Tuned | None:
+def lookup(primitive: str, dtype: str, g: ConvGeometry, device: str = "cpu") -> Tuned | None:
     """The tuned entry for exactly this (primitive, dtype, geometry), if any."""
     key = entry_key(primitive, dtype, g)
-    for path in config_files():
-        tuned = _cache.entries(path).get(key)
+    for path in config_files(device):
+        tuned = _cache.entries(path, device).get(key)
         if tuned is not None:
             return tuned
     return None
 
 
-def tuned_entries(primitive: str, dtype: str) -> list[Tuned]:
+def tuned_entries(primitive: str, dtype: str, device: str = "cpu") -> list[Tuned]:
     """Every tuned entry of a primitive and dtype, across files (earlier files win)."""
     prefix = f"{primitive}|{dtype}|"
     found: dict[str, Tuned] = {}
-    for path in config_files():
-        for key, tuned in _cache.entries(path).items():
+    for path in config_files(device):
+        for key, tuned in _cache.entries(path, device).items():
             if key.startswith(prefix):
                 found.setdefault(key, tuned)
     return list(found.values())
 
 
-def entry_count(path: Path) -> int:
+def entry_count(path: Path, device: str = "cpu") -> int:
     """Usable entries of one config file (0 when absent or rejected)."""
-    return len(_cache.entries(Path(path)))
+    return len(_cache.entries(Path(path), device))
 
 
 def forget():
@@ -269,7 +292,7 @@ def _locked(path: Path):
             fcntl.flock(lock, fcntl.LOCK_UN)
 
 
-def make_entry(primitive: str, dtype: str, g: ConvGeometry, schedule: Schedule, seconds: float,
+def make_entry(primitive: str, dtype: str, g: ConvGeometry, schedule, seconds: float,
                default_seconds: float) -> dict:
     return {"op": primitive, "dtype": dtype, "geometry": geometry_to_dict(g),
             "schedule": schedule.to_dict(), "seconds": float(f"{seconds:.6g}"),
@@ -278,19 +301,19 @@ def make_entry(primitive: str, dtype: str, g: ConvGeometry, schedule: Schedule, 
             "date": datetime.date.today().isoformat()}
 
 
-def save_entries(path: Path, new_entries: dict):
+def save_entries(path: Path, new_entries: dict, device: str = "cpu"):
     """Merge ``new_entries`` (entry key -> entry dict) into the file at ``path``."""
     path = Path(path)
     with _locked(path):
         entries = {}
         try:
             data = yaml.load(path.read_text(), Loader=_SAFE_LOADER)
-            if check_header(data) is None:
+            if check_header(data, device) is None:
                 entries = dict(data.get("entries") or {})
         except (OSError, UnicodeDecodeError, yaml.YAMLError):
             pass  # a missing or broken file is replaced
         entries.update(new_entries)
-        document = {"format": FORMAT, "device": cpu_device(), "numba": numba.__version__,
+        document = {"format": FORMAT, "device": device_info(device), "numba": numba.__version__,
                     "entries": dict(sorted(entries.items()))}
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
         try:

@@ -42,15 +42,22 @@ def report() -> str:
 
 
 def cuda_status() -> str:
-    try:
-        from numba import cuda
-    except ImportError as error:  # numba without its CUDA target
-        return f"unavailable ({error})"
-    try:
-        return "available" if cuda.is_available() else "no CUDA device or driver"
-    except Exception as error:  # a broken driver must not break the diagnostic
-        return f"unavailable ({type(error).__name__}: {error})"
+    from .cuda import resources, runtime
 
+    reason = runtime.unavailable_reason()
+    if reason:
+        status = f"unavailable ({reason})"
+    else:
+        device = runtime.device_info()
+        status = f"available: {device['gpu']} (device key {device['key']})"
+        status += "; config files: " + ", ".join(
+            f"{path} ({configs.entry_count(path, 'cuda')} entries)" if path.exists()
+            else f"{path} (absent)" for path in configs.config_files("cuda"))
+    try:
+        compiler = resources.unavailable_reason() or f"ready (ptxas {resources.ptxas()})"
+    except Exception as error:  # a broken toolkit must not break the diagnostic
+        compiler = f"unavailable ({type(error).__name__}: {error})"
+    return f"{status}\nCUDA compile-only checks: {compiler}"
 
 if __name__ == "__main__":
     print(report())

@@ -56,11 +56,12 @@ class Problem:
         return ref.conv2d_backprop_filter(self.x, self.w.shape, self.dy, *self.args)
 
 
-def call_op(op, p, strides, padding, data_format, dilations):
-    """Run ``op`` on problem ``p`` the way a TensorFlow user would write it."""
+def call_op(op, p, strides, padding, data_format, dilations, **extra):
+    """Run ``op`` on problem ``p`` the way a TensorFlow user would write it (``extra``:
+    more keywords, e.g. ``device``)."""
     x, dy = to_format(p.x, data_format), to_format(p.dy, data_format)
     options = dict(strides=strides, padding=padding, data_format=data_format,
-                   dilations=dilations)
+                   dilations=dilations, **extra)
     x_shape = shape_in(p.x.shape, data_format)
     if op == "conv2d":
         return "forward", nc.conv2d(x, p.w, **options)

@@ -4,6 +4,11 @@ With no arguments it tunes ``tuning/workloads/resnet50.yaml`` at batch 1, the th
 primitives in float32, within the default budget, and writes the user config file
 (``$NUMBACONV_CONFIG_DIR`` or ``~/.cache/numbaconv/configs``), which every later call of
 the ops reads.
+
+``--device cuda`` tunes the CUDA kernels on the current GPU (its own config file, keyed by
+GPU name and compute capability). ``--device cuda --compile-only`` needs no GPU: it
+compiles every CUDA kernel of the search space for sm_80 and sm_90 with the real compiler
+and prints registers, spills, shared memory and occupancy per schedule.
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ from ..cpu import codegen
 from ..timing import median_seconds
 from ..workloads import WORKLOAD_DIR, WorkloadError, load_workload
 from .space import SPACE_FILE, load_space
+from .backends import backend as make_backend
 from .tuner import RUNNERS, save_outcome, tune_one, with_batch
 
 PRIMITIVES = tuple(RUNNERS)
@@ -34,7 +40,8 @@ def parse_args(argv):
                              "padding, dilations; NHWC/HWIO). Default: %(default)s")
     parser.add_argument("--ops", default=",".join(PRIMITIVES),
                         help="comma-separated primitives to tune (default: all three)")
-    parser.add_argument("--dtype", default="float32", choices=["float32", "float64"])
+    parser.add_argument("--dtype", default=None, choices=["float32", "float64"],
+                        help="default: float32 (--compile-only: both)")
     parser.add_argument("--budget", type=float, default=300.0,
                         help="overall time budget in seconds (default: %(default)s); layers "
                              "not reached in time keep the default heuristic")
@@ -45,7 +52,17 @@ def parse_args(argv):
     parser.add_argument("--select", default="", help="only layers whose name contains TEXT")
     parser.add_argument("--repeats", type=int, default=5, help="timed calls per candidate")
     parser.add_argument("--space", default=str(SPACE_FILE), help="search space YAML")
+    parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"],
+                        help="tune the CPU loop nests or the CUDA kernels (default: %(default)s)")
+    parser.add_argument("--compile-only", action="store_true",
+                        help="with --device cuda: no GPU needed; compile every CUDA kernel of "
+                             "the search space for sm_80 and sm_90 and print its resources")
     args = parser.parse_args(argv)
+    if args.compile_only and args.device != "cuda":
+        parser.error("--compile-only applies to --device cuda")
+    args.dtypes = [args.dtype] if args.dtype else (["float32", "float64"] if args.compile_only
+                                                   else ["float32"])
+    args.dtype = args.dtypes[0]
     args.ops = [op.strip() for op in args.ops.split(",") if op.strip()]
     for op in args.ops:
         if op not in PRIMITIVES:
@@ -70,6 +87,15 @@ def matmul_rate(geometry, dtype) -> float:
 
 def main(argv=None) -> int:
     args = parse_args(argv)
+    if args.compile_only:
+        from .compile_report import report
+
+        return report(load_space(args.space), args.ops, args.dtypes)
+    try:
+        backend = make_backend(args.device)
+    except RuntimeError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
     try:
         layers = [l for l in load_workload(args.workload) if args.select in l.name]
     except (OSError, WorkloadError) as error:
@@ -77,12 +103,12 @@ def main(argv=None) -> int:
         return 2
     layers = with_batch(layers, args.batch)
     space = load_space(args.space)
-    path = (Path(args.config_dir) / f"{configs.cpu_device()['key']}.yaml" if args.config_dir
-            else configs.user_config_path())
+    path = (Path(args.config_dir) / f"{backend.key()}.yaml" if args.config_dir
+            else configs.user_config_path(args.device))
     problems = [(layer, op) for layer in layers for op in args.ops]
     print(f"numbaconv tune: {len(layers)} layers × {len(args.ops)} primitives, {args.dtype}, "
-          f"budget {args.budget:.0f} s, {numba.get_num_threads()} threads, device "
-          f"{configs.cpu_device()['key']}\nwriting {path}", flush=True)
+          f"budget {args.budget:.0f} s, {numba.get_num_threads()} CPU threads, device "
+          f"{backend.key()}\nwriting {path}", flush=True)
     start = time.monotonic()
     deadline = start + args.budget
     outcomes = []
@@ -92,8 +118,9 @@ def main(argv=None) -> int:
                 print(f"budget spent: {len(problems) - index + 1} of {len(problems)} problems "
                       f"left untuned (they use the default heuristic)", flush=True)
                 break
-            outcome = tune_one(layer, op, args.dtype, space, deadline, args.repeats)
-            save_outcome(outcome, path)
+            outcome = tune_one(layer, op, args.dtype, space, deadline, args.repeats,
+                               backend=backend)
+            save_outcome(outcome, path, backend)
             outcomes.append(outcome)
             best = f"{outcome.best} {outcome.best_seconds * 1e3:.2f} ms" if outcome.best else "none"
             print(f"[{index}/{len(problems)}] {layer.name} {op}: {outcome.timed} timed, "
@@ -101,7 +128,7 @@ def main(argv=None) -> int:
                   f" ({time.monotonic() - start:.0f} s)", flush=True)
     except KeyboardInterrupt:
         print("\ninterrupted: every result above is saved", flush=True)
-    print_table(outcomes, args.dtype)
+    print_table(outcomes, args.dtype, with_matmul=args.device == "cpu")
     first_calls = sum(o.compile_seconds for o in outcomes)
     print(f"total {time.monotonic() - start:.0f} s, of which {first_calls:.0f} s in first calls "
           f"(compilation or cache loads, and verification); {codegen.compiled_variants()} "
@@ -109,7 +136,7 @@ def main(argv=None) -> int:
     return 0
 
 
-def print_table(outcomes, dtype):
+def print_table(outcomes, dtype, with_matmul: bool = True):
     header = (f"{'layer':<18} {'op':<16} {'default ms':>10} {'tuned ms':>9} {'speed-up':>8} "
               f"{'GFLOP/s':>8} {'matmul':>7}  schedule")
     print("\n" + header + "\n" + "-" * len(header))
@@ -120,12 +147,13 @@ def print_table(outcomes, dtype):
             continue
         g = o.layer.geometry
         if g not in rates:
-            rates[g] = matmul_rate(g, dtype)
+            rates[g] = matmul_rate(g, dtype) if with_matmul else None
         gflops = g.flops / o.best_seconds / 1e9
         default_ms = f"{o.default_seconds * 1e3:10.2f}" if o.default_seconds else f"{'-':>10}"
         speedup = f"{o.speedup:8.2f}" if o.speedup else f"{'-':>8}"
+        fraction = f"{gflops / rates[g]:7.2f}" if with_matmul else f"{'-':>7}"
         print(f"{o.layer.name:<18} {o.primitive:<16} {default_ms} {o.best_seconds * 1e3:9.2f} "
-              f"{speedup} {gflops:8.1f} {gflops / rates[g]:7.2f}  {o.best}", flush=True)
+              f"{speedup} {gflops:8.1f} {fraction}  {o.best}", flush=True)
 
 
 if __name__ == "__main__":

@@ -38,3 +38,27 @@ def candidates(primitive: str, g: ConvGeometry, itemsize: int, space: dict) -> l
         found.append(Schedule(algorithm="gemm", loop_order="im2col"))
     unique = list(dict.fromkeys(found))
     return [s for s in unique if illegal_reason(primitive, g, s, itemsize) is None]
+
+
+def cuda_candidates(primitive: str, g: ConvGeometry, itemsize: int, space: dict) -> list:
+    """The default CUDA schedule first, then every tile × block_k of the space's ``cuda``
+    section (and for backward-filter each split_k × reduction of the default tile), legal
+    by shared memory and threads. Resource pruning (spills) is the tuner's."""
+    from ..cuda.schedule import CudaSchedule, default_schedule, split_for
+    from ..cuda.schedule import illegal_reason as cuda_illegal_reason
+
+    section = space.get("cuda", {})
+    default = default_schedule(primitive, g, itemsize)
+    found = [default]
+    for block_m, block_n, thread_m, thread_n in section.get("tiles", []):
+        for block_k in section.get("block_k", [8]):
+            block, thread = (block_m, block_n), (thread_m, thread_n)
+            found.append(CudaSchedule(block, thread, block_k, split_for(
+                primitive, g, block, thread, block_k, itemsize)))
+    if primitive == "backward_filter":
+        for split_k in section.get("split_k", []):
+            for reduction in section.get("reduction", ["two_pass"]):
+                found.append(CudaSchedule(default.block_tile, default.thread_tile,
+                                          default.block_k, split_k, reduction))
+    unique = list(dict.fromkeys(found))
+    return [s for s in unique if cuda_illegal_reason(primitive, g, s, itemsize) is None]

@@ -19,15 +19,13 @@ from typing import Callable
 import numpy as np
 
 from .. import configs
-from ..cpu import backward_data, backward_filter, forward
 from ..geometry import ConvGeometry
-from ..schedule import Schedule, direct_schedule
+from ..schedule import direct_schedule
 from ..timing import alternating_medians, median_seconds
 from ..workloads import Layer
-from .space import candidates
+from .backends import CPU_RUNNERS, CpuBackend
 
-RUNNERS = {"forward": forward.run, "backward_data": backward_data.run,
-           "backward_filter": backward_filter.run}
+RUNNERS = CPU_RUNNERS
 #: Largest error allowed, relative to the largest magnitude of the float64 result.
 TOLERANCE = {"float32": 1e-4, "float64": 1e-10}
 #: Input sets cycled while timing, when they fit this budget (bytes): larger layers do not
@@ -42,9 +40,9 @@ class Outcome:
     layer: Layer
     primitive: str
     dtype: str
-    default: Schedule
+    default: object  # a Schedule or a CudaSchedule
     default_seconds: float | None = None
-    best: Schedule | None = None
+    best: object | None = None
     best_seconds: float | None = None
     timed: int = 0
     rejected: list = field(default_factory=list)  # (schedule, reason)
@@ -76,29 +74,40 @@ def relative_error(result: np.ndarray, reference: np.ndarray) -> float:
 
 
 def tune_one(layer: Layer, primitive: str, dtype: str, space: dict, deadline: float,
-             repeats: int = 5, log: Callable[[str], None] = print) -> Outcome:
+             repeats: int = 5, log: Callable[[str], None] = print, backend=None) -> Outcome:
+    """Tune one (layer, primitive, dtype) on ``backend`` (default: the CPU)."""
+    backend = backend or CpuBackend()
     g = layer.geometry
     np_dtype = np.dtype(dtype)
     rng = np.random.default_rng(zlib.crc32(f"{layer.name}|{primitive}".encode()))
-    run = RUNNERS[primitive]
     first = operands(primitive, g, np_dtype, rng)
     size = sum(a.nbytes for a in first)
     sets = [first] + [operands(primitive, g, np_dtype, rng)
                       for _ in range(max(0, min(2, ROTATION_BYTES // max(size, 1) - 1)))]
-    reference = run(*(a.astype(np.float64) for a in first), g,
-                    direct_schedule(primitive, g, 8))
-    options = candidates(primitive, g, np_dtype.itemsize, space)
-    outcome = Outcome(layer, primitive, dtype, default=options[0])
-    timings: dict[Schedule, float] = {}
-    previous_used_blas = False
+    # The reference: the CPU's direct loop nest in float64 (itself tested against NumPy).
+    reference = RUNNERS[primitive](*(a.astype(np.float64) for a in first), g,
+                                   direct_schedule(primitive, g, 8))
+    options, pruned = backend.candidates(primitive, g, np_dtype.itemsize, space)
+    outcome = Outcome(layer, primitive, dtype, default=options[0] if options else None)
+    outcome.rejected.extend(pruned)
+    for schedule, reason in pruned:
+        log(f"    {reason}: {schedule}")
+    sets = [backend.prepare(arrays) for arrays in sets]
+
+    def run(arrays, schedule):
+        return backend.run(primitive, arrays, g, schedule)
+
+    timings: dict = {}
+    settle = 0.02
     for schedule in options:
         if time.monotonic() > deadline:
             break
         start = time.perf_counter()
         try:
-            result = run(*first, g, schedule)
+            result = backend.to_host(run(sets[0], schedule))
         except Exception as error:  # a candidate that fails to compile or run is rejected
             outcome.rejected.append((schedule, f"{type(error).__name__}: {error}"))
+            log(f"    rejected {schedule}: {type(error).__name__}: {error}")
             continue
         outcome.compile_seconds += time.perf_counter() - start
         error = relative_error(result, reference)
@@ -106,10 +115,9 @@ def tune_one(layer: Layer, primitive: str, dtype: str, space: dict, deadline: fl
             outcome.rejected.append((schedule, f"wrong result (relative error {error:.2e})"))
             log(f"    rejected {schedule}: relative error {error:.2e}")
             continue
-        # BLAS worker threads spin after a matmul: give them time to sleep before timing.
-        seconds = median_seconds(lambda i: run(*sets[i], g, schedule), len(sets), repeats,
-                                 settle=0.3 if previous_used_blas else 0.02)
-        previous_used_blas = schedule.algorithm == "gemm"
+        seconds = median_seconds(lambda i: run(sets[i], schedule), len(sets), repeats,
+                                 settle=settle)
+        settle = backend.settle_after(schedule)
         outcome.timed += 1
         timings[schedule] = seconds
         if schedule == outcome.default:
@@ -117,18 +125,18 @@ def tune_one(layer: Layer, primitive: str, dtype: str, space: dict, deadline: fl
         if outcome.best_seconds is None or seconds < outcome.best_seconds:
             outcome.best, outcome.best_seconds = schedule, seconds
     if outcome.timed > 1 and time.monotonic() < deadline:
-        _retime_finalists(outcome, run, sets, g, timings)
+        _retime_finalists(outcome, run, sets, timings)
     return outcome
 
 
-def _retime_finalists(outcome: Outcome, run, sets, g, timings: dict, finalists: int = 3):
+def _retime_finalists(outcome: Outcome, run, sets, timings: dict, finalists: int = 3):
     """Single timings on a shared machine wobble by 10-15%: time the fastest few again,
     alternating, and let that decide."""
     ranked = sorted(timings, key=timings.get)[:finalists]
     if outcome.default not in ranked and outcome.default in timings:
         ranked.append(outcome.default)
     medians = alternating_medians(
-        {index: (lambda s=schedule: run(*sets[0], g, s)) for index, schedule in enumerate(ranked)},
+        {index: (lambda s=schedule: run(sets[0], s)) for index, schedule in enumerate(ranked)},
         rounds=2, settle=0.1)
     for index, schedule in enumerate(ranked):
         timings[schedule] = medians[index]
@@ -138,15 +146,17 @@ def _retime_finalists(outcome: Outcome, run, sets, g, timings: dict, finalists: 
         outcome.default_seconds = timings[outcome.default]
 
 
-def save_outcome(outcome: Outcome, path: Path):
+def save_outcome(outcome: Outcome, path: Path, backend=None):
     if outcome.best is None:
         return
+    backend = backend or CpuBackend()
     default_seconds = outcome.default_seconds or outcome.best_seconds
     key = configs.entry_key(outcome.primitive, outcome.dtype, outcome.layer.geometry)
     entry = configs.make_entry(outcome.primitive, outcome.dtype, outcome.layer.geometry,
                                outcome.best, outcome.best_seconds, default_seconds)
     entry["layer"] = outcome.layer.name
-    configs.save_entries(path, {key: entry})
+    entry.update(backend.entry_extras(outcome.primitive, outcome.best, outcome.dtype))
+    configs.save_entries(path, {key: entry}, device=backend.device)
 
 
 def with_batch(layers: list[Layer], batch: int | None) -> list[Layer]:

@@ -1,0 +1,85 @@
+"""Launching the CUDA kernels: device arrays in (activations in ``data_format`` layout,
+filters HWIO, any strides), a fresh C-contiguous device array out."""
+
+from __future__ import annotations
+
+import functools
+
+import numpy as np
+from numba import cuda
+
+from ..geometry import ConvGeometry
+from . import backward_data, backward_filter, bias, forward
+from .schedule import CudaSchedule, gemm_shape, grid, illegal_reason, reduction_chunk
+from .tiles import geometry_tuple, split_sum_kernel
+
+KERNELS = {"forward": forward.kernel, "backward_data": backward_data.kernel,
+           "backward_filter": backward_filter.kernel}
+SUM_THREADS = 256
+
+
+@functools.lru_cache(maxsize=None)
+def _fill_kernel():
+
+    @cuda.jit
+    def fill_zero(flat):
+        i = cuda.grid(1)
+        if i < flat.shape[0]:
+            flat[i] = 0
+
+    return fill_zero
+
+
+def zeros(shape, dtype, stream):
+    out = cuda.device_array(shape, dtype=dtype, stream=stream)
+    flat = out.reshape(int(np.prod(shape)))
+    if flat.shape[0]:
+        _fill_kernel()[-(-flat.shape[0] // SUM_THREADS), SUM_THREADS, stream](flat)
+    return out
+
+
+def run(primitive: str, first, second, g: ConvGeometry, schedule: CudaSchedule,
+        result_shape: tuple, data_format: str, stream):
+    """One primitive on the GPU: ``first``/``second`` as in :class:`numbaconv.api.Call`."""
+    dtype = np.dtype(first.dtype)
+    reason = illegal_reason(primitive, g, schedule, dtype.itemsize)
+    if reason:
+        raise ValueError(f"schedule {schedule} cannot run {primitive} here: {reason}")
+    rows, columns, depth = gemm_shape(primitive, g)
+    kernel = KERNELS[primitive](schedule, dtype.name, data_format == "NHWC")
+    launch = (grid(primitive, g, schedule), schedule.threads, stream)
+    arguments = (geometry_tuple(g), rows, columns, depth, reduction_chunk(primitive, g, schedule))
+    if primitive != "backward_filter":
+        out = cuda.device_array(result_shape, dtype=dtype, stream=stream)
+        kernel[launch](first, second, out, *arguments)
+        return out
+    if schedule.split_k == 1 or schedule.reduction == "atomic":
+        out = (zeros if schedule.split_k > 1 else cuda.device_array)(
+            result_shape, dtype=dtype, stream=stream)
+        kernel[launch](first, second, out.reshape(1, rows, columns), *arguments)
+        return out
+    partials = cuda.device_array((schedule.split_k, rows, columns), dtype=dtype, stream=stream)
+    kernel[launch](first, second, partials, *arguments)
+    out = cuda.device_array(result_shape, dtype=dtype, stream=stream)
+    _split_sum(partials.reshape(schedule.split_k, rows * columns), out.reshape(rows * columns),
+               stream)
+    return out
+
+
+def _split_sum(partials, flat_out, stream):
+    size = flat_out.shape[0]
+    split_sum_kernel()[-(-size // SUM_THREADS), SUM_THREADS, stream](partials, flat_out)
+
+
+def bias_add_grad(dy3, stream):
+    """``dy3`` (rows, channels, inner) -> [channels], summed over rows and inner."""
+    rows, channels, _ = dy3.shape
+    chunks = max(1, min(bias.ROW_CHUNKS, rows))
+    rows_per_chunk = -(-rows // chunks)
+    chunks = -(-rows // rows_per_chunk)
+    partials = cuda.device_array((chunks, channels), dtype=dy3.dtype, stream=stream)
+    bias.kernel()[(-(-channels // bias.THREADS), chunks), bias.THREADS, stream](
+        dy3, partials, rows_per_chunk)
+    out = cuda.device_array(channels, dtype=dy3.dtype, stream=stream)
+    _split_sum(partials, out, stream)
+    return out

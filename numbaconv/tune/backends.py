@@ -1,0 +1,116 @@
+"""What the tuner needs of a device: its candidates, how to run one, how to time it.
+
+:class:`CpuBackend` runs the loop nests on NumPy arrays; :class:`CudaBackend` the
+``numba.cuda`` kernels on device arrays, synchronising after each timed call and pruning,
+before anything runs, the schedules whose kernels spill on the real compiler.
+"""
+
+from __future__ import annotations
+
+from ..cpu import backward_data, backward_filter, forward
+from ..geometry import ConvGeometry
+from .space import candidates, cuda_candidates
+
+CPU_RUNNERS = {"forward": forward.run, "backward_data": backward_data.run,
+               "backward_filter": backward_filter.run}
+
+
+class CpuBackend:
+    device = "cpu"
+
+    def key(self) -> str:
+        from ..configs import cpu_device
+
+        return cpu_device()["key"]
+
+    def candidates(self, primitive: str, g: ConvGeometry, itemsize: int, space: dict):
+        """(legal schedules, [(schedule, why pruned)])."""
+        return candidates(primitive, g, itemsize, space), []
+
+    def prepare(self, arrays):
+        return arrays
+
+    def run(self, primitive: str, operands, g: ConvGeometry, schedule):
+        return CPU_RUNNERS[primitive](*operands, g, schedule)
+
+    def to_host(self, result):
+        return result
+
+    def settle_after(self, schedule) -> float:
+        # BLAS worker threads spin after a matmul: give them time to sleep before timing.
+        return 0.3 if schedule.algorithm == "gemm" else 0.02
+
+    def entry_extras(self, primitive: str, schedule, dtype: str) -> dict:
+        return {}
+
+
+class CudaBackend:
+    device = "cuda"
+
+    def __init__(self):
+        from ..cuda import runtime
+
+        runtime.require()
+        from numba import cuda
+
+        self.cuda = cuda
+        self.stream = cuda.default_stream()
+        self.info = runtime.device_info()
+
+    def key(self) -> str:
+        return self.info["key"]
+
+    @property
+    def compute_capability(self) -> tuple:
+        return tuple(self.info["compute_capability"])
+
+    def _resources(self, primitive: str, schedule, dtype: str):
+        """The kernel's ptxas report for this GPU, or None where the compiler is absent
+        (the simulator, or a GPU without the CUDA 13 compiler wheels)."""
+        from ..cuda import resources
+
+        if resources.unavailable_reason() is not None:
+            return None
+        if self.compute_capability not in resources.LIMITS:
+            return None
+        return resources.tile_resources(primitive, schedule, dtype, self.compute_capability)
+
+    def candidates(self, primitive: str, g: ConvGeometry, itemsize: int, space: dict):
+        from ..cuda import resources
+
+        dtype = "float32" if itemsize == 4 else "float64"
+        kept, pruned = [], []
+        for schedule in cuda_candidates(primitive, g, itemsize, space):
+            found = self._resources(primitive, schedule, dtype)
+            reason = resources.rejection(found) if found else None
+            (pruned.append((schedule, f"pruned: {reason}")) if reason else kept.append(schedule))
+        return kept, pruned
+
+    def prepare(self, arrays):
+        return [self.cuda.to_device(a, stream=self.stream) for a in arrays]
+
+    def run(self, primitive: str, operands, g: ConvGeometry, schedule):
+        from ..cuda import launch
+
+        shape = {"forward": g.output_shape, "backward_data": g.input_shape,
+                 "backward_filter": g.filter_shape}[primitive]
+        result = launch.run(primitive, *operands, g, schedule, shape, "NHWC", self.stream)
+        self.stream.synchronize()  # so that a timed call ends when the GPU is done
+        return result
+
+    def to_host(self, result):
+        return result.copy_to_host()
+
+    def settle_after(self, schedule) -> float:
+        return 0.0
+
+    def entry_extras(self, primitive: str, schedule, dtype: str) -> dict:
+        found = self._resources(primitive, schedule, dtype)
+        if found is None:
+            return {}
+        return {"registers": found.registers, "blocks_per_sm": found.blocks_per_sm,
+                "occupancy": round(found.occupancy(self.compute_capability), 3)}
+
+
+def backend(device: str):
+    return CudaBackend() if device == "cuda" else CpuBackend()
