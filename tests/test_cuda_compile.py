@@ -34,8 +34,12 @@ SCRIPT = textwrap.dedent("""
     cases += [("forward", CudaSchedule((64, 128), (4, 8), 16), "float32"),
               ("backward_filter", CudaSchedule((64, 64), (8, 8), 8, split_k=4,
                                                reduction="atomic"), "float32")]
-    for primitive, schedule, dtype in cases:
-        found = resources.tile_resources(primitive, schedule, dtype, (9, 0))
+    cases = [case + (True,) for case in cases]
+    # NCHW activations are read in place by their own kernel variants.
+    cases += [(p, default_schedule(p, g, 4), "float32", False)
+              for p in ("forward", "backward_data", "backward_filter")]
+    for primitive, schedule, dtype, channels_last in cases:
+        found = resources.tile_resources(primitive, schedule, dtype, (9, 0), channels_last)
         rows.append([primitive, str(schedule), dtype, found.to_dict()])
     for name, found in resources.helper_resources("float32", (9, 0)).items():
         rows.append([name, "helper", "float32", found.to_dict()])
@@ -87,7 +91,7 @@ def test_every_kernel_fits_shared_memory_and_an_sm(compiled):
 
 def test_helper_kernels_compile(compiled):
     names = {row[0] for row in compiled["rows"] if row[1] == "helper"}
-    assert names == {"split_sum", "bias_partial_sums"}
+    assert names == {"split_sum", "bias_partial_sums", "zero_fill"}
 
 
 def test_a_kernel_with_too_much_shared_memory_is_refused_clearly(compiled):

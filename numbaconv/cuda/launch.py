@@ -19,22 +19,20 @@ SUM_THREADS = 256
 
 
 @functools.lru_cache(maxsize=None)
-def _fill_kernel():
-
-    @cuda.jit
+def fill_zero_kernel(python: bool = False):
     def fill_zero(flat):
         i = cuda.grid(1)
         if i < flat.shape[0]:
             flat[i] = 0
 
-    return fill_zero
+    return fill_zero if python else cuda.jit(fill_zero)
 
 
 def zeros(shape, dtype, stream):
     out = cuda.device_array(shape, dtype=dtype, stream=stream)
     flat = out.reshape(int(np.prod(shape)))
     if flat.shape[0]:
-        _fill_kernel()[-(-flat.shape[0] // SUM_THREADS), SUM_THREADS, stream](flat)
+        fill_zero_kernel()[-(-flat.shape[0] // SUM_THREADS), SUM_THREADS, stream](flat)
     return out
 
 

@@ -220,6 +220,8 @@ def helper_resources(dtype: str, cc=(9, 0)) -> dict[str, Resources]:
     from numba import types
 
     return {
+        "zero_fill": measure(launch.fill_zero_kernel(python=True), (_array(dtype, 1),),
+                             launch.SUM_THREADS, cc),
         "split_sum": measure(split_sum_kernel(python=True),
                              (_array(dtype, 2), _array(dtype, 1)), launch.SUM_THREADS, cc),
         "bias_partial_sums": measure(bias.kernel(python=True),
