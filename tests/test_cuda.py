@@ -196,6 +196,13 @@ def test_bias_add_grad_on_cuda(rng, shape, data_format, axis, dtype):
     assert_matches(out.copy_to_host(), ref.bias_add_grad(dy, axis), dtype)
 
 
+def test_bias_add_grad_nan_stays_in_its_channel_on_cuda(rng):
+    dy = random(rng, (2, 3, 3, 4), np.float32)
+    dy[0, 0, 0, 0] = np.nan
+    out = nc.bias_add_grad(dy, device="cuda")
+    assert np.isnan(out[0]) and np.all(np.isfinite(out[1:]))
+
+
 def test_bias_add_grad_numpy_on_cuda_returns_numpy(rng):
     dy = random(rng, (3, 4, 4, 6), np.float32)
     out = nc.bias_add_grad(dy, device="cuda")

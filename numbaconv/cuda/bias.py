@@ -7,8 +7,8 @@ from __future__ import annotations
 
 import functools
 
+import numpy as np
 from numba import cuda
-
 
 THREADS = 128
 #: Row chunks: enough blocks to fill a GPU when there are few channels.
@@ -16,7 +16,8 @@ ROW_CHUNKS = 32
 
 
 @functools.lru_cache(maxsize=None)
-def kernel(python: bool = False):
+def kernel(dtype: str, python: bool = False):
+    zero = np.dtype(dtype).type(0)
 
     def partial_sums(dy3, partials, rows_per_chunk):
         channel = cuda.blockIdx.x * cuda.blockDim.x + cuda.threadIdx.x
@@ -25,7 +26,7 @@ def kernel(python: bool = False):
             return
         begin = chunk * rows_per_chunk
         end = min(dy3.shape[0], begin + rows_per_chunk)
-        total = dy3[0, 0, 0] * 0  # zero of the array's dtype
+        total = zero
         for row in range(begin, end):
             for i in range(dy3.shape[2]):
                 total += dy3[row, channel, i]

@@ -76,7 +76,7 @@ def bias_add_grad(dy3, stream):
     rows_per_chunk = -(-rows // chunks)
     chunks = -(-rows // rows_per_chunk)
     partials = cuda.device_array((chunks, channels), dtype=dy3.dtype, stream=stream)
-    bias.kernel()[(-(-channels // bias.THREADS), chunks), bias.THREADS, stream](
+    bias.kernel(np.dtype(dy3.dtype).name)[(-(-channels // bias.THREADS), chunks), bias.THREADS, stream](
         dy3, partials, rows_per_chunk)
     out = cuda.device_array(channels, dtype=dy3.dtype, stream=stream)
     _split_sum(partials, out, stream)

@@ -224,7 +224,7 @@ def helper_resources(dtype: str, cc=(9, 0)) -> dict[str, Resources]:
                              launch.SUM_THREADS, cc),
         "split_sum": measure(split_sum_kernel(python=True),
                              (_array(dtype, 2), _array(dtype, 1)), launch.SUM_THREADS, cc),
-        "bias_partial_sums": measure(bias.kernel(python=True),
+        "bias_partial_sums": measure(bias.kernel(dtype, python=True),
                                      (_array(dtype, 3), _array(dtype, 2), types.int64),
                                      bias.THREADS, cc),
     }
