@@ -25,9 +25,9 @@ from . import cpu
 from .arguments import (as_array, check_data_format, check_dtypes, check_padding, check_rank,
                         from_nhwc, from_nhwc_shape, is_shape, pick_alias, require, shape_arg,
                         spatial_pair, to_nhwc, to_nhwc_shape)
+from .cuda.runtime import is_device_array
 from .geometry import ConvGeometry, Padding, conv_geometry
 from .heuristic import Choice, choose
-from .cuda.runtime import is_device_array
 from .schedule import Schedule
 from .threads import kernel_launch
 
@@ -79,18 +79,15 @@ class Call:
             return self._run(schedule)
 
     def _run_cuda(self, schedule):
-        from .cuda import launch, runtime
+        from .cuda import launch
 
-        stream = runtime.launch_stream(self.sources)
-        first, second = (runtime.to_device(a, stream) for a in self.operands)
-        if 0 in self.result_shape:
-            out = launch.zeros(self.result_shape, self.dtype, stream)
-        else:
-            out = launch.run(self.primitive, first, second, self.geometry, schedule,
-                             self.result_shape, self.data_format, stream)
-        if any(is_device_array(a) for a in self.operands):
-            return out
-        return runtime.to_host(out, stream)
+        def compute(stream, first, second):
+            if 0 in self.result_shape:
+                return launch.zeros(self.result_shape, self.dtype, stream)
+            return launch.run(self.primitive, first, second, self.geometry, schedule,
+                              self.result_shape, self.data_format, stream)
+
+        return _on_cuda(self.sources, self.operands, compute)
 
     def _run(self, schedule: Schedule) -> np.ndarray:
         first, second = (_host(a) for a in self.operands)
@@ -122,6 +119,18 @@ def _device_for(device, *arrays) -> str:
 
         require()
     return device
+
+
+def _on_cuda(sources, operands, compute):
+    """``compute(stream, *operands on the GPU)`` on the stream of ``sources``' producers:
+    the device array it returns when an operand was a device array, else a NumPy copy."""
+    from .cuda import runtime
+
+    stream = runtime.launch_stream(sources)
+    out = compute(stream, *(runtime.to_device(a, stream) for a in operands))
+    if any(is_device_array(a) for a in operands):
+        return out
+    return runtime.to_host(out, stream)
 
 
 def _host(array):
@@ -417,19 +426,18 @@ def bias_add_grad(out_backprop=None, data_format="NHWC", name=None, *, device=No
 
 
 def _bias_add_grad_cuda(dy, source, channels: int, inner: int):
-    from .cuda import launch, runtime
+    from .cuda import launch
 
-    stream = runtime.launch_stream((source,))
-    on_device = runtime.to_device(dy, stream)
-    if dy.size == 0:
-        out = launch.zeros((channels,), dy.dtype, stream)
-    else:
+    def compute(stream, on_device):
+        if dy.size == 0:
+            return launch.zeros((channels,), dy.dtype, stream)
         if not on_device.flags["C_CONTIGUOUS"]:
             raise ValueError(f"out_backprop: a non-contiguous device array (shape {dy.shape}) "
                              f"is not supported by bias_add_grad on CUDA; pass a contiguous one")
-        out = launch.bias_add_grad(on_device.reshape(dy.size // (channels * inner), channels,
-                                                     inner), stream)
-    return out if is_device_array(dy) else runtime.to_host(out, stream)
+        return launch.bias_add_grad(on_device.reshape(dy.size // (channels * inner), channels,
+                                                      inner), stream)
+
+    return _on_cuda((source,), (dy,), compute)
 
 
 @dataclass(frozen=True)

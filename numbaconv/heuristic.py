@@ -112,18 +112,24 @@ def rule(primitive: str, g: ConvGeometry, itemsize: int) -> Schedule:
 _choices: dict = {}
 
 
+def remembered(memo: dict, key, device: str, compute) -> Choice:
+    """``compute()``, kept in ``memo`` under ``key`` until a config file of ``device``
+    changes (every backend's ``choose`` goes through here)."""
+    signature = configs.files_signature(device)
+    found = memo.get(key)
+    if found is not None and found[0] == signature:
+        return found[1]
+    if len(memo) > 4096:  # a stream of distinct shapes must not grow memory
+        memo.clear()
+    choice = compute()
+    memo[key] = (signature, choice)
+    return choice
+
+
 def choose(primitive: str, g: ConvGeometry, dtype: str, itemsize: int) -> Choice:
     """The schedule for one call; remembered until a config file changes."""
-    key = (primitive, g, dtype, itemsize)
-    signature = configs.files_signature()
-    remembered = _choices.get(key)
-    if remembered is not None and remembered[0] == signature:
-        return remembered[1]
-    if len(_choices) > 4096:  # a stream of distinct shapes must not grow memory
-        _choices.clear()
-    choice = _choose(primitive, g, dtype, itemsize)
-    _choices[key] = (signature, choice)
-    return choice
+    return remembered(_choices, (primitive, g, dtype, itemsize), "cpu",
+                      lambda: _choose(primitive, g, dtype, itemsize))
 
 
 def _choose(primitive: str, g: ConvGeometry, dtype: str, itemsize: int) -> Choice:

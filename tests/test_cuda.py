@@ -39,7 +39,7 @@ def on_device(array):
 @pytest.mark.parametrize("op", OPS)
 def test_every_op_matches_reference_on_cuda(rng, op, data_format, dtype):
     p = problem(rng, dtype=dtype)
-    _, strides, dilations, padding = (None, *SMALL[2:])
+    strides, dilations, padding = SMALL[2:]
     primitive, actual = call_op(op, p, list(strides), padding, data_format, list(dilations),
                                 device="cuda")
     assert isinstance(actual, np.ndarray)  # NumPy in, NumPy out

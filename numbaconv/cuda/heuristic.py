@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from .. import configs
 from ..geometry import ConvGeometry
-from ..heuristic import Choice
+from ..heuristic import Choice, remembered
 from .schedule import default_schedule, illegal_reason
 
 _choices: dict = {}
@@ -13,17 +13,12 @@ _choices: dict = {}
 
 def choose(primitive: str, g: ConvGeometry, dtype: str, itemsize: int) -> Choice:
     """The schedule for one call; remembered until a config file changes."""
-    key = (primitive, g, dtype)
-    signature = configs.files_signature("cuda")
-    remembered = _choices.get(key)
-    if remembered is not None and remembered[0] == signature:
-        return remembered[1]
-    if len(_choices) > 4096:  # a stream of distinct shapes must not grow memory
-        _choices.clear()
+    return remembered(_choices, (primitive, g, dtype, itemsize), "cuda",
+                      lambda: _choose(primitive, g, dtype, itemsize))
+
+
+def _choose(primitive: str, g: ConvGeometry, dtype: str, itemsize: int) -> Choice:
     tuned = configs.lookup(primitive, dtype, g, device="cuda")
     if tuned is not None and illegal_reason(primitive, g, tuned.schedule, itemsize) is None:
-        choice = Choice(tuned.schedule, f"tuned: {tuned.path}")
-    else:
-        choice = Choice(default_schedule(primitive, g, itemsize), "default heuristic")
-    _choices[key] = (signature, choice)
-    return choice
+        return Choice(tuned.schedule, f"tuned: {tuned.path}")
+    return Choice(default_schedule(primitive, g, itemsize), "default heuristic")

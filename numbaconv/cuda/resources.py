@@ -155,7 +155,7 @@ def compile_ptx(function, signature, cc) -> tuple[str, float]:
     return ptx, time.perf_counter() - start
 
 
-_USED = re.compile(r"Used (\d+) registers.*?(?:(\d+) bytes smem)?", re.S)
+_REGISTERS = re.compile(r"Used (\d+) registers")
 _FRAME = re.compile(r"(\d+) bytes stack frame, (\d+) bytes spill stores, (\d+) bytes spill loads")
 _SMEM = re.compile(r"(\d+) bytes smem")
 
@@ -177,7 +177,7 @@ def assemble(ptx: str, cc) -> tuple[dict, float]:
     report = done.stdout + done.stderr
     if done.returncode != 0:
         raise RuntimeError(f"ptxas failed for {arch}: {report.strip()[:500]}")
-    used = re.search(r"Used (\d+) registers", report)
+    used = _REGISTERS.search(report)
     frame = _FRAME.search(report)
     smem = _SMEM.search(report[used.start():] if used else report)
     return ({"registers": int(used.group(1)) if used else 0,

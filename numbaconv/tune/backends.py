@@ -7,6 +7,7 @@ before anything runs, the schedules whose kernels spill on the real compiler.
 
 from __future__ import annotations
 
+from .. import configs
 from ..cpu import backward_data, backward_filter, forward
 from ..geometry import ConvGeometry
 from .space import candidates, cuda_candidates
@@ -19,9 +20,7 @@ class CpuBackend:
     device = "cpu"
 
     def key(self) -> str:
-        from ..configs import cpu_device
-
-        return cpu_device()["key"]
+        return configs.cpu_device()["key"]
 
     def candidates(self, primitive: str, g: ConvGeometry, itemsize: int, space: dict):
         """(legal schedules, [(schedule, why pruned)])."""

@@ -26,6 +26,13 @@ def kernel_schedules(primitive: str, space: dict) -> list:
     return found
 
 
+def _row(name: str, dtype: str, what: str, cc, found, verdict) -> str:
+    return (f"{name:<16} {dtype:<8} {what:<58} {cc[0]}{cc[1]:<2} {found.registers:>5} "
+            f"{found.stack_bytes:>6} {found.spill_stores:>5}/{found.spill_loads:<5} "
+            f"{found.shared_bytes:>7} {found.blocks_per_sm:>6} {found.warps_per_sm:>5} "
+            f"{found.occupancy(cc):>5.2f} {found.compile_seconds:>9.2f}  {verdict or 'ok'}")
+
+
 def report(space: dict, primitives, dtypes, targets=TARGETS, out=sys.stdout) -> int:
     from ..cuda import resources
     from ..cuda.schedule import SHARED_BYTES_LIMIT
@@ -50,24 +57,16 @@ def report(space: dict, primitives, dtypes, targets=TARGETS, out=sys.stdout) -> 
                         verdict = "over 48 KB static shared memory"
                     bad += verdict is not None
                     rows += 1
-                    print(f"{primitive:<16} {dtype:<8} {str(schedule):<58} {cc[0]}{cc[1]:<2} "
-                          f"{found.registers:>5} {found.stack_bytes:>6} "
-                          f"{found.spill_stores:>5}/{found.spill_loads:<5} "
-                          f"{found.shared_bytes:>7} {found.blocks_per_sm:>6} "
-                          f"{found.warps_per_sm:>5} {found.occupancy(cc):>5.2f} "
-                          f"{found.compile_seconds:>9.2f}  {verdict or 'ok'}", file=out,
+                    print(_row(primitive, dtype, str(schedule), cc, found, verdict), file=out,
                           flush=True)
     for dtype in dtypes:
         for cc in targets:
             for name, found in resources.helper_resources(dtype, cc).items():
+                verdict = resources.rejection(found, cc)
+                bad += verdict is not None
                 rows += 1
-                bad += resources.rejection(found, cc) is not None
-                print(f"{name:<16} {dtype:<8} {'(helper kernel)':<58} {cc[0]}{cc[1]:<2} "
-                      f"{found.registers:>5} {found.stack_bytes:>6} "
-                      f"{found.spill_stores:>5}/{found.spill_loads:<5} {found.shared_bytes:>7} "
-                      f"{found.blocks_per_sm:>6} {found.warps_per_sm:>5} "
-                      f"{found.occupancy(cc):>5.2f} {found.compile_seconds:>9.2f}  "
-                      f"{resources.rejection(found, cc) or 'ok'}", file=out, flush=True)
+                print(_row(name, dtype, "(helper kernel)", cc, found, verdict), file=out,
+                      flush=True)
     print(f"{rows} kernels compiled in {time.perf_counter() - start:.0f} s; {bad} would be "
           f"pruned by the tuner", file=out)
     return 0
