@@ -28,6 +28,7 @@ from .arguments import (as_array, check_data_format, check_dtypes, check_padding
 from .cuda.runtime import is_device_array
 from .geometry import ConvGeometry, Padding, conv_geometry
 from .heuristic import Choice, choose
+from .memory import check_result_fits
 from .schedule import Schedule
 from .threads import kernel_launch
 
@@ -70,6 +71,7 @@ class Call:
 
     def run(self, schedule=None):
         """The result: a NumPy array, or a numba device array when an operand was on the GPU."""
+        check_result_fits(self.op, self.result_shape, self.dtype)
         if self.device == "cuda":
             return self._run_cuda(schedule or self.choice().schedule)
         if 0 in self.result_shape:

@@ -35,7 +35,6 @@ import os
 import platform
 import re
 import tempfile
-import threading
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -44,6 +43,7 @@ import yaml
 
 from .geometry import ConvGeometry
 from .schedule import Schedule
+from .threads import ProcessLock
 
 DEVICES = ("cpu", "cuda")
 
@@ -161,7 +161,7 @@ class _FileCache:
     """Parsed config files, re-read when they change on disk."""
 
     def __init__(self):
-        self._lock = threading.Lock()
+        self._lock = ProcessLock()
         self._files: dict[Path, tuple] = {}  # path -> (stat signature, entries)
         self._warned: set = set()
 

@@ -12,11 +12,7 @@ import numpy as np
 import numbaconv
 
 from . import configs, threads
-from .cpu import codegen
-
-#: Fork safety of Numba's layers on Linux: GNU OpenMP terminates children of a process
-#: that has used it; workqueue and tbb survive a fork.
-FORK_SAFE_LAYERS = ("tbb", "workqueue")
+from .cpu import disk_cache, forward
 
 
 def report() -> str:
@@ -28,7 +24,9 @@ def report() -> str:
         f"numbaconv {numbaconv.__version__}, numba {numba.__version__}, numpy {np.__version__}, "
         f"Python {platform.python_version()} ({sys.executable})",
         f"threading layer: {layer} (thread-safe: {threads.is_thread_safe(layer)}, "
-        f"fork-safe: {layer in FORK_SAFE_LAYERS}); {numba.get_num_threads()} threads",
+        f"fork-safe: {threads.is_fork_safe(layer)}; forked children of this process run "
+        f"{'parallel' if threads.is_fork_safe(layer) else 'serial'} kernels); "
+        f"{numba.get_num_threads()} threads",
         f"CPU device key: {device['key']} ({device['cpu']}, LLVM CPU {device['llvm_cpu']}, "
         f"SIMD {', '.join(device['simd']) or 'none'}, {device['cores']} cores)",
         "config files (first match wins):",
@@ -36,7 +34,10 @@ def report() -> str:
     for path in configs.config_files():
         state = f"{configs.entry_count(path)} entries" if path.exists() else "absent"
         lines.append(f"  {path}: {state}")
-    lines.append(f"generated kernels: {codegen.kernel_dir()}")
+    lines.append(f"cache root (${disk_cache.CACHE_ENV}): {disk_cache.cache_root()}")
+    lines.append(f"generated kernels: {disk_cache.kernel_dir()}")
+    compiled = disk_cache.numba_cache_dir(forward.forward_direct.parallel)
+    lines.append(f"Numba's compiled-kernel cache: {compiled or 'none (no writable folder)'}")
     lines.append(f"CUDA: {cuda_status()}")
     return "\n".join(lines)
 

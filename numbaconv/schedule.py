@@ -33,10 +33,10 @@ Numba's threads by ``prange``.
 
 from __future__ import annotations
 
-import os
 from dataclasses import asdict, dataclass, field
 
 from .geometry import ConvGeometry
+from .memory import workspace_cap
 
 PRIMITIVES = ("forward", "backward_data", "backward_filter")
 LOOP_ORDERS = {
@@ -49,9 +49,9 @@ ALGORITHMS = tuple(LOOP_ORDERS)
 #: Tasks wanted per call: enough to balance a few cores, small enough to keep blocks wide.
 #: A constant (not the thread count) so that results do not depend on the machine.
 TARGET_TASKS = 16
-#: Workspace (padded copies, im2col matrices, partial filters) allowed to one call, bytes;
-#: ``NUMBACONV_WORKSPACE_MB`` overrides. A schedule that needs more is not legal.
-WORKSPACE_BYTES_CAP = int(float(os.environ.get("NUMBACONV_WORKSPACE_MB", "512")) * 2**20)
+#: Workspace (padded copies, im2col matrices, partial filters) allowed to one call, bytes
+#: (:func:`numbaconv.memory.workspace_cap`). A schedule that needs more is not legal.
+WORKSPACE_BYTES_CAP = workspace_cap()
 
 
 @dataclass(frozen=True)

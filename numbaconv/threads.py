@@ -1,18 +1,25 @@
-"""Calling the ops from several Python threads, whatever Numba threading layer is in force.
+"""Calling the ops from several Python threads and from forked worker processes, whatever
+Numba threading layer is in force.
 
 The threading layer is process-wide and belongs to the user (``NUMBA_THREADING_LAYER``);
-numbaconv never changes it, it adapts: Numba's ``workqueue`` layer aborts the whole process
-("Concurrent access has been detected") when two Python threads run parallel code at once,
-so under it every kernel launch takes one process-wide lock. ``tbb`` and ``omp`` are safe
-to enter from several threads, and launches run concurrently.
+numbaconv never changes it, it adapts:
 
-Numba only says which layer it picked after the first parallel launch; until then the
-lock is taken, so the first launches are safe whichever layer it turns out to be.
+- Threads: Numba's ``workqueue`` layer aborts the whole process ("Concurrent access has
+  been detected") when two Python threads run parallel code at once, so under it every
+  kernel launch takes one process-wide lock. ``tbb`` and ``omp`` are safe to enter from
+  several threads, and launches run concurrently. Numba only says which layer it picked
+  after the first parallel launch; until then the lock is taken, so the first launches are
+  safe whichever layer it turns out to be.
+- Forks: a child forked from a process whose GNU OpenMP pool has started is terminated on
+  its first parallel region ("fork() called from a process already using GNU OpenMP").
+  Such a child runs serial builds of the same kernels (:func:`serial_only`): the same
+  numbers, one core. ``workqueue`` and ``tbb`` survive a fork and keep running in parallel.
 """
 
 from __future__ import annotations
 
 import contextlib
+import os
 import threading
 
 import numba
@@ -20,8 +27,29 @@ import numba
 #: Layers that may be entered from several Python threads at once.
 THREAD_SAFE_LAYERS = ("tbb", "omp")
 
-_launch_lock = threading.RLock()
+
+class ProcessLock:
+    """A re-entrant lock that a forked child gets anew: a thread of the parent may have held
+    it at the fork, and that thread does not exist in the child to release it."""
+
+    def __init__(self):
+        self._lock = threading.RLock()
+        os.register_at_fork(after_in_child=self._renew)
+
+    def _renew(self):
+        self._lock = threading.RLock()
+
+    def __enter__(self):
+        self._lock.acquire()
+        return self
+
+    def __exit__(self, *exc):
+        self._lock.release()
+
+
+_launch_lock = ProcessLock()
 _layer: str | None = None
+_serial_only = False
 
 
 def threading_layer() -> str | None:
@@ -37,6 +65,30 @@ def threading_layer() -> str | None:
 
 def is_thread_safe(layer: str | None) -> bool:
     return layer in THREAD_SAFE_LAYERS
+
+
+def is_fork_safe(layer: str | None) -> bool:
+    """Whether a child forked after ``layer`` started can run parallel code (Intel's and
+    LLVM's OpenMP can, GNU's cannot)."""
+    if layer != "omp":
+        return True
+    from numba.np.ufunc import omppool
+
+    return omppool.openmp_vendor != "GNU"
+
+
+def serial_only() -> bool:
+    """True in a forked child of a process whose fork-unsafe layer had started."""
+    return _serial_only
+
+
+def _after_fork_in_child():
+    global _serial_only
+    if not is_fork_safe(threading_layer()):
+        _serial_only = True
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 @contextlib.contextmanager

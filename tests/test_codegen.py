@@ -4,14 +4,14 @@ import re
 
 import pytest
 
-from numbaconv.cpu import codegen, tiled
+from numbaconv.cpu import codegen, disk_cache, tiled
 
 
 @pytest.fixture
 def fresh_kernel_dir(tmp_path, monkeypatch):
     """A new kernel directory: nothing cached there, so the kernels are compiled here and
     their assembly can be inspected."""
-    monkeypatch.setattr(codegen, "_kernel_dir", tmp_path)
+    monkeypatch.setattr(disk_cache, "_kernel_dir", tmp_path)
     monkeypatch.setattr(codegen, "_kernels", {})
     return tmp_path
 

@@ -1,5 +1,5 @@
-"""Inside real programs: a bounded number of compiled variants whatever the shapes, and an
-interrupted tuner that keeps what it finished."""
+"""Inside real programs: a bounded number of compiled variants and flat memory whatever the
+shapes, and an interrupted tuner that keeps what it finished."""
 
 import os
 import signal
@@ -14,9 +14,16 @@ from numbaconv import configs
 STREAM = textwrap.dedent("""
     import numpy as np, numbaconv as nc
     from numbaconv.cpu import backward_data, backward_filter, bias, codegen, forward, gemm, layout
+
+    def rss_mib():
+        with open("/proc/self/statm") as statm:
+            return int(statm.read().split()[1]) * 4096 / 2**20
+
     rng = np.random.default_rng(0)
-    for _ in range(40):
-        n, h, w, c, k = (int(v) for v in rng.integers(1, [3, 12, 12, 20, 20]))
+    channels = [1, 3, 5, 8, 12, 16, 24, 32]  # multiples of 8 reach the register tiles
+    for shape in range({count}):
+        n, h, w = (int(v) for v in rng.integers(1, [3, 16, 16]))
+        c, k = (int(v) for v in rng.choice(channels, 2))
         r, s = (int(v) for v in rng.integers(1, 4, 2))
         stride, dilation = int(rng.integers(1, 3)), int(rng.integers(1, 3))
         x = rng.standard_normal((n, h, w, c)).astype(np.float32)
@@ -25,6 +32,8 @@ STREAM = textwrap.dedent("""
         nc.conv2d_backprop_input(x.shape, f, y, stride, "SAME", dilations=dilation)
         nc.conv2d_backprop_filter(x, f.shape, y, stride, "SAME", dilations=dilation)
         nc.bias_add_grad(y)
+        if (shape + 1) % 25 == 0:
+            print(f"rss after {shape + 1} {rss_mib():.1f} MiB", flush=True)
     kernels = [forward.forward_direct, backward_data.backward_data_direct,
                backward_filter.backward_filter_direct, backward_filter.sum_partials,
                bias.bias_grad_direct, gemm.im2col, gemm.col2im, layout._pad_rows,
@@ -32,17 +41,31 @@ STREAM = textwrap.dedent("""
     print("most signatures per kernel", max(len(k.signatures) for k in kernels))
     print("generated variants", codegen.compiled_variants())
 """)
+#: The heuristic's register tiles: 6 forward shapes (backward-data reuses them) and 5
+#: backward-filter shapes, one dtype.
+GENERATED_VARIANTS_BOUND = 11
 
 
-def test_compiled_variants_are_bounded_by_the_schedule_space_not_the_shapes():
-    """40 random geometries × every op, float32: one signature per kernel (inputs are
-    always read-only, C-contiguous views), and generated variants bounded by the tile menu."""
-    result = subprocess.run([sys.executable, "-c", STREAM], capture_output=True, text=True,
-                            timeout=900)
+def run_stream(count: int) -> tuple[str, dict]:
+    """``count`` random float32 geometries through every op in a fresh process: its output
+    and resident memory (MiB) after every 25 geometries."""
+    result = subprocess.run([sys.executable, "-c", STREAM.replace("{count}", str(count))],
+                            capture_output=True, text=True, timeout=1800)
     assert result.returncode == 0, result.stderr[-2000:]
-    assert "most signatures per kernel 1" in result.stdout
-    generated = int(result.stdout.split("generated variants")[1])
-    assert generated <= 12  # heuristic tiles: 6 forward + 5 backward-filter shapes, float32
+    rss = {int(line.split()[2]): float(line.split()[3])
+           for line in result.stdout.splitlines() if line.startswith("rss after")}
+    return result.stdout, rss
+
+
+def test_300_geometries_compile_a_bounded_set_of_variants_and_memory_stops_growing():
+    """One signature per kernel (inputs are always read-only, C-contiguous views), generated
+    variants bounded by the tile menu, and a flat resident-memory curve once they exist.
+    The curve: ``pytest -s -k 300_geometries tests/test_robustness.py``."""
+    out, rss = run_stream(300)
+    print(out)
+    assert "most signatures per kernel 1" in out
+    assert int(out.split("generated variants")[1]) <= GENERATED_VARIANTS_BOUND
+    assert rss[300] - rss[150] < 8, rss  # MiB over the last 150 geometries
 
 
 def test_interrupted_tuner_keeps_finished_results(tmp_path):

@@ -1,16 +1,87 @@
-"""The one set of compile options every CPU kernel uses."""
+"""The compile options every CPU kernel uses, and the parallel/serial pair behind each driver."""
+
+from __future__ import annotations
+
+import contextlib
+import types
 
 from numba import njit
+
+from .. import threads
+from . import disk_cache
 
 #: ``contract`` lets LLVM fuse multiply + add into FMA. No ``nnan``/``ninf`` (NaN and Inf
 #: must propagate as in TensorFlow) and no ``reassoc`` (it changes the summation order,
 #: which schedules promise not to do).
 FASTMATH = frozenset({"contract"})
 
-#: Parallel drivers: one compiled variant per dtype, cached on disk.
-parallel_kernel = njit(parallel=True, cache=True, fastmath=set(FASTMATH), nogil=True)
-#: Serial helpers, inlined by LLVM into the drivers.
-helper = njit(cache=True, fastmath=set(FASTMATH), inline="always")
+_parallel_jit = njit(parallel=True, fastmath=set(FASTMATH), nogil=True)
+_serial_jit = njit(fastmath=set(FASTMATH), nogil=True)
+_lock = threads.ProcessLock()
+
+
+def _renamed_copy(func):
+    """``func`` under another qualified name: Numba's cache index does not tell a parallel
+    build from a serial one, so the serial twin needs its own cache files."""
+    copy = types.FunctionType(func.__code__, func.__globals__, func.__name__, func.__defaults__,
+                              func.__closure__)
+    copy.__qualname__ = f"{func.__qualname__}__serial"
+    copy.__doc__ = func.__doc__
+    return copy
+
+
+class ParallelKernel:
+    """A ``parallel=True`` kernel and its serial twin, made on first need, for processes
+    that cannot run parallel code (:func:`numbaconv.threads.serial_only`: a child forked
+    from a GNU OpenMP process). Both variants compute the same numbers: no kernel's
+    summation order depends on its threads.
+
+    ``signature``: compile each variant for exactly these types (a call with others is a
+    bug, not a new variant); ``compiling``: a context manager around each compilation.
+    """
+
+    def __init__(self, parallel, signature=None, compiling=contextlib.nullcontext):
+        self.parallel = parallel
+        self.__doc__ = parallel.__doc__
+        self._signature = signature
+        self._compiling = compiling
+        self._variants: dict[bool, object] = {}
+
+    def variant(self):
+        """The dispatcher this process runs."""
+        serial = threads.serial_only()
+        dispatcher = self._variants.get(serial)
+        if dispatcher is None:
+            with _lock:
+                dispatcher = self._variants.get(serial) or self._make(serial)
+                self._variants[serial] = dispatcher
+        return dispatcher
+
+    def _make(self, serial: bool):
+        dispatcher = self.parallel
+        if serial:
+            dispatcher = disk_cache.enable(_serial_jit(_renamed_copy(self.parallel.py_func)))
+        if self._signature is not None:
+            with self._compiling():
+                dispatcher.compile(self._signature)
+            dispatcher.disable_compile()
+        return dispatcher
+
+    def __call__(self, *args):
+        return self.variant()(*args)
+
+    def __getattr__(self, name):  # signatures, py_func, inspect_*: the parallel build's
+        return getattr(self.parallel, name)
+
+
+def parallel_kernel(func) -> ParallelKernel:
+    """Decorator for the drivers: one compiled variant per dtype, cached on disk."""
+    return ParallelKernel(disk_cache.enable(_parallel_jit(func)))
+
+
+def helper(func):
+    """Decorator for serial helpers, inlined into the drivers."""
+    return disk_cache.enable(njit(fastmath=set(FASTMATH), inline="always")(func))
 
 
 @helper

@@ -19,50 +19,21 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import importlib.util
-import logging
 import os
 import sys
 import tempfile
-import threading
 from pathlib import Path
 
 from numba import config, types
 
-log = logging.getLogger("numbaconv")
+from ..threads import ProcessLock
+from ._jit import ParallelKernel
+from .disk_cache import kernel_dir
 
-CACHE_ENV = "NUMBACONV_CACHE_DIR"
-_lock = threading.RLock()
+_lock = ProcessLock()
 _kernels: dict[str, object] = {}
-_kernel_dir: Path | None = None
 
 NUMBA_DTYPES = {"float32": types.float32, "float64": types.float64}
-
-
-def cache_root() -> Path:
-    """``$NUMBACONV_CACHE_DIR``, else ``$XDG_CACHE_HOME/numbaconv``, else ``~/.cache/numbaconv``."""
-    if os.environ.get(CACHE_ENV):
-        return Path(os.environ[CACHE_ENV])
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return Path(base) / "numbaconv"
-
-
-def kernel_dir() -> Path:
-    """Where generated sources go; a private temporary folder if the cache is not writable."""
-    global _kernel_dir
-    with _lock:
-        if _kernel_dir is None:
-            wanted = cache_root() / "kernels"
-            try:
-                wanted.mkdir(parents=True, exist_ok=True)
-                probe = tempfile.NamedTemporaryFile(dir=wanted, delete=True)
-                probe.close()
-                _kernel_dir = wanted
-            except OSError as error:
-                _kernel_dir = Path(tempfile.mkdtemp(prefix="numbaconv-kernels-"))
-                log.warning("numbaconv: cache directory %s is not writable (%s); generated "
-                            "kernels go to %s and are compiled anew in each process",
-                            wanted, error, _kernel_dir)
-        return _kernel_dir
 
 
 @contextlib.contextmanager
@@ -103,10 +74,8 @@ def load_kernel(family: str, source: str, signature) -> object:
         module = importlib.util.module_from_spec(spec)
         sys.modules[module_name] = module
         spec.loader.exec_module(module)
-        kernel = module.kernel
-        with slp_vectoriser():
-            kernel.compile(signature)
-        kernel.disable_compile()  # a call with other types is a bug, not a new variant
+        kernel = ParallelKernel(module.kernel, signature, compiling=slp_vectoriser)
+        kernel.variant()  # compile now, under the lock
         _kernels[module_name] = kernel
         return kernel
 
