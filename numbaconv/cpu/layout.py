@@ -66,16 +66,28 @@ def swap_channels(w: np.ndarray) -> np.ndarray:
 @parallel_kernel
 def _pack_filter(w, packed, swap):
     """packed[kt, r, s, c, j] = f[r, s, c, kt·KB + j] with f = w, or w with its channel
-    axes swapped when ``swap``."""
+    axes swapped when ``swap``. Both branches read ``w`` row by row, contiguously, and the
+    branch is outside the loops (inside them it kept LLVM from vectorising the copy: the
+    pack then cost 3.5 plain copies, more than a 7×7 layer's convolution)."""
     k_tiles, filter_height, filter_width, in_channels, tile = packed.shape
-    for task in prange(k_tiles * filter_height * filter_width):
-        kt = task // (filter_height * filter_width)
-        r = task // filter_width % filter_height
-        s = task % filter_width
-        for c in range(in_channels):
+    if swap:  # one contiguous [C, KB] block of ``packed`` per task, L1-sized
+        for task in prange(k_tiles * filter_height * filter_width):
+            kt = task // (filter_height * filter_width)
+            r = task // filter_width % filter_height
+            s = task % filter_width
+            block = packed[kt, r, s]
             for j in range(tile):
-                k = kt * tile + j
-                packed[kt, r, s, c, j] = w[r, s, k, c] if swap else w[r, s, c, k]
+                row = w[r, s, kt * tile + j]
+                for c in range(in_channels):
+                    block[c, j] = row[c]
+    else:  # one row w[r, s, c, :] per task, cut into its K/KB tiles
+        for task in prange(filter_height * filter_width * in_channels):
+            r = task // (filter_width * in_channels)
+            s = task // in_channels % filter_width
+            c = task % in_channels
+            row = w[r, s, c]
+            for kt in range(k_tiles):
+                packed[kt, r, s, c, :] = row[kt * tile:(kt + 1) * tile]
 
 
 def pack_filter(w: np.ndarray, tile: int, swap: bool = False) -> np.ndarray:
