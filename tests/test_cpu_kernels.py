@@ -19,6 +19,8 @@ GEOMETRIES = {
     # Channels that register tiles divide, odd spatial sizes.
     "tileable_same_dilated": ((2, 7, 9, 8), (3, 3, 8, 16), (1, 1), (2, 1), "SAME"),
     "tileable_strided": ((1, 9, 11, 16), (3, 2, 16, 8), (2, 3), (1, 1), "SAME"),
+    # Stride and dilation not coprime: a stride phase reads every tap or none.
+    "tileable_strided_dilated": ((1, 10, 9, 8), (3, 3, 8, 8), (2, 2), (2, 3), "SAME"),
     "tileable_explicit_pads_beyond_filter": ((1, 5, 6, 8), (2, 2, 8, 8), (1, 1), (1, 1),
                                              ((3, 0), (1, 2))),
     "one_by_one_strided": ((2, 7, 8, 8), (1, 1, 8, 16), (2, 2), (1, 1), "VALID"),

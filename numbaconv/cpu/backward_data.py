@@ -117,6 +117,9 @@ def run_tiled(dy: np.ndarray, w: np.ndarray, g: ConvGeometry, schedule: Schedule
     padded) with the taps that reach them, rotated and channel-swapped — no zero-stuffed
     ``dy``, no wasted multiplies. At stride 1 there is one phase: the full rotated filter."""
     dx = np.empty(g.input_shape, dy.dtype)
+    # One pack of the whole rotated, channel-swapped filter; each phase reads its taps
+    # from it through strides (no per-phase sub-filter copies).
+    packed = layout.pack_filter(w, schedule.register_tile[1], swap=True)
     for ph in range(min(g.stride_h, g.in_height)):
         rows, q_top, dilation_h = _phase(ph, g.pad_top, g.dilation_h, g.stride_h, g.filter_height)
         height = -(-(g.in_height - ph) // g.stride_h)
@@ -132,10 +135,9 @@ def run_tiled(dy: np.ndarray, w: np.ndarray, g: ConvGeometry, schedule: Schedule
             bottom = height - 1 + q_top + (len(rows) - 1) * dilation_h - (g.out_height - 1)
             right = width - 1 + q_left + (len(cols) - 1) * dilation_w - (g.out_width - 1)
             dyp = layout.pad(dy, -q_top, bottom, -q_left, right)
-            sub_filter = np.ascontiguousarray(w[rows][:, cols])
-            packed = layout.pack_filter(sub_filter, schedule.register_tile[1], swap=True)
             phase_geometry = dataclasses.replace(g, stride_h=1, stride_w=1,
                                                  dilation_h=dilation_h, dilation_w=dilation_w)
-            target[...] = forward.run_tiled(dyp, packed, (g.batch, height, width, g.in_channels),
+            target[...] = forward.run_tiled(dyp, packed.taps(rows, cols),
+                                            (g.batch, height, width, g.in_channels),
                                             phase_geometry, schedule)
     return dx

@@ -81,8 +81,8 @@ def run(x: np.ndarray, w: np.ndarray, g: ConvGeometry, schedule: Schedule) -> np
     """x [N, H, W, C], w [R, S, C, K] (C-contiguous, same dtype) -> [N, OH, OW, K]."""
     if schedule.algorithm == "tiled":
         xp = layout.pad(x, g.pad_top, g.pad_bottom, g.pad_left, g.pad_right)
-        packed = layout.pack_filter(w, schedule.register_tile[1])
-        return run_tiled(xp, packed, g.output_shape, g, schedule)
+        return run_tiled(xp, layout.pack_filter(w, schedule.register_tile[1]), g.output_shape,
+                         g, schedule)
     if schedule.algorithm == "gemm":
         return gemm.forward(x, w, g)
     out = np.empty(g.output_shape, dtype=x.dtype)
@@ -93,22 +93,21 @@ def run(x: np.ndarray, w: np.ndarray, g: ConvGeometry, schedule: Schedule) -> np
     return out
 
 
-def run_tiled(xp: np.ndarray, packed: np.ndarray, output_shape, g: ConvGeometry,
+def run_tiled(xp: np.ndarray, w: layout.TiledFilter, output_shape, g: ConvGeometry,
               schedule: Schedule) -> np.ndarray:
-    """xp [N, Hp, Wp, C] (padded), packed [K/KB, R, S, C, KB] -> out of ``output_shape``
-    [N, OH, OW, K]; only the strides and dilations of ``g`` are used (backward-data passes
-    its own shapes)."""
+    """xp [N, Hp, Wp, C] (padded), ``w`` -> out of ``output_shape`` [N, OH, OW, K]; only the
+    strides and dilations of ``g`` are used (backward-data passes its own shapes)."""
     batch, padded_height, padded_width, in_channels = xp.shape
-    k_tiles, filter_height, filter_width, _, tile = packed.shape
-    out_channels = k_tiles * tile
     out = np.empty(output_shape, dtype=xp.dtype)
     rows, cols = schedule.register_tile
+    assert cols == w.tile and in_channels == w.in_channels
     kernel = tiled.forward_kernel(rows, cols, xp.dtype.name)
-    k_groups = max(1, out_channels // schedule.channel_block)
+    k_groups = max(1, w.out_channels // schedule.channel_block)
     pixel_tiles = -(-(batch * output_shape[1] * output_shape[2]) // rows)
     pixel_groups = max(1, min(pixel_tiles, -(-TARGET_TASKS // k_groups)))
-    kernel(layout.readonly_flat(xp), layout.readonly_flat(packed), out.reshape(-1), batch,
-           padded_height, padded_width, in_channels, filter_height, filter_width, out_channels,
-           output_shape[1], output_shape[2], g.stride_h, g.stride_w, g.dilation_h, g.dilation_w,
-           pixel_groups, k_groups, schedule.loop_order == "pixel_tiles_outer")
+    kernel(layout.readonly_flat(xp), w.data, out.reshape(-1), batch, padded_height,
+           padded_width, in_channels, w.height, w.width, w.out_channels, output_shape[1],
+           output_shape[2], g.stride_h, g.stride_w, g.dilation_h, g.dilation_w, w.offset,
+           w.tile_stride, w.row_stride, w.col_stride, w.channel_stride, pixel_groups, k_groups,
+           schedule.loop_order == "pixel_tiles_outer")
     return out

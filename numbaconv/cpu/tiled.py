@@ -7,8 +7,9 @@ flat arrays with unsigned offsets (signed indices cost a wrap-around select per 
   ``tile_channels`` output channels stays in registers while the (r, s, c) reduction
   streams: per input channel, ``tile_channels`` filter values (vector loads) and
   ``tile_pixels`` input values (broadcasts) feed ``tile_pixels × tile_channels`` FMAs.
-  The filter is packed so that a tile's values are contiguous
-  (:func:`numbaconv.cpu.layout.pack_filter`).
+  The filter is read through strides (:class:`numbaconv.cpu.forward.TiledFilter`): packed so
+  that a tile's values are contiguous (:func:`numbaconv.cpu.layout.pack_filter`), or a
+  rotated sub-filter of a packed one (backward-data's stride phases).
   Backward-data is this kernel on the padded ``dy`` and the rotated, channel-swapped
   filter, once per stride phase (:func:`numbaconv.cpu.backward_data.run_tiled`).
 - ``backward_filter``: a tile of ``tile_pixels`` input channels × ``tile_channels``
@@ -47,10 +48,15 @@ def render_forward(tile_pixels: int, tile_channels: int, dtype: str) -> str:
                    f"{P}-pixel × {KB}-channel register tile.", dtype)
     with src.block("def kernel(xp, w, out, batch, padded_height, padded_width, in_channels, "
                    "filter_height, filter_width, out_channels, out_height, out_width, "
-                   "stride_h, stride_w, dilation_h, dilation_w, pixel_groups, k_groups, "
+                   "stride_h, stride_w, dilation_h, dilation_w, w_offset, w_tile_stride, "
+                   "w_row_stride, w_col_stride, w_channel_stride, pixel_groups, k_groups, "
                    "pixels_outer):"):
-        src('"""xp [N, Hp, Wp, C] (zero-padded input), w [K/KB, R, S, C, KB] (packed) ->'
-            ' out [N, OH, OW, K], all flat.',
+        src('"""xp [N, Hp, Wp, C] (zero-padded input), w (filter) -> out [N, OH, OW, K], all'
+            ' flat.',
+            "",
+            "    The filter value of tap (r, s), input channel c and output channel kt·KB + j is",
+            "    w[w_offset + kt·w_tile_stride + r·w_row_stride + s·w_col_stride",
+            "      + c·w_channel_stride + j] (strides may be negative: a rotated filter).",
             "",
             f"    A tile is {P} consecutive output pixels in (n, oh, ow) order, so it may span",
             "    rows and images; the last tile repeats the last pixel in its spare lanes and",
@@ -59,7 +65,8 @@ def render_forward(tile_pixels: int, tile_channels: int, dtype: str) -> str:
             "pixels = batch * out_height * out_width",
             f"pixel_tiles = (pixels + {P - 1}) // {P}",
             "tap_row = dilation_h * padded_width * in_channels",
-            "tap_col = dilation_w * in_channels")
+            "tap_col = dilation_w * in_channels",
+            "w_step = uint64(w_channel_stride)")
         with src.block("for task in prange(pixel_groups * k_groups):"):
             src("pg = task // k_groups",
                 "kg = task % k_groups",
@@ -85,13 +92,13 @@ def render_forward(tile_pixels: int, tile_channels: int, dtype: str) -> str:
                     with src.block("for s in range(filter_width):"):
                         src("tap = uint64(r * tap_row + s * tap_col)")
                         src(*(f"x{p} = b{p} + tap" for p in range(P)))
-                        src(f"wo = uint64(((kt * filter_height + r) * filter_width + s)"
-                            f" * in_channels * {KB})")
+                        src("wo = uint64(w_offset + kt * w_tile_stride + r * w_row_stride"
+                            " + s * w_col_stride)")
                         with src.block("for c in range(in_channels):"):
                             src("cu = uint64(c)")
                             src(*(f"w{k} = w[wo + uint64({k})]" for k in range(KB)))
                             src(*(f"v{p} = xp[x{p} + cu]" for p in range(P)))
-                            src(f"wo += uint64({KB})")
+                            src("wo += w_step")
                             src(*(f"a{p}_{k} += v{p} * w{k}" for p in range(P) for k in range(KB)))
                 src("o = uint64(m0 * out_channels + k0)")
                 for p in range(P):
@@ -157,7 +164,7 @@ def _signature(dtype: str, tail_ints: int, tail_bools: int = 0):
 def forward_kernel(tile_pixels: int, tile_channels: int, dtype: str):
     return load_kernel(f"forward_p{tile_pixels}_k{tile_channels}_{dtype}",
                        render_forward(tile_pixels, tile_channels, dtype),
-                       _signature(dtype, 15, 1))
+                       _signature(dtype, 20, 1))
 
 
 def backward_filter_kernel(tile_in_channels: int, tile_channels: int, dtype: str):
