@@ -18,13 +18,14 @@ from numba import prange
 
 from ..geometry import ConvGeometry
 from ..schedule import is_one_by_one
-from ._jit import parallel_kernel, reader_of
+from ._jit import parallel_kernel, reader_of, valid_range
 from .layout import readonly
 
 
 @parallel_kernel
 def im2col(x, cols, stride_h, stride_w, dilation_h, dilation_w, pad_top, pad_left):
-    """x [N, H, W, C] -> cols [N, OH, OW, R, S, C], zeros where a tap falls outside x."""
+    """x [N, H, W, C] -> cols [N, OH, OW, R, S, C], zeros where a tap falls outside x
+    (explicit channel loops: a slice copy per pixel cost more than the copy when C is 3)."""
     batch, in_height, in_width, in_channels = x.shape
     out_height, out_width = cols.shape[1], cols.shape[2]
     filter_height, filter_width = cols.shape[3], cols.shape[4]
@@ -37,15 +38,21 @@ def im2col(x, cols, stride_h, stride_w, dilation_h, dilation_w, pad_top, pad_lef
                 for s in range(filter_width):
                     iw = ow * stride_w + s * dilation_w - pad_left
                     if ih < 0 or ih >= in_height or iw < 0 or iw >= in_width:
-                        cols[n, oh, ow, r, s, :] = 0
+                        for c in range(in_channels):
+                            cols[n, oh, ow, r, s, c] = 0
                     else:
-                        cols[n, oh, ow, r, s, :] = x[n, ih, iw, :]
+                        for c in range(in_channels):
+                            cols[n, oh, ow, r, s, c] = x[n, ih, iw, c]
 
 
 @parallel_kernel
 def col2im(dcols, dx, stride_h, stride_w, dilation_h, dilation_w, pad_top, pad_left):
     """dcols [N, OH, OW, R, S, C] -> dx [N, H, W, C]: each input pixel sums the entries of
-    the (output pixel, tap) pairs that read it, taps in (r, s) order."""
+    the (output pixel, tap) pairs that read it, taps in (r, s) order.
+
+    Per input row, tap by tap, the output columns that reach the row form one range
+    (:func:`valid_range`): no per-pixel search, and explicit channel loops (a slice add per
+    pixel cost more than the addition itself when C is 3)."""
     batch, in_height, in_width, in_channels = dx.shape
     out_height, out_width = dcols.shape[1], dcols.shape[2]
     filter_height, filter_width = dcols.shape[3], dcols.shape[4]
@@ -57,12 +64,13 @@ def col2im(dcols, dx, stride_h, stride_w, dilation_h, dilation_w, pad_top, pad_l
             oh = reader_of(ih, pad_top, r, dilation_h, stride_h, out_height)
             if oh < 0:
                 continue
-            for iw in range(in_width):
-                dx_row = dx[n, ih, iw]
-                for s in range(filter_width):
-                    ow = reader_of(iw, pad_left, s, dilation_w, stride_w, out_width)
-                    if ow >= 0:
-                        dx_row += dcols[n, oh, ow, r, s]
+            for s in range(filter_width):
+                offset = s * dilation_w - pad_left
+                first, stop = valid_range(offset, stride_w, in_width, out_width)
+                for ow in range(first, stop):
+                    iw = ow * stride_w + offset
+                    for c in range(in_channels):
+                        dx[n, ih, iw, c] += dcols[n, oh, ow, r, s, c]
 
 
 def _pixels(x: np.ndarray, g: ConvGeometry) -> np.ndarray:

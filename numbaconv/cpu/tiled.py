@@ -66,7 +66,12 @@ def render_forward(tile_pixels: int, tile_channels: int, dtype: str) -> str:
             f"pixel_tiles = (pixels + {P - 1}) // {P}",
             "tap_row = dilation_h * padded_width * in_channels",
             "tap_col = dilation_w * in_channels",
-            "w_step = uint64(w_channel_stride)")
+            "w_step = uint64(w_channel_stride)",
+            "# Undilated columns of a packed filter: the (s, c) taps of one filter row are one",
+            "# contiguous run in both xp and w, summed in the same order as two loops.",
+            "fused = dilation_w == 1 and w_col_stride == in_channels * w_channel_stride",
+            "column_taps = 1 if fused else filter_width",
+            "run = filter_width * in_channels if fused else in_channels")
         with src.block("for task in prange(pixel_groups * k_groups):"):
             src("pg = task // k_groups",
                 "kg = task % k_groups",
@@ -89,12 +94,12 @@ def render_forward(tile_pixels: int, tile_channels: int, dtype: str) -> str:
                         f" + oh * stride_h) * padded_width + ow * stride_w) * in_channels)")
                 _accumulators(src, P, KB, dtype)
                 with src.block("for r in range(filter_height):"):
-                    with src.block("for s in range(filter_width):"):
+                    with src.block("for s in range(column_taps):"):
                         src("tap = uint64(r * tap_row + s * tap_col)")
                         src(*(f"x{p} = b{p} + tap" for p in range(P)))
                         src("wo = uint64(w_offset + kt * w_tile_stride + r * w_row_stride"
                             " + s * w_col_stride)")
-                        with src.block("for c in range(in_channels):"):
+                        with src.block("for c in range(run):"):
                             src("cu = uint64(c)")
                             src(*(f"w{k} = w[wo + uint64({k})]" for k in range(KB)))
                             src(*(f"v{p} = xp[x{p} + cu]" for p in range(P)))
