@@ -115,11 +115,14 @@ def run_tiled(dy: np.ndarray, w: np.ndarray, g: ConvGeometry, schedule: Schedule
     """Backward-data as stride-1 forward convolutions, one per stride phase: the input
     positions ``(ph + sh·i, pw + sw·j)`` are a stride-1 correlation of ``dy`` (shifted and
     padded) with the taps that reach them, rotated and channel-swapped — no zero-stuffed
-    ``dy``, no wasted multiplies. At stride 1 there is one phase: the full rotated filter."""
+    ``dy``, no wasted multiplies. At stride 1 there is one phase: the full rotated filter.
+
+    One padded copy of ``dy`` and one pack of the filter serve every phase: a phase reads
+    its window of the padded ``dy`` from an offset, its taps through filter strides, and
+    writes its pixels of dx in place."""
     dx = np.empty(g.input_shape, dy.dtype)
-    # One pack of the whole rotated, channel-swapped filter; each phase reads its taps
-    # from it through strides (no per-phase sub-filter copies).
     packed = layout.pack_filter(w, schedule.register_tile[1], swap=True)
+    phases = []
     for ph in range(min(g.stride_h, g.in_height)):
         rows, q_top, dilation_h = _phase(ph, g.pad_top, g.dilation_h, g.stride_h, g.filter_height)
         height = -(-(g.in_height - ph) // g.stride_h)
@@ -127,17 +130,27 @@ def run_tiled(dy: np.ndarray, w: np.ndarray, g: ConvGeometry, schedule: Schedule
             cols, q_left, dilation_w = _phase(pw, g.pad_left, g.dilation_w, g.stride_w,
                                               g.filter_width)
             width = -(-(g.in_width - pw) // g.stride_w)
-            target = dx[:, ph::g.stride_h, pw::g.stride_w]
             if not rows or not cols:
-                target[...] = 0
+                dx[:, ph::g.stride_h, pw::g.stride_w] = 0
                 continue
-            # dyp[j] = dy[j + q_top], long enough for i + q_top + (taps − 1)·dilation.
+            # The phase reads dy[q_top + i + a·dilation_h] for i < height, a < len(rows)
+            # (zero outside dy); likewise along the width.
             bottom = height - 1 + q_top + (len(rows) - 1) * dilation_h - (g.out_height - 1)
             right = width - 1 + q_left + (len(cols) - 1) * dilation_w - (g.out_width - 1)
-            dyp = layout.pad(dy, -q_top, bottom, -q_left, right)
-            phase_geometry = dataclasses.replace(g, stride_h=1, stride_w=1,
-                                                 dilation_h=dilation_h, dilation_w=dilation_w)
-            target[...] = forward.run_tiled(dyp, packed.taps(rows, cols),
-                                            (g.batch, height, width, g.in_channels),
-                                            phase_geometry, schedule)
+            phases.append(((ph, pw), (height, width), rows, cols, (q_top, q_left),
+                           (dilation_h, dilation_w), (bottom, right)))
+    if not phases:
+        return dx
+    top = max(0, max(-q[0] for _, _, _, _, q, _, _ in phases))
+    left = max(0, max(-q[1] for _, _, _, _, q, _, _ in phases))
+    bottom = max(0, max(e[0] for *_, e in phases))
+    right = max(0, max(e[1] for *_, e in phases))
+    dyp = layout.pad(dy, top, bottom, left, right)
+    for origin, size, rows, cols, (q_top, q_left), dilations, _ in phases:
+        x_offset = ((q_top + top) * dyp.shape[2] + q_left + left) * dyp.shape[3]
+        phase_geometry = dataclasses.replace(g, stride_h=1, stride_w=1,
+                                             dilation_h=dilations[0], dilation_w=dilations[1])
+        forward.run_tiled(dyp, packed.taps(rows, cols), dx, phase_geometry, schedule,
+                          x_offset=x_offset, origin=origin, step=(g.stride_h, g.stride_w),
+                          size=size)
     return dx

@@ -81,8 +81,9 @@ def run(x: np.ndarray, w: np.ndarray, g: ConvGeometry, schedule: Schedule) -> np
     """x [N, H, W, C], w [R, S, C, K] (C-contiguous, same dtype) -> [N, OH, OW, K]."""
     if schedule.algorithm == "tiled":
         xp = layout.pad(x, g.pad_top, g.pad_bottom, g.pad_left, g.pad_right)
-        return run_tiled(xp, layout.pack_filter(w, schedule.register_tile[1]), g.output_shape,
-                         g, schedule)
+        out = np.empty(g.output_shape, dtype=x.dtype)
+        run_tiled(xp, layout.pack_filter(w, schedule.register_tile[1]), out, g, schedule)
+        return out
     if schedule.algorithm == "gemm":
         return gemm.forward(x, w, g)
     out = np.empty(g.output_shape, dtype=x.dtype)
@@ -93,21 +94,25 @@ def run(x: np.ndarray, w: np.ndarray, g: ConvGeometry, schedule: Schedule) -> np
     return out
 
 
-def run_tiled(xp: np.ndarray, w: layout.TiledFilter, output_shape, g: ConvGeometry,
-              schedule: Schedule) -> np.ndarray:
-    """xp [N, Hp, Wp, C] (padded), ``w`` -> out of ``output_shape`` [N, OH, OW, K]; only the
-    strides and dilations of ``g`` are used (backward-data passes its own shapes)."""
+def run_tiled(xp: np.ndarray, w: layout.TiledFilter, out: np.ndarray, g: ConvGeometry,
+              schedule: Schedule, x_offset: int = 0, origin=(0, 0), step=(1, 1), size=None):
+    """xp [N, Hp, Wp, C] (padded; the convolution's input starts ``x_offset`` elements
+    in), ``w`` -> the output pixels (n, origin + i·step) for (i, j) < ``size`` (default: all)
+    of the C-contiguous ``out`` [N, H, W, K], written in place (backward-data writes one
+    stride phase of dx this way). Only the strides and dilations of ``g`` are used."""
     batch, padded_height, padded_width, in_channels = xp.shape
-    out = np.empty(output_shape, dtype=xp.dtype)
+    _, height, width, out_channels = out.shape
+    out_height, out_width = size or (height, width)
     rows, cols = schedule.register_tile
-    assert cols == w.tile and in_channels == w.in_channels
+    assert cols == w.tile and in_channels == w.in_channels and out_channels == w.out_channels
     kernel = tiled.forward_kernel(rows, cols, xp.dtype.name)
-    k_groups = max(1, w.out_channels // schedule.channel_block)
-    pixel_tiles = -(-(batch * output_shape[1] * output_shape[2]) // rows)
+    k_groups = max(1, out_channels // schedule.channel_block)
+    pixel_tiles = -(-(batch * out_height * out_width) // rows)
     pixel_groups = max(1, min(pixel_tiles, -(-TARGET_TASKS // k_groups)))
     kernel(layout.readonly_flat(xp), w.data, out.reshape(-1), batch, padded_height,
-           padded_width, in_channels, w.height, w.width, w.out_channels, output_shape[1],
-           output_shape[2], g.stride_h, g.stride_w, g.dilation_h, g.dilation_w, w.offset,
-           w.tile_stride, w.row_stride, w.col_stride, w.channel_stride, pixel_groups, k_groups,
+           padded_width, in_channels, w.height, w.width, out_channels, out_height, out_width,
+           g.stride_h, g.stride_w, g.dilation_h, g.dilation_w, w.offset, w.tile_stride,
+           w.row_stride, w.col_stride, w.channel_stride, x_offset,
+           (origin[0] * width + origin[1]) * out_channels, height * width * out_channels,
+           step[0] * width * out_channels, step[1] * out_channels, pixel_groups, k_groups,
            schedule.loop_order == "pixel_tiles_outer")
-    return out

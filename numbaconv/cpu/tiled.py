@@ -49,10 +49,15 @@ def render_forward(tile_pixels: int, tile_channels: int, dtype: str) -> str:
     with src.block("def kernel(xp, w, out, batch, padded_height, padded_width, in_channels, "
                    "filter_height, filter_width, out_channels, out_height, out_width, "
                    "stride_h, stride_w, dilation_h, dilation_w, w_offset, w_tile_stride, "
-                   "w_row_stride, w_col_stride, w_channel_stride, pixel_groups, k_groups, "
+                   "w_row_stride, w_col_stride, w_channel_stride, x_offset, out_offset, "
+                   "out_image_stride, out_row_stride, out_col_stride, pixel_groups, k_groups, "
                    "pixels_outer):"):
-        src('"""xp [N, Hp, Wp, C] (zero-padded input), w (filter) -> out [N, OH, OW, K], all'
-            ' flat.',
+        src('"""xp [N, Hp, Wp, C] (zero-padded input, starting at x_offset), w (filter) ->'
+            ' out [N, OH, OW, K], all flat.',
+            "",
+            "    Output pixel (n, oh, ow) starts at out[out_offset + n·out_image_stride +",
+            "    oh·out_row_stride + ow·out_col_stride] (its K channels contiguous): a strided",
+            "    view, e.g. one stride phase of backward-data's dx.",
             "",
             "    The filter value of tap (r, s), input channel c and output channel kt·KB + j is",
             "    w[w_offset + kt·w_tile_stride + r·w_row_stride + s·w_col_stride",
@@ -90,8 +95,11 @@ def render_forward(tile_pixels: int, tile_channels: int, dtype: str) -> str:
                     src(f"m = min(m0 + {p}, pixels - 1)",
                         "ow = m % out_width",
                         "oh = m // out_width % out_height",
-                        f"b{p} = uint64(((m // (out_width * out_height) * padded_height"
-                        f" + oh * stride_h) * padded_width + ow * stride_w) * in_channels)")
+                        "n = m // (out_width * out_height)",
+                        f"b{p} = uint64(x_offset + ((n * padded_height + oh * stride_h)"
+                        f" * padded_width + ow * stride_w) * in_channels)",
+                        f"d{p} = uint64(out_offset + n * out_image_stride + oh * out_row_stride"
+                        f" + ow * out_col_stride + k0)")
                 _accumulators(src, P, KB, dtype)
                 with src.block("for r in range(filter_height):"):
                     with src.block("for s in range(column_taps):"):
@@ -105,11 +113,9 @@ def render_forward(tile_pixels: int, tile_channels: int, dtype: str) -> str:
                             src(*(f"v{p} = xp[x{p} + cu]" for p in range(P)))
                             src("wo += w_step")
                             src(*(f"a{p}_{k} += v{p} * w{k}" for p in range(P) for k in range(KB)))
-                src("o = uint64(m0 * out_channels + k0)")
                 for p in range(P):
                     with src.block(f"if m0 + {p} < pixels:"):
-                        src(*(f"out[o + uint64({p} * out_channels + {k})] = a{p}_{k}"
-                              for k in range(KB)))
+                        src(*(f"out[d{p} + uint64({k})] = a{p}_{k}" for k in range(KB)))
     return src.text()
 
 
@@ -169,7 +175,7 @@ def _signature(dtype: str, tail_ints: int, tail_bools: int = 0):
 def forward_kernel(tile_pixels: int, tile_channels: int, dtype: str):
     return load_kernel(f"forward_p{tile_pixels}_k{tile_channels}_{dtype}",
                        render_forward(tile_pixels, tile_channels, dtype),
-                       _signature(dtype, 20, 1))
+                       _signature(dtype, 25, 1))
 
 
 def backward_filter_kernel(tile_in_channels: int, tile_channels: int, dtype: str):
