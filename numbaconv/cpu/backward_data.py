@@ -6,8 +6,6 @@ the output. Each input pixel gathers what it fed, so there are no atomics and no
 zero-stuffed copy of ``dy``.
 """
 
-import dataclasses
-
 import numpy as np
 from numba import prange
 
@@ -117,9 +115,9 @@ def run_tiled(dy: np.ndarray, w: np.ndarray, g: ConvGeometry, schedule: Schedule
     padded) with the taps that reach them, rotated and channel-swapped — no zero-stuffed
     ``dy``, no wasted multiplies. At stride 1 there is one phase: the full rotated filter.
 
-    One padded copy of ``dy`` and one pack of the filter serve every phase: a phase reads
-    its window of the padded ``dy`` from an offset, its taps through filter strides, and
-    writes its pixels of dx in place."""
+    One padded copy of ``dy``, one pack of the filter and one kernel launch serve every
+    phase: a phase reads its window of the padded ``dy`` from an offset, its taps through
+    filter strides, and writes its pixels of dx in place."""
     dx = np.empty(g.input_shape, dy.dtype)
     packed = layout.pack_filter(w, schedule.register_tile[1], swap=True)
     phases = []
@@ -146,11 +144,9 @@ def run_tiled(dy: np.ndarray, w: np.ndarray, g: ConvGeometry, schedule: Schedule
     bottom = max(0, max(e[0] for *_, e in phases))
     right = max(0, max(e[1] for *_, e in phases))
     dyp = layout.pad(dy, top, bottom, left, right)
-    for origin, size, rows, cols, (q_top, q_left), dilations, _ in phases:
-        x_offset = ((q_top + top) * dyp.shape[2] + q_left + left) * dyp.shape[3]
-        phase_geometry = dataclasses.replace(g, stride_h=1, stride_w=1,
-                                             dilation_h=dilations[0], dilation_w=dilations[1])
-        forward.run_tiled(dyp, packed.taps(rows, cols), dx, phase_geometry, schedule,
-                          x_offset=x_offset, origin=origin, step=(g.stride_h, g.stride_w),
-                          size=size)
+    forward.run_tiled(dyp, dx, [
+        forward.Phase(packed.taps(rows, cols), size, dilation=dilations,
+                      x_offset=((q_top + top) * dyp.shape[2] + q_left + left) * dyp.shape[3],
+                      origin=origin, step=(g.stride_h, g.stride_w))
+        for origin, size, rows, cols, (q_top, q_left), dilations, _ in phases], schedule)
     return dx

@@ -3,6 +3,8 @@
 ``out[n, oh, ow, k] = Σ_{r,s,c} x[n, oh·sh + r·dh − pt, ow·sw + s·dw − pl, c] · w[r, s, c, k]``
 """
 
+from dataclasses import dataclass
+
 import numpy as np
 from numba import prange
 
@@ -82,7 +84,10 @@ def run(x: np.ndarray, w: np.ndarray, g: ConvGeometry, schedule: Schedule) -> np
     if schedule.algorithm == "tiled":
         xp = layout.pad(x, g.pad_top, g.pad_bottom, g.pad_left, g.pad_right)
         out = np.empty(g.output_shape, dtype=x.dtype)
-        run_tiled(xp, layout.pack_filter(w, schedule.register_tile[1]), out, g, schedule)
+        phase = Phase(layout.pack_filter(w, schedule.register_tile[1]),
+                      (g.out_height, g.out_width), (g.stride_h, g.stride_w),
+                      (g.dilation_h, g.dilation_w))
+        run_tiled(xp, out, [phase], schedule)
         return out
     if schedule.algorithm == "gemm":
         return gemm.forward(x, w, g)
@@ -94,25 +99,50 @@ def run(x: np.ndarray, w: np.ndarray, g: ConvGeometry, schedule: Schedule) -> np
     return out
 
 
-def run_tiled(xp: np.ndarray, w: layout.TiledFilter, out: np.ndarray, g: ConvGeometry,
-              schedule: Schedule, x_offset: int = 0, origin=(0, 0), step=(1, 1), size=None):
-    """xp [N, Hp, Wp, C] (padded; the convolution's input starts ``x_offset`` elements
-    in), ``w`` -> the output pixels (n, origin + i·step) for (i, j) < ``size`` (default: all)
-    of the C-contiguous ``out`` [N, H, W, K], written in place (backward-data writes one
-    stride phase of dx this way). Only the strides and dilations of ``g`` are used."""
+@dataclass(frozen=True)
+class Phase:
+    """One convolution the tiled kernel runs into part of its output: the output pixels
+    (n, origin + (i, j)·step) for (i, j) < ``size`` of a C-contiguous [N, H, W, K] array,
+    from the padded input starting ``x_offset`` elements in, read with ``stride`` and
+    ``dilation``, and the taps of ``filter``."""
+
+    filter: layout.TiledFilter
+    size: tuple
+    stride: tuple = (1, 1)
+    dilation: tuple = (1, 1)
+    x_offset: int = 0
+    origin: tuple = (0, 0)
+    step: tuple = (1, 1)
+
+
+def run_tiled(xp: np.ndarray, out: np.ndarray, phases: list, schedule: Schedule):
+    """xp [N, Hp, Wp, C] (padded) -> ``out`` [N, H, W, K] (C-contiguous), every phase in one
+    kernel launch, written in place."""
     batch, padded_height, padded_width, in_channels = xp.shape
     _, height, width, out_channels = out.shape
-    out_height, out_width = size or (height, width)
     rows, cols = schedule.register_tile
-    assert cols == w.tile and in_channels == w.in_channels and out_channels == w.out_channels
+    shared = phases[0].filter
+    table, first_tile = [], 0
+    for phase in phases:
+        f = phase.filter
+        assert (f.data is shared.data and f.tile == cols and f.in_channels == in_channels
+                and f.out_channels == out_channels)
+        fields = dict(
+            first_tile=first_tile, out_height=phase.size[0], out_width=phase.size[1],
+            stride_h=phase.stride[0], stride_w=phase.stride[1], dilation_h=phase.dilation[0],
+            dilation_w=phase.dilation[1], filter_height=f.height, filter_width=f.width,
+            w_offset=f.offset, w_row_stride=f.row_stride, w_col_stride=f.col_stride,
+            x_offset=phase.x_offset,
+            out_offset=(phase.origin[0] * width + phase.origin[1]) * out_channels,
+            out_image_stride=height * width * out_channels,
+            out_row_stride=phase.step[0] * width * out_channels,
+            out_col_stride=phase.step[1] * out_channels)
+        table.append([fields[name] for name in tiled.PHASE_FIELDS])
+        first_tile += -(-(batch * phase.size[0] * phase.size[1]) // rows)
     kernel = tiled.forward_kernel(rows, cols, xp.dtype.name)
     k_groups = max(1, out_channels // schedule.channel_block)
-    pixel_tiles = -(-(batch * out_height * out_width) // rows)
-    pixel_groups = max(1, min(pixel_tiles, -(-TARGET_TASKS // k_groups)))
-    kernel(layout.readonly_flat(xp), w.data, out.reshape(-1), batch, padded_height,
-           padded_width, in_channels, w.height, w.width, out_channels, out_height, out_width,
-           g.stride_h, g.stride_w, g.dilation_h, g.dilation_w, w.offset, w.tile_stride,
-           w.row_stride, w.col_stride, w.channel_stride, x_offset,
-           (origin[0] * width + origin[1]) * out_channels, height * width * out_channels,
-           step[0] * width * out_channels, step[1] * out_channels, pixel_groups, k_groups,
-           schedule.loop_order == "pixel_tiles_outer")
+    pixel_groups = max(1, min(first_tile, -(-TARGET_TASKS // k_groups)))
+    kernel(layout.readonly_flat(xp), shared.data, out.reshape(-1),
+           layout.readonly(np.array(table, dtype=np.int64)), batch, padded_height,
+           padded_width, in_channels, out_channels, shared.tile_stride, shared.channel_stride,
+           first_tile, pixel_groups, k_groups, schedule.loop_order == "pixel_tiles_outer")
