@@ -6,6 +6,8 @@ the output. Each input pixel gathers what it fed, so there are no atomics and no
 zero-stuffed copy of ``dy``.
 """
 
+from typing import NamedTuple
+
 import numpy as np
 from numba import prange
 
@@ -119,8 +121,7 @@ def run_tiled(dy: np.ndarray, w: np.ndarray, g: ConvGeometry, schedule: Schedule
     phase: a phase reads its window of the padded ``dy`` from an offset, its taps through
     filter strides, and writes its pixels of dx in place."""
     dx = np.empty(g.input_shape, dy.dtype)
-    packed = layout.pack_filter(w, schedule.register_tile[1], swap=True)
-    phases = []
+    windows = []
     for ph in range(min(g.stride_h, g.in_height)):
         rows, q_top, dilation_h = _phase(ph, g.pad_top, g.dilation_h, g.stride_h, g.filter_height)
         height = -(-(g.in_height - ph) // g.stride_h)
@@ -135,18 +136,35 @@ def run_tiled(dy: np.ndarray, w: np.ndarray, g: ConvGeometry, schedule: Schedule
             # (zero outside dy); likewise along the width.
             bottom = height - 1 + q_top + (len(rows) - 1) * dilation_h - (g.out_height - 1)
             right = width - 1 + q_left + (len(cols) - 1) * dilation_w - (g.out_width - 1)
-            phases.append(((ph, pw), (height, width), rows, cols, (q_top, q_left),
-                           (dilation_h, dilation_w), (bottom, right)))
-    if not phases:
+            windows.append(_Window((ph, pw), (height, width), rows, cols, (q_top, q_left),
+                                   (bottom, right), (dilation_h, dilation_w)))
+    if not windows:
         return dx
-    top = max(0, max(-q[0] for _, _, _, _, q, _, _ in phases))
-    left = max(0, max(-q[1] for _, _, _, _, q, _, _ in phases))
-    bottom = max(0, max(e[0] for *_, e in phases))
-    right = max(0, max(e[1] for *_, e in phases))
+    top = max(0, *(-window.start[0] for window in windows))
+    left = max(0, *(-window.start[1] for window in windows))
+    bottom = max(0, *(window.overhang[0] for window in windows))
+    right = max(0, *(window.overhang[1] for window in windows))
     dyp = layout.pad(dy, top, bottom, left, right)
+    packed = layout.pack_filter(w, schedule.register_tile[1], swap=True)
     forward.run_tiled(dyp, dx, [
-        forward.Phase(packed.taps(rows, cols), size, dilation=dilations,
-                      x_offset=((q_top + top) * dyp.shape[2] + q_left + left) * dyp.shape[3],
-                      origin=origin, step=(g.stride_h, g.stride_w))
-        for origin, size, rows, cols, (q_top, q_left), dilations, _ in phases], schedule)
+        forward.Phase(packed.taps(window.rows, window.cols), window.size,
+                      dilation=window.dilation, origin=window.origin,
+                      step=(g.stride_h, g.stride_w),
+                      x_offset=((window.start[0] + top) * dyp.shape[2] + window.start[1] + left)
+                      * dyp.shape[3])
+        for window in windows], schedule)
     return dx
+
+
+class _Window(NamedTuple):
+    """One stride phase of dx: its pixels (origin + step·(i, j) for (i, j) < size), the
+    filter taps that reach them, and the window of dy they read: from (q_top, q_left) =
+    ``start``, past dy's end by ``overhang`` rows and columns (zeros)."""
+
+    origin: tuple
+    size: tuple
+    rows: list
+    cols: list
+    start: tuple
+    overhang: tuple
+    dilation: tuple
