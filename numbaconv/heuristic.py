@@ -96,7 +96,7 @@ def rule(primitive: str, g: ConvGeometry, itemsize: int) -> Schedule:
     if primitive == "backward_filter":
         if here.streamed_reduction and gemm_fits:
             return gemm
-        tiles, order = ((4, 16), (8, 8), (2, 32), (4, 8), (2, 8)), "channel_tiles_outer"
+        tiles, order = ((4, 16), (8, 8), (2, 32), (4, 8), (2, 8)), "pixel_tiles_outer"
     else:
         tiles = ((4, 16), (8, 8), (2, 32), (4, 8), (2, 8), (1, 8))
         order = "pixel_tiles_outer" if primitive == "backward_data" else "channel_tiles_outer"

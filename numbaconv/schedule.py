@@ -14,6 +14,9 @@ A schedule never changes *what* a kernel computes, only how:
   slice is small), ``"tap_channel_pixel"`` keeps one filter row hot while it sweeps the
   pixels of a row (good when it is large).
   tiled: ``"pixel_tiles_outer"`` or ``"channel_tiles_outer"``, the order of a task's tiles.
+  For backward-filter, ``"pixel_tiles_outer"`` walks each output row once through every
+  tile of a (split, tap, input-channel group) task, keeping the row's x and dy in L1, and
+  ``"channel_tiles_outer"`` streams every row through one tile per task (same sums).
   gemm: ``"im2col"``.
 - ``channel_block`` — the contiguous output channels one task owns (``out_channels`` for
   forward and backward-filter, ``in_channels`` for backward-data); for direct kernels the

@@ -12,7 +12,7 @@ import numpy as np
 from numba import prange
 
 from ..geometry import ConvGeometry
-from ..schedule import Schedule
+from ..schedule import TARGET_TASKS, Schedule
 from . import gemm, layout, tiled
 from ._jit import axpy, axpy4, parallel_kernel, valid_range
 
@@ -107,15 +107,18 @@ def run(x: np.ndarray, dy: np.ndarray, g: ConvGeometry, schedule: Schedule) -> n
     if schedule.algorithm == "gemm":
         return gemm.backward_filter(x, dy, g)
     splits = min(schedule.reduction_splits, rows)
-    partials = np.empty((splits,) + g.filter_shape, dtype=x.dtype)
+    pixels_outer = schedule.algorithm == "tiled" and schedule.loop_order == "pixel_tiles_outer"
+    partials = (np.zeros if pixels_outer else np.empty)((splits,) + g.filter_shape, x.dtype)
     if schedule.algorithm == "tiled":
         xp = layout.pad(x, g.pad_top, g.pad_bottom, g.pad_left, g.pad_right)
         tile_in, tile_out = schedule.register_tile
+        taps, c_tiles = g.filter_height * g.filter_width, g.in_channels // tile_in
+        c_groups = min(c_tiles, max(1, -(-TARGET_TASKS // (splits * taps))))
         kernel = tiled.backward_filter_kernel(tile_in, tile_out, x.dtype.name)
         kernel(layout.readonly_flat(xp), layout.readonly_flat(dy), partials.reshape(-1),
                g.batch, xp.shape[1], xp.shape[2], g.in_channels, g.filter_height,
                g.filter_width, g.out_channels, g.out_height, g.out_width, g.stride_h,
-               g.stride_w, g.dilation_h, g.dilation_w, splits)
+               g.stride_w, g.dilation_h, g.dilation_w, splits, c_groups, pixels_outer)
     elif partials.size:
         backward_filter_direct(layout.readonly(x), layout.readonly(dy), partials, g.stride_h,
                                g.stride_w, g.dilation_h, g.dilation_w, g.pad_top, g.pad_left,

@@ -30,7 +30,9 @@ def candidates(primitive: str, g: ConvGeometry, itemsize: int, space: dict) -> l
     for tile in tiled.get("register_tile", {}).get(primitive, []):
         orders = tiled.get("loop_order", [])
         if primitive == "backward_filter":
-            orders = orders[:1]  # one reduction per tile: the tile order does not apply
+            # Row by row through every tile of a task beat tile by tile through every row
+            # in all 15 layer × tile pairs measured (1.1-2x): the other order is not timed.
+            orders = [order for order in orders if order == "pixel_tiles_outer"]
         for order in orders:
             found.append(fit(Schedule(algorithm="tiled", loop_order=order,
                                       register_tile=tuple(tile)), primitive, g, itemsize))
