@@ -12,6 +12,40 @@ import pytest
 os.environ.setdefault("NUMBA_ENABLE_CUDASIM", "1")
 sys.setswitchinterval(1e-4)
 
+
+def _make_simulated_shared_arrays_atomic():
+    """The simulator gives a block's threads one ``cuda.shared.array`` per source line by
+    check-then-set (``FakeCUDAShared.array``): two threads that switch between the check
+    and the set get different arrays, and the kernel reads uninitialised memory (seen once
+    in CI: a 2e32 in a simulated conv2d). The same lookup, under a lock."""
+    import threading
+    import traceback
+
+    from numba.core import types
+    from numba.np import numpy_support
+    from numba.cuda.simulator import kernelapi
+
+    lock = threading.Lock()
+    dynamic = kernelapi.FakeCUDAShared.array
+
+    def array(self, shape, dtype, alignment=None):
+        if shape == 0 or alignment is not None:
+            return dynamic(self, shape, dtype, alignment)
+        if isinstance(dtype, types.Type):
+            dtype = numpy_support.as_dtype(dtype)
+        caller = traceback.extract_stack(sys._getframe())[-2][0:2]
+        with lock:
+            found = self._allocations.get(caller)
+            if found is None:
+                found = self._allocations[caller] = np.empty(shape, dtype)
+        return found
+
+    kernelapi.FakeCUDAShared.array = array
+
+
+if os.environ["NUMBA_ENABLE_CUDASIM"] == "1":
+    _make_simulated_shared_arrays_atomic()
+
 # Tests never read or write the user's tuned configs.
 os.environ["NUMBACONV_CONFIG_DIR"] = tempfile.mkdtemp(prefix="numbaconv-test-configs-")
 
