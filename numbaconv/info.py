@@ -11,7 +11,7 @@ import numpy as np
 
 import numbaconv
 
-from . import configs, threads
+from . import configs, memory, schedule, threads
 from .cpu import disk_cache, forward
 
 
@@ -34,6 +34,8 @@ def report() -> str:
     for path in configs.config_files():
         state = f"{configs.entry_count(path)} entries" if path.exists() else "absent"
         lines.append(f"  {path}: {state}")
+    lines.append(f"memory: {memory.total_bytes() / 2**30:.1f} GiB; workspace cap per call "
+                 f"{schedule.WORKSPACE_BYTES_CAP / 2**20:.0f} MiB (${memory.WORKSPACE_ENV})")
     lines.append(f"cache root (${disk_cache.CACHE_ENV}): {disk_cache.cache_root()}")
     lines.append(f"generated kernels: {disk_cache.kernel_dir()}")
     compiled = disk_cache.numba_cache_dir(forward.forward_direct.parallel)

@@ -15,5 +15,5 @@ def test_info_reports_versions_layer_device_configs_and_cuda():
     assert "threading layer: " in out and "thread-safe: " in out and "fork-safe: " in out
     assert "CPU device key: " in out
     assert "config files (first match wins):" in out
-    assert "generated kernels: " in out
+    assert "generated kernels: " in out and "workspace cap per call" in out
     assert "CUDA: " in out
