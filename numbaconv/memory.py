@@ -5,6 +5,7 @@ an out-of-memory kill midway, not an exception)."""
 from __future__ import annotations
 
 import functools
+import math
 import os
 
 import numpy as np
@@ -49,8 +50,9 @@ def _size(count: float) -> str:
 def check_result_fits(op: str, shape: tuple, dtype: np.dtype):
     """Raise ``MemoryError`` naming ``op`` and the shape when the result alone is larger
     than the memory."""
-    needed = int(np.prod(shape, dtype=np.float64)) * np.dtype(dtype).itemsize
+    dtype = np.dtype(dtype)
+    needed = math.prod(shape) * dtype.itemsize  # exact: Python ints do not overflow
     if needed > total_bytes():
-        raise MemoryError(f"{op}: the result of shape {tuple(shape)} ({np.dtype(dtype).name}) "
+        raise MemoryError(f"{op}: the result of shape {tuple(shape)} ({dtype.name}) "
                           f"needs {_size(needed)}, more than this machine's {_size(total_bytes())}"
                           f" of memory")
