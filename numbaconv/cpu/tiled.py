@@ -229,11 +229,11 @@ def _signature(dtype: str, tail_ints: int, tail_bools: int = 0, phase_table: boo
 
 def forward_kernel(tile_pixels: int, tile_channels: int, dtype: str):
     return load_kernel(f"forward_p{tile_pixels}_k{tile_channels}_{dtype}",
-                       render_forward(tile_pixels, tile_channels, dtype),
-                       _signature(dtype, 10, 1, phase_table=True))
+                       lambda: render_forward(tile_pixels, tile_channels, dtype),
+                       lambda: _signature(dtype, 10, 1, phase_table=True))
 
 
 def backward_filter_kernel(tile_in_channels: int, tile_channels: int, dtype: str):
     return load_kernel(f"wgrad_c{tile_in_channels}_k{tile_channels}_{dtype}",
-                       render_backward_filter(tile_in_channels, tile_channels, dtype),
-                       _signature(dtype, 15, 1))
+                       lambda: render_backward_filter(tile_in_channels, tile_channels, dtype),
+                       lambda: _signature(dtype, 15, 1))
