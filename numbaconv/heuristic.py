@@ -96,12 +96,16 @@ def rule(primitive: str, g: ConvGeometry, itemsize: int) -> Schedule:
     if primitive == "backward_filter":
         if here.streamed_reduction and gemm_fits:
             return gemm
-        tiles, order = ((4, 16), (8, 8), (2, 32), (4, 8), (2, 8)), "pixel_tiles_outer"
+        tiles = ((4, 16), (8, 8), (2, 32), (4, 8), (2, 8))
     else:
-        tiles = ((4, 16), (8, 8), (2, 32), (4, 8), (2, 8), (1, 8))
-        order = "pixel_tiles_outer" if primitive == "backward_data" else "channel_tiles_outer"
-    for tile in tiles:
-        tiled = fit(Schedule(algorithm="tiled", loop_order=order, register_tile=tile),
+        # 10-12 accumulator vectors first (measured on ResNet-50's 3×3 layers, fraction
+        # of matmul, forward: 5×16 0.85, 3×32 0.84, 4×16 0.74, 8×8 0.61).
+        tiles = ((5, 16), (3, 32), (4, 16), (8, 8), (2, 32), (4, 8), (2, 8), (1, 8))
+    # Float32 widths; a float64 vector holds half as many channels (same registers).
+    scale = 4 / itemsize
+    for rows, cols in tiles:
+        tile = (rows, max(1, int(cols * scale)))
+        tiled = fit(Schedule(algorithm="tiled", loop_order="pixel_tiles_outer", register_tile=tile),
                     primitive, g, itemsize)
         if illegal_reason(primitive, g, tiled, itemsize) is None:
             return tiled

@@ -22,10 +22,14 @@ def ymm_fmas(kernel) -> int:
 
 
 @pytest.mark.parametrize("make, tile", [(tiled.forward_kernel, (4, 16)),
+                                        (tiled.forward_kernel, (5, 16)),
+                                        (tiled.forward_kernel, (3, 32)),
                                         (tiled.backward_filter_kernel, (4, 16))])
 def test_register_tiles_compile_to_256_bit_fmas(fresh_kernel_dir, make, tile):
-    """A 4×16 float32 tile is 8 ymm accumulators: at least 8 vector FMAs per step."""
-    assert ymm_fmas(make(*tile, "float32")) >= 8
+    """A float32 tile of rows × channels is rows · channels / 8 ymm accumulators: at least
+    that many vector FMAs per step, whatever the row count."""
+    rows, channels = tile
+    assert ymm_fmas(make(rows, channels, "float32")) >= rows * channels // 8
 
 
 def test_variants_get_distinct_files(fresh_kernel_dir):

@@ -29,11 +29,12 @@ DIRECT_SCHEDULES = [Schedule(loop_order=order, channel_block=block, in_channel_b
                              reduction_splits=splits)
                     for order, block, in_block, splits in itertools.product(
                         LOOP_ORDERS["direct"], (1, 4, 64), (1, 4), (1, 3))]
-# Tiles chosen to cover 1, 2, 4 and 8 rows and 8, 16 and 32 channels with few compilations.
+# Tiles chosen to cover 1, 3, 4 and 8 rows (odd ones too) and 8 and 16 channels with few
+# compilations.
 TILED_SCHEDULES = [Schedule(algorithm="tiled", loop_order=order, register_tile=tile,
                             channel_block=block, reduction_splits=splits)
                    for order, tile, block, splits in itertools.product(
-                       LOOP_ORDERS["tiled"], ((1, 8), (2, 16), (4, 8), (8, 8)), (8, 16, 32),
+                       LOOP_ORDERS["tiled"], ((1, 8), (3, 16), (4, 8), (8, 8)), (8, 16, 32),
                        (1, 3))]
 GEMM_SCHEDULES = [Schedule(algorithm="gemm", loop_order="im2col")]
 SCHEDULES = DIRECT_SCHEDULES + TILED_SCHEDULES + GEMM_SCHEDULES
