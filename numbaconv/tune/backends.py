@@ -7,10 +7,15 @@ before anything runs, the schedules whose kernels spill on the real compiler.
 
 from __future__ import annotations
 
+import numpy as np
+
 from .. import configs
-from ..cpu import backward_data, backward_filter, forward
+from ..cpu import backward_data, backward_filter, forward, layout
 from ..geometry import ConvGeometry
 from .space import candidates, cuda_candidates
+
+#: The input of :meth:`CpuBackend.in_program`'s neighbouring kernel.
+_NEIGHBOUR = np.ones((1, 8, 8, 16), np.float32)
 
 CPU_RUNNERS = {"forward": forward.run, "backward_data": backward_data.run,
                "backward_filter": backward_filter.run}
@@ -31,6 +36,15 @@ class CpuBackend:
 
     def run(self, primitive: str, operands, g: ConvGeometry, schedule):
         return CPU_RUNNERS[primitive](*operands, g, schedule)
+
+    def in_program(self, call):
+        """``call`` as it costs inside a program of numbaconv calls: followed by a tiny Numba
+        parallel kernel (10 µs alone). OpenBLAS's worker threads spin for about 0.1 s after
+        a matmul and keep the next kernel's threads off the cores: a 1×1 layer's BLAS
+        matmul followed by that kernel took 8.0 ms instead of 1.0 (the loop-nest kernel:
+        1.0 ms either way), so a BLAS schedule timed alone would be chosen for a speed no
+        program sees."""
+        return lambda *args: (call(*args), layout.pad(_NEIGHBOUR, 1, 1, 1, 1))[0]
 
     def to_host(self, result):
         return result
@@ -96,6 +110,9 @@ class CudaBackend:
         result = launch.run(primitive, *operands, g, schedule, shape, "NHWC", self.stream)
         self.stream.synchronize()  # so that a timed call ends when the GPU is done
         return result
+
+    def in_program(self, call):
+        return call
 
     def to_host(self, result):
         return result.copy_to_host()
