@@ -10,13 +10,16 @@ blocks, so that no side pays for another's spinning worker threads), it times:
   dependency), with the same thread count, in blocks of its own after ours,
 
 and prints GFLOP/s, the fraction of the matmul rate, tuned/default and PyTorch/numbaconv
-time ratios (> 1: numbaconv is faster), then the geometric means per primitive.
+time ratios (> 1: numbaconv is faster), then the geometric means per primitive. Last, per
+primitive, every layer back to back without pauses, as a network runs them (where one
+runtime's spinning threads do cost the next call), numbaconv and PyTorch.
 """
 
 from __future__ import annotations
 
 import argparse
 import math
+import statistics
 import sys
 import time
 
@@ -27,7 +30,7 @@ import numbaconv as nc
 
 from .api import _BUILDERS
 from .heuristic import rule
-from .timing import alternating_medians
+from .timing import SETTLE_SECONDS, alternating_medians
 from .tune.tuner import with_batch
 from .workloads import WORKLOAD_DIR, Layer, load_workload
 
@@ -159,7 +162,37 @@ def main(argv=None) -> int:
         print(f"  {primitive:<16} default/tuned {geomean(found['default']):.2f}   "
               f"torch/numbaconv {geomean(found['torch']):.2f}   "
               f"(strided or 1×1 layers: {geomean(found['torch_strided_or_1x1']):.2f})")
+    print("\nevery layer back to back, no pauses (as a network runs them), median of "
+          f"{SEQUENCE_PASSES} passes")
+    for primitive in primitives:
+        inputs = [(layer, *_inputs(layer, rng)) for layer in layers]
+        ours = in_sequence([op_calls(primitive, *args)[0] for args in inputs])
+        line = f"  {primitive:<16} numbaconv {ours * 1e3:8.2f} ms"
+        torch_calls = [torch_call(primitive, *args) for args in inputs]
+        if None not in torch_calls:
+            time.sleep(SETTLE_SECONDS)
+            theirs = in_sequence(torch_calls)
+            time.sleep(TORCH_SETTLE_SECONDS)
+            line += f"   torch {theirs * 1e3:8.2f} ms   torch/numbaconv {theirs / ours:.2f}"
+        print(line, flush=True)
     return 0
+
+
+SEQUENCE_PASSES = 5
+
+
+def in_sequence(calls: list) -> float:
+    """Median seconds of one pass through ``calls`` back to back, after a warm pass: what
+    a network sees, including any runtime's threads still spinning from the call before."""
+    for call in calls:
+        call()
+    samples = []
+    for _ in range(SEQUENCE_PASSES):
+        start = time.perf_counter()
+        for call in calls:
+            call()
+        samples.append(time.perf_counter() - start)
+    return statistics.median(samples)
 
 
 if __name__ == "__main__":

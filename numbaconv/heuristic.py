@@ -43,7 +43,7 @@ def distance(primitive: str, a: ConvGeometry, b: ConvGeometry) -> float:
 
 
 #: Backward-filter tiles re-read the input and dy once per tile: beyond this many bytes of
-#: them (no longer in cache) one im2col matmul wins (measured 2.7× on VGG's 224×224×64).
+#: them (no longer in cache) a layer behaves differently (a tuned neighbour must match).
 STREAMED_BYTES = 4 * 2**20
 
 
@@ -85,20 +85,19 @@ def fit(schedule: Schedule, primitive: str, g: ConvGeometry, itemsize: int) -> S
 def rule(primitive: str, g: ConvGeometry, itemsize: int) -> Schedule:
     """The default when nothing tuned applies (from the tuner's measurements on this
     project's 2-core AVX2 machine)."""
-    gemm = Schedule(algorithm="gemm", loop_order="im2col")
+    # Never BLAS: its worker threads spin for ~0.1 s after each matmul and stall the Numba
+    # kernels after it (a ResNet-50 bottleneck with its 1×1 layers on BLAS: 8-16 ms; on
+    # register tiles: 4.2-5.0 ms, the sum of its three layers alone). Where no register
+    # tile fits, im2col with the matmul on the tiled kernel.
+    gemm = Schedule(algorithm="gemm", loop_order="im2col_tiled")
     gemm_fits = illegal_reason(primitive, g, gemm, itemsize) is None
-    here = regime(primitive, g, itemsize)
-    # BLAS (gemm) only where no register tile fits: its worker threads spin after each
-    # matmul and stall the next Numba kernel (a ResNet-50 bottleneck, 1×1 as BLAS: 8-16
-    # ms; 1×1 as register tiles: 4.2-5.0 ms, the sum of the three layers alone).
     pixels = g.batch * g.out_height * g.out_width
     if primitive != "backward_filter" and pixels < 16 and g.in_channels * g.out_channels <= 64 * 64:
         # Measured on a 3×3×64 image: the direct loop 2× faster than register tiles.
         return direct_schedule(primitive, g, itemsize)
     if primitive == "backward_filter":
-        if here.streamed_reduction and gemm_fits:
-            return gemm
-        tiles = ((4, 16), (8, 8), (2, 32), (4, 8), (2, 8))
+        # 3×32 for RGB inputs (C = 3): 2.6 ms on ResNet-50's conv1, BLAS im2col 8.1.
+        tiles = ((4, 16), (8, 8), (2, 32), (4, 8), (2, 8), (3, 32), (3, 16))
     else:
         # 10-12 accumulator vectors first (measured on ResNet-50's 3×3 layers, fraction
         # of matmul, forward: 5×16 0.85, 3×32 0.84, 4×16 0.74, 8×8 0.61).

@@ -17,7 +17,8 @@ A schedule never changes *what* a kernel computes, only how:
   For backward-filter, ``"pixel_tiles_outer"`` walks each output row once through every
   tile of a (split, tap, input-channel group) task, keeping the row's x and dy in L1, and
   ``"channel_tiles_outer"`` streams every row through one tile per task (same sums).
-  gemm: ``"im2col"``.
+  gemm: ``"im2col"`` (the matmul on NumPy's BLAS) or ``"im2col_tiled"`` (on the
+  register-tiled kernel, Numba's threads: no BLAS threads left spinning after the call).
 - ``channel_block`` — the contiguous output channels one task owns (``out_channels`` for
   forward and backward-filter, ``in_channels`` for backward-data); for direct kernels the
   innermost loop runs over them and vectorises; for tiled ones it is a multiple of the tile.
@@ -45,7 +46,7 @@ PRIMITIVES = ("forward", "backward_data", "backward_filter")
 LOOP_ORDERS = {
     "direct": ("pixel_tap_channel", "tap_channel_pixel"),
     "tiled": ("pixel_tiles_outer", "channel_tiles_outer"),
-    "gemm": ("im2col",),
+    "gemm": ("im2col", "im2col_tiled"),
 }
 ALGORITHMS = tuple(LOOP_ORDERS)
 
@@ -121,10 +122,24 @@ def workspace_bytes(primitive: str, g: ConvGeometry, schedule: Schedule, itemsiz
     filter_elements = g.filter_height * g.filter_width * g.in_channels * g.out_channels
     pixels = g.batch * g.out_height * g.out_width
     if schedule.algorithm == "gemm":
+        taps = g.filter_height * g.filter_width * g.in_channels
         if is_one_by_one(g):
             strided = (g.stride_h, g.stride_w) != (1, 1)
-            return pixels * (g.in_channels + g.out_channels) * itemsize if strided else 0
-        return pixels * g.filter_height * g.filter_width * g.in_channels * itemsize
+            cols = pixels * (g.in_channels + g.out_channels) if strided else 0
+        else:
+            cols = pixels * taps
+        if schedule.loop_order == "im2col":
+            return cols * itemsize
+        # im2col_tiled (gemm.tiled_matmul): B zero-padded to whole tiles and packed, the
+        # padded product, and a contiguous copy of A or of the product.
+        def padded(n):
+            return -(-n // 16) * 16
+        rows, length, columns = {
+            "forward": (pixels, taps, g.out_channels),
+            "backward_data": (pixels, g.out_channels, taps),
+            "backward_filter": (taps, pixels, g.out_channels)}[primitive]
+        return (cols + 2 * length * padded(columns) + rows * padded(columns)
+                + rows * max(length, columns)) * itemsize
     splits = schedule.reduction_splits if primitive == "backward_filter" else 1
     partials = filter_elements * splits * itemsize if splits > 1 else 0
     if schedule.algorithm == "direct":

@@ -36,7 +36,7 @@ TILED_SCHEDULES = [Schedule(algorithm="tiled", loop_order=order, register_tile=t
                    for order, tile, block, splits in itertools.product(
                        LOOP_ORDERS["tiled"], ((1, 8), (3, 16), (4, 8), (8, 8)), (8, 16, 32),
                        (1, 3))]
-GEMM_SCHEDULES = [Schedule(algorithm="gemm", loop_order="im2col")]
+GEMM_SCHEDULES = [Schedule(algorithm="gemm", loop_order=order) for order in LOOP_ORDERS["gemm"]]
 SCHEDULES = DIRECT_SCHEDULES + TILED_SCHEDULES + GEMM_SCHEDULES
 
 

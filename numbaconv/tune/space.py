@@ -9,7 +9,7 @@ import yaml
 
 from ..geometry import ConvGeometry
 from ..heuristic import fit, rule
-from ..schedule import Schedule, direct_schedule, illegal_reason
+from ..schedule import LOOP_ORDERS, Schedule, direct_schedule, illegal_reason
 
 SPACE_FILE = Path(__file__).resolve().parent.parent.parent / "tuning" / "search_space.yaml"
 
@@ -37,7 +37,7 @@ def candidates(primitive: str, g: ConvGeometry, itemsize: int, space: dict) -> l
             found.append(fit(Schedule(algorithm="tiled", loop_order=order,
                                       register_tile=tuple(tile)), primitive, g, itemsize))
     if space.get("gemm"):
-        found.append(Schedule(algorithm="gemm", loop_order="im2col"))
+        found += [Schedule(algorithm="gemm", loop_order=order) for order in LOOP_ORDERS["gemm"]]
     unique = list(dict.fromkeys(found))
     return [s for s in unique if illegal_reason(primitive, g, s, itemsize) is None]
 
