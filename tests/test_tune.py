@@ -64,17 +64,17 @@ def test_wrong_candidate_is_rejected_and_never_cached(tmp_path, monkeypatch):
 
     def sabotaged(x, w, g, schedule):
         result = honest(x, w, g, schedule)
-        return result + 1.0 if schedule.loop_order == "im2col" else result
+        return result + 1.0 if schedule.algorithm == "gemm" else result
 
     monkeypatch.setitem(tuner.RUNNERS, "forward", sabotaged)
     outcome = tuner.tune_one(layer, "forward", "float32", load_space(), deadline=float("inf"),
                              repeats=1, log=lambda line: None)
-    assert [s.loop_order for s, _ in outcome.rejected] == ["im2col"]
-    assert outcome.best.loop_order != "im2col"
+    assert [s.algorithm for s, _ in outcome.rejected] == ["gemm"]
+    assert outcome.best.algorithm != "gemm"
     path = tmp_path / "out.yaml"
     tuner.save_outcome(outcome, path)
     saved = yaml.safe_load(path.read_text())["entries"]
-    assert [Schedule.from_dict(e["schedule"]).loop_order != "im2col" for e in saved.values()] == [True]
+    assert [Schedule.from_dict(e["schedule"]).algorithm != "gemm" for e in saved.values()] == [True]
 
 
 def test_candidates_are_bounded_legal_and_start_with_the_default():

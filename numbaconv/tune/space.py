@@ -36,8 +36,9 @@ def candidates(primitive: str, g: ConvGeometry, itemsize: int, space: dict) -> l
         for order in orders:
             found.append(fit(Schedule(algorithm="tiled", loop_order=order,
                                       register_tile=tuple(tile)), primitive, g, itemsize))
-    if space.get("gemm"):
-        found += [Schedule(algorithm="gemm", loop_order=order) for order in LOOP_ORDERS["gemm"]]
+    gemm = space.get("gemm") or []
+    for order in LOOP_ORDERS["gemm"] if gemm is True else gemm:
+        found.append(Schedule(algorithm="gemm", loop_order=order))
     unique = list(dict.fromkeys(found))
     return [s for s in unique if illegal_reason(primitive, g, s, itemsize) is None]
 
