@@ -144,7 +144,7 @@ def run_tiled(dy: np.ndarray, w: np.ndarray, g: ConvGeometry, schedule: Schedule
     left = max(0, *(-window.start[1] for window in windows))
     bottom = max(0, *(window.overhang[0] for window in windows))
     right = max(0, *(window.overhang[1] for window in windows))
-    dyp = layout.pad(dy, top, bottom, left, right)
+    dyp = layout.padded(dy, top, bottom, left, right)
     packed = layout.pack_filter(w, schedule.register_tile[1], swap=True)
     forward.run_tiled(dyp, dx, [
         forward.Phase(packed.taps(window.rows, window.cols), window.size,

@@ -110,7 +110,7 @@ def run(x: np.ndarray, dy: np.ndarray, g: ConvGeometry, schedule: Schedule) -> n
     pixels_outer = schedule.algorithm == "tiled" and schedule.loop_order == "pixel_tiles_outer"
     partials = (np.zeros if pixels_outer else np.empty)((splits,) + g.filter_shape, x.dtype)
     if schedule.algorithm == "tiled":
-        xp = layout.pad(x, g.pad_top, g.pad_bottom, g.pad_left, g.pad_right)
+        xp = layout.padded(x, g.pad_top, g.pad_bottom, g.pad_left, g.pad_right)
         tile_in, tile_out = schedule.register_tile
         taps, c_tiles = g.filter_height * g.filter_width, g.in_channels // tile_in
         c_groups = min(c_tiles, max(1, -(-TARGET_TASKS // (splits * taps))))

@@ -82,7 +82,7 @@ def forward_direct(x, w, out, stride_h, stride_w, dilation_h, dilation_w, pad_to
 def run(x: np.ndarray, w: np.ndarray, g: ConvGeometry, schedule: Schedule) -> np.ndarray:
     """x [N, H, W, C], w [R, S, C, K] (C-contiguous, same dtype) -> [N, OH, OW, K]."""
     if schedule.algorithm == "tiled":
-        xp = layout.pad(x, g.pad_top, g.pad_bottom, g.pad_left, g.pad_right)
+        xp = layout.padded(x, g.pad_top, g.pad_bottom, g.pad_left, g.pad_right)
         out = np.empty(g.output_shape, dtype=x.dtype)
         phase = Phase(layout.pack_filter(w, schedule.register_tile[1]),
                       (g.out_height, g.out_width), (g.stride_h, g.stride_w),
