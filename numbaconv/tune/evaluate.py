@@ -3,7 +3,9 @@ shapes nobody tuned?
 
 For each layer and primitive it asks the heuristic for a schedule (from the configs
 already on disk: tuned neighbours or the rule), then tunes the shape itself without
-saving, and reports tuned time / heuristic time (1.0: the heuristic found the best).
+saving, times the two schedules again side by side (alternating blocks, each call
+followed by a small Numba kernel, as the tuner times), and reports tuned time / heuristic
+time (1.0: the heuristic found the best).
 """
 
 from __future__ import annotations
@@ -15,9 +17,10 @@ import sys
 import numpy as np
 
 from ..heuristic import choose
-from ..timing import median_seconds
+from ..timing import alternating_medians
 from ..workloads import load_workload
 from .space import load_space
+from .backends import CpuBackend
 from .tuner import RUNNERS, operands, tune_one, with_batch
 
 
@@ -39,10 +42,12 @@ def main(argv=None) -> int:
             g = layer.geometry
             choice = choose(op, g, "float32", 4)
             first = operands(op, g, np.float32, np.random.default_rng(1))
-            heuristic = median_seconds(lambda i: RUNNERS[op](*first, g, choice.schedule),
-                                       settle=0.3)
             outcome = tune_one(layer, op, "float32", space, float("inf"), log=lambda s: None)
-            best = min(outcome.best_seconds, heuristic)
+            run = CpuBackend().in_program(lambda schedule: RUNNERS[op](*first, g, schedule))
+            times = alternating_medians({"heuristic": lambda: run(choice.schedule),
+                                         "tuned": lambda: run(outcome.best)}, rounds=4)
+            heuristic = times["heuristic"]
+            best = min(times["tuned"], heuristic)
             ratios.append(best / heuristic)
             print(f"{layer.name:<20} {op:<16} {heuristic * 1e3:12.2f} {best * 1e3:9.2f} "
                   f"{best / heuristic:6.2f}  {choice.source.split(':')[0]}", flush=True)
