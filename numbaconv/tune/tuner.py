@@ -137,10 +137,11 @@ KEEP_DEFAULT_WITHIN = 1.03
 
 
 def _retime_finalists(outcome: Outcome, run, sets, timings: dict, finalists: int = 5):
-    """Single timings on a shared machine wobble by 10-15%, and a slow spell can double one
-    (other tenants only ever slow a call down): time the fastest few and the default again,
-    alternating, keep each one's better estimate, and let that decide; the default stays
-    unless beaten by more than :data:`KEEP_DEFAULT_WITHIN`."""
+    """Single timings on a shared machine wobble by 10-15%, and a slow spell can double one:
+    time the fastest few and the default again, alternating, and let that decide (not the
+    better of the two estimates: the finalists were picked for their low first timings, and
+    keeping those would favour the noisiest); the default stays unless beaten by more than
+    :data:`KEEP_DEFAULT_WITHIN`."""
     ranked = sorted(timings, key=timings.get)[:finalists]
     if outcome.default not in ranked and outcome.default in timings:
         ranked.append(outcome.default)
@@ -148,7 +149,7 @@ def _retime_finalists(outcome: Outcome, run, sets, timings: dict, finalists: int
         {index: (lambda s=schedule: run(sets[0], s)) for index, schedule in enumerate(ranked)},
         rounds=3, settle=0.05)
     for index, schedule in enumerate(ranked):
-        timings[schedule] = min(timings[schedule], medians[index])
+        timings[schedule] = medians[index]
     outcome.best = min(ranked, key=timings.get)
     if outcome.default in timings:
         outcome.default_seconds = timings[outcome.default]
