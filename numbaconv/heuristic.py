@@ -6,8 +6,8 @@
    its task split recomputed for this geometry. Neighbouring layers of one network want
    the same tile, so this carries tuning over to shapes nobody tuned.
 3. ``default heuristic``: a rule from the tuner's measurements (register tiles where they
-   fit; a direct loop for tiny images; one BLAS matmul for large backward-filter
-   reductions and where no tile fits).
+   fit; a direct loop for tiny images; im2col with the matmul on the tiled kernel where no
+   tile fits; never BLAS).
 """
 
 from __future__ import annotations

@@ -88,7 +88,7 @@ def run(dy: np.ndarray, w: np.ndarray, g: ConvGeometry, schedule: Schedule) -> n
     if schedule.algorithm == "tiled":
         return run_tiled(dy, w, g, schedule)
     if schedule.algorithm == "gemm":
-        return gemm.backward_data(dy, w, g, blas=schedule.loop_order == "im2col")
+        return gemm.backward_data(dy, w, g, gemm.matmul_of(schedule))
     dx = np.empty(g.input_shape, dtype=dy.dtype)
     if dx.size:
         wt = layout.swap_channels(w)

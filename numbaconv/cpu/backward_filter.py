@@ -105,7 +105,7 @@ def run(x: np.ndarray, dy: np.ndarray, g: ConvGeometry, schedule: Schedule) -> n
     if rows == 0:
         return np.zeros(g.filter_shape, dtype=x.dtype)
     if schedule.algorithm == "gemm":
-        return gemm.backward_filter(x, dy, g, blas=schedule.loop_order == "im2col")
+        return gemm.backward_filter(x, dy, g, gemm.matmul_of(schedule))
     splits = min(schedule.reduction_splits, rows)
     pixels_outer = schedule.algorithm == "tiled" and schedule.loop_order == "pixel_tiles_outer"
     partials = (np.zeros if pixels_outer else np.empty)((splits,) + g.filter_shape, x.dtype)

@@ -90,7 +90,7 @@ def run(x: np.ndarray, w: np.ndarray, g: ConvGeometry, schedule: Schedule) -> np
         run_tiled(xp, out, [phase], schedule)
         return out
     if schedule.algorithm == "gemm":
-        return gemm.forward(x, w, g, blas=schedule.loop_order == "im2col")
+        return gemm.forward(x, w, g, gemm.matmul_of(schedule))
     out = np.empty(g.output_shape, dtype=x.dtype)
     if out.size:
         forward_direct(layout.readonly(x), layout.readonly(w), out, g.stride_h, g.stride_w,

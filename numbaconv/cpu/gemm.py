@@ -90,34 +90,40 @@ def _cols(x: np.ndarray, g: ConvGeometry) -> np.ndarray:
     return cols.reshape(cols.shape[0] * g.out_height * g.out_width, -1)
 
 
-def forward(x: np.ndarray, w: np.ndarray, g: ConvGeometry, blas: bool = True) -> np.ndarray:
-    """x [N, H, W, C], w [R, S, C, K] -> [N, OH, OW, K]. ``blas=False`` (here and below):
-    the matmul runs on the register-tiled kernel (:func:`tiled_matmul`), not NumPy's BLAS."""
-    matmul = np.matmul if blas else tiled_matmul
+def matmul_of(schedule: Schedule):
+    """The matmul a gemm schedule runs: NumPy's BLAS (``im2col``) or the register-tiled
+    kernel (``im2col_tiled``, :func:`tiled_matmul`)."""
+    return np.matmul if schedule.loop_order == "im2col" else tiled_matmul
+
+
+def forward(x: np.ndarray, w: np.ndarray, g: ConvGeometry, matmul=np.matmul) -> np.ndarray:
+    """x [N, H, W, C], w [R, S, C, K] -> [N, OH, OW, K] (``matmul``, here and below: see
+    :func:`matmul_of`)."""
     out = matmul(_cols(x, g), w.reshape(-1, g.out_channels))
     return np.ascontiguousarray(out).reshape(g.output_shape)
 
 
-def backward_filter(x: np.ndarray, dy: np.ndarray, g: ConvGeometry, blas: bool = True) -> np.ndarray:
+def backward_filter(x: np.ndarray, dy: np.ndarray, g: ConvGeometry,
+                    matmul=np.matmul) -> np.ndarray:
     """x [N, H, W, C], dy [N, OH, OW, K] -> [R, S, C, K]."""
-    matmul = np.matmul if blas else tiled_matmul
     dw = matmul(_cols(x, g).T, dy.reshape(-1, g.out_channels))
     return np.ascontiguousarray(dw.reshape(g.filter_shape))
 
 
-def backward_data(dy: np.ndarray, w: np.ndarray, g: ConvGeometry, blas: bool = True) -> np.ndarray:
+def backward_data(dy: np.ndarray, w: np.ndarray, g: ConvGeometry,
+                  matmul=np.matmul) -> np.ndarray:
     """dy [N, OH, OW, K], w [R, S, C, K] -> [N, H, W, C]."""
-    matmul = np.matmul if blas else tiled_matmul
-    dcols = matmul(dy.reshape(-1, g.out_channels), w.reshape(-1, g.out_channels).T)
+    dcols = np.ascontiguousarray(
+        matmul(dy.reshape(-1, g.out_channels), w.reshape(-1, g.out_channels).T))
     if is_one_by_one(g):
         if (g.out_height, g.out_width) == (g.in_height, g.in_width):  # stride 1: every pixel
-            return np.ascontiguousarray(dcols).reshape(g.input_shape)
+            return dcols.reshape(g.input_shape)
         dx = np.zeros(g.input_shape, dy.dtype)
         dx[:, ::g.stride_h, ::g.stride_w][:, :g.out_height, :g.out_width] = dcols.reshape(
             g.batch, g.out_height, g.out_width, g.in_channels)
         return dx
     dx = np.empty(g.input_shape, dy.dtype)
-    col2im(np.ascontiguousarray(dcols).reshape(g.batch, g.out_height, g.out_width, g.filter_height, g.filter_width,
+    col2im(dcols.reshape(g.batch, g.out_height, g.out_width, g.filter_height, g.filter_width,
                          g.in_channels),
            dx, g.stride_h, g.stride_w, g.dilation_h, g.dilation_w, g.pad_top, g.pad_left)
     return dx
