@@ -13,12 +13,11 @@ A schedule never changes *what* a kernel computes, only how:
   channel, ``"pixel_tap_channel"`` streams the filter for each pixel (good when the filter
   slice is small), ``"tap_channel_pixel"`` keeps one filter row hot while it sweeps the
   pixels of a row (good when it is large).
-  tiled: ``"pixel_tiles_outer"`` or ``"channel_tiles_outer"``, the order of a task's tiles.
-  For backward-filter, ``"pixel_tiles_outer"`` walks each output row once through every
-  tile of a (split, tap, input-channel group) task, keeping the row's x and dy in L1, and
-  ``"channel_tiles_outer"`` streams every row through one tile per task (same sums).
-  gemm: ``"im2col"`` (the matmul on NumPy's BLAS) or ``"im2col_tiled"`` (on the
-  register-tiled kernel, Numba's threads: no BLAS threads left spinning after the call).
+  tiled: ``"pixel_tiles_outer"`` or ``"channel_tiles_outer"``, the order of a task's tiles;
+  forward and backward-data also ``"packed_panels"``: channel tiles outer, each task
+  packing the filter panel of each of its channel tiles itself (no separate pass packs the
+  whole filter per call: 0.15-0.35 ms for ResNet-50's res4/res5 filters), its task split
+  favouring few pixel groups so that each panel is packed about once.
 - ``channel_block`` — the contiguous output channels one task owns (``out_channels`` for
   forward and backward-filter, ``in_channels`` for backward-data); for direct kernels the
   innermost loop runs over them and vectorises; for tiled ones it is a multiple of the tile.
@@ -45,7 +44,7 @@ from .memory import workspace_cap
 PRIMITIVES = ("forward", "backward_data", "backward_filter")
 LOOP_ORDERS = {
     "direct": ("pixel_tap_channel", "tap_channel_pixel"),
-    "tiled": ("pixel_tiles_outer", "channel_tiles_outer"),
+    "tiled": ("pixel_tiles_outer", "channel_tiles_outer", "packed_panels"),
     "gemm": ("im2col", "im2col_tiled"),
 }
 ALGORITHMS = tuple(LOOP_ORDERS)
@@ -151,7 +150,8 @@ def workspace_bytes(primitive: str, g: ConvGeometry, schedule: Schedule, itemsiz
         effective_w = (g.filter_width - 1) * g.dilation_w + 1
         padded = (g.batch * (g.out_height + 2 * effective_h) * (g.out_width + 2 * effective_w)
                   * g.out_channels)
-        return (padded + filter_elements) * itemsize
+        packed = 0 if schedule.loop_order == "packed_panels" else filter_elements
+        return (padded + packed) * itemsize
     padded = (g.batch * (g.in_height + g.pad_top + g.pad_bottom)
               * (g.in_width + g.pad_left + g.pad_right) * g.in_channels)
     return padded * itemsize + partials
@@ -167,6 +167,8 @@ def illegal_reason(primitive: str, g: ConvGeometry, schedule: Schedule,
         return None
     rows, cols = schedule.register_tile
     if primitive == "backward_filter":
+        if schedule.loop_order == "packed_panels":
+            return "packed_panels is not a backward-filter loop order"
         if g.in_channels % rows or g.out_channels % cols:
             return f"register tile {schedule.register_tile} does not divide (C, K)"
         return None
@@ -182,6 +184,12 @@ def channel_block_for(channels: int, row_tasks: int, multiple: int = 8) -> int:
     block = -(-channels // blocks_wanted)
     block = max(multiple, -(-block // multiple) * multiple)
     return min(block, max(channels, 1))
+
+
+def panel_channel_block(channels: int, tile_channels: int) -> int:
+    """The channel block of a ``packed_panels`` schedule: channel tiles split into about
+    TARGET_TASKS groups first (each pixel group packs every panel again)."""
+    return tile_channels * max(1, channels // tile_channels // TARGET_TASKS)
 
 
 def direct_schedule(primitive: str, g: ConvGeometry, itemsize: int = 4) -> Schedule:

@@ -84,7 +84,10 @@ def run(x: np.ndarray, w: np.ndarray, g: ConvGeometry, schedule: Schedule) -> np
     if schedule.algorithm == "tiled":
         xp = layout.padded(x, g.pad_top, g.pad_bottom, g.pad_left, g.pad_right)
         out = np.empty(g.output_shape, dtype=x.dtype)
-        phase = Phase(layout.pack_filter(w, schedule.register_tile[1]),
+        tile_channels = schedule.register_tile[1]
+        filter_ = (layout.strided_filter(w, tile_channels) if schedule.loop_order == "packed_panels"
+                   else layout.pack_filter(w, tile_channels))
+        phase = Phase(filter_,
                       (g.out_height, g.out_width), (g.stride_h, g.stride_w),
                       (g.dilation_h, g.dilation_w))
         run_tiled(xp, out, [phase], schedule)
@@ -139,10 +142,17 @@ def run_tiled(xp: np.ndarray, out: np.ndarray, phases: list, schedule: Schedule)
             out_col_stride=phase.step[1] * out_channels)
         table.append([fields[name] for name in tiled.PHASE_FIELDS])
         first_tile += -(-(batch * phase.size[0] * phase.size[1]) // rows)
-    kernel = tiled.forward_kernel(rows, cols, xp.dtype.name)
     k_groups = max(1, out_channels // schedule.channel_block)
     pixel_groups = max(1, min(first_tile, -(-TARGET_TASKS // k_groups)))
-    kernel(layout.readonly_flat(xp), shared.data, out.reshape(-1),
-           layout.readonly(np.array(table, dtype=np.int64)), batch, padded_height,
-           padded_width, in_channels, out_channels, shared.tile_stride, shared.channel_stride,
-           first_tile, pixel_groups, k_groups, schedule.loop_order == "pixel_tiles_outer")
+    arguments = (layout.readonly_flat(xp), shared.data, out.reshape(-1),
+                 layout.readonly(np.array(table, dtype=np.int64)), batch, padded_height,
+                 padded_width, in_channels, out_channels, shared.tile_stride,
+                 shared.channel_stride)
+    if schedule.loop_order == "packed_panels":
+        tiled.forward_panels_kernel(rows, cols, xp.dtype.name)(
+            *arguments, shared.lane_stride, first_tile, pixel_groups, k_groups)
+    else:
+        assert shared.lane_stride == 1
+        tiled.forward_kernel(rows, cols, xp.dtype.name)(
+            *arguments, first_tile, pixel_groups, k_groups,
+            schedule.loop_order == "pixel_tiles_outer")

@@ -106,8 +106,9 @@ def _pack_filter(w, packed, swap):
 class TiledFilter:
     """A filter as the register-tiled forward kernel reads it: the value of tap (r, s),
     input channel c and output channel kt·tile + j is ``data[offset + kt·tile_stride +
-    r·row_stride + s·col_stride + c·channel_stride + j]`` (``data`` flat and read-only;
-    tap strides may be negative)."""
+    r·row_stride + s·col_stride + c·channel_stride + j·lane_stride]`` (``data`` flat and
+    read-only; tap strides may be negative). Only ``packed_panels`` kernels read lanes
+    that are not contiguous."""
 
     data: np.ndarray
     height: int
@@ -120,6 +121,7 @@ class TiledFilter:
     row_stride: int
     col_stride: int
     channel_stride: int
+    lane_stride: int = 1
 
     def taps(self, rows: list, cols: list) -> "TiledFilter":
         """The sub-filter of taps ``rows`` × ``cols`` (each an arithmetic progression,
@@ -148,6 +150,21 @@ def pack_filter(w: np.ndarray, tile: int, swap: bool = False) -> TiledFilter:
                        offset=0, tile_stride=height * width * in_channels * tile,
                        row_stride=width * in_channels * tile, col_stride=in_channels * tile,
                        channel_stride=tile)
+
+
+def strided_filter(w: np.ndarray, tile: int, swap: bool = False) -> TiledFilter:
+    """A C-contiguous [R, S, C, K] filter as it is, no copy (for kernels that pack their
+    own panels): each tile's values ``K`` apart, or with ``swap`` (C and K exchanged,
+    backward-data) its lanes ``K`` apart and its channels contiguous."""
+    height, width, in_channels, out_channels = w.shape
+    row_stride, col_stride = width * in_channels * out_channels, in_channels * out_channels
+    if swap:
+        return TiledFilter(readonly_flat(w), height, width, out_channels, in_channels, tile,
+                           offset=0, tile_stride=tile * out_channels, row_stride=row_stride,
+                           col_stride=col_stride, channel_stride=1, lane_stride=out_channels)
+    return TiledFilter(readonly_flat(w), height, width, in_channels, out_channels, tile,
+                       offset=0, tile_stride=tile, row_stride=row_stride, col_stride=col_stride,
+                       channel_stride=out_channels)
 
 
 def readonly(array: np.ndarray) -> np.ndarray:

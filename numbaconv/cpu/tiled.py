@@ -37,7 +37,7 @@ def _accumulators(src: Source, rows: int, cols: int, dtype: str):
 def _preamble(src: Source, doc: str, dtype: str):
     src(f'"""{doc}"""',
         "from numba import njit, prange, uint64",
-        f"from numpy import {dtype}",
+        f"from numpy import empty, {dtype}",
         "",
         "",
         f"@njit(parallel=True, cache=True, nogil=True, fastmath={set(sorted(FASTMATH))!r})")
@@ -92,53 +92,136 @@ def render_forward(tile_pixels: int, tile_channels: int, dtype: str) -> str:
                 src("phase = 0")
                 with src.block("while phase < last_phase and phases[phase + 1, 0] <= tile:"):
                     src("phase += 1")
-                src(*(f"{name} = phases[phase, {column}]"
-                      for column, name in enumerate(PHASE_FIELDS)))
-                src("pixels = batch * out_height * out_width",
-                    "tap_row = dilation_h * padded_width * in_channels",
-                    "tap_col = dilation_w * in_channels",
-                    "# Undilated columns of a packed filter: the (s, c) taps of one filter row",
-                    "# are one contiguous run in both xp and w, summed in the same order.",
-                    "fused = dilation_w == 1 and w_col_stride == in_channels * w_channel_stride",
-                    "column_taps = 1 if fused else filter_width",
-                    "run = filter_width * in_channels if fused else in_channels",
-                    f"m0 = (tile - first_tile) * {P}",
-                    f"k0 = kt * {KB}")
-                # The tile's first pixel by division, the next ones by stepping (three
-                # divisions per pixel cost a third of a 1×1 layer's tile).
-                src("ow = m0 % out_width",
-                    "oh = m0 // out_width % out_height",
-                    "n = m0 // (out_width * out_height)")
-                for p in range(P):
-                    if p:
-                        with src.block(f"if m0 + {p} < pixels:"):
-                            src("ow += 1")
-                            with src.block("if ow == out_width:"):
-                                src("ow = 0", "oh += 1")
-                                with src.block("if oh == out_height:"):
-                                    src("oh = 0", "n += 1")
-                    src(f"b{p} = uint64(x_offset + ((n * padded_height + oh * stride_h)"
-                        f" * padded_width + ow * stride_w) * in_channels)",
-                        f"d{p} = uint64(out_offset + n * out_image_stride + oh * out_row_stride"
-                        f" + ow * out_col_stride + k0)")
-                _accumulators(src, P, KB, dtype)
-                with src.block("for r in range(filter_height):"):
-                    with src.block("for s in range(column_taps):"):
-                        src("tap = uint64(r * tap_row + s * tap_col)")
-                        src(*(f"x{p} = b{p} + tap" for p in range(P)))
-                        src("wo = uint64(w_offset + kt * w_tile_stride + r * w_row_stride"
-                            " + s * w_col_stride)")
-                        with src.block("for c in range(run):"):
-                            src("cu = uint64(c)")
-                            src(*(f"w{k} = w[wo + uint64({k})]" for k in range(KB)))
-                            src(*(f"v{p} = xp[x{p} + cu]" for p in range(P)))
-                            src("wo += w_step")
-                            src(*(f"a{p}_{k} += v{p} * w{k}" for p in range(P) for k in range(KB)))
-                for p in range(P):
-                    with src.block(f"if m0 + {p} < pixels:"):
-                        src(*(f"out[d{p} + uint64({k})] = a{p}_{k}" for k in range(KB)))
+                _phase_fields(src)
+                _forward_tile(src, P, KB, dtype, weights="w",
+                              tap_offset="w_offset + kt * w_tile_stride + r * w_row_stride"
+                                         " + s * w_col_stride",
+                              fused="w_col_stride == in_channels * w_channel_stride",
+                              step="w_step")
     return src.text()
 
+
+def _phase_fields(src: Source):
+    src(*(f"{name} = phases[phase, {column}]" for column, name in enumerate(PHASE_FIELDS)))
+
+
+def _forward_tile(src: Source, P: int, KB: int, dtype: str, weights: str, tap_offset: str,
+                  fused: str | None, step: str):
+    """Output tile ``tile`` (of the phase whose fields are in scope) × channel tile ``kt``:
+    the value of tap (r, s), input channel c, lane j is ``weights[tap_offset + c·step + j]``;
+    ``fused`` (None: always): when the (s, c) taps of a filter row are one run of
+    ``weights``."""
+    src("pixels = batch * out_height * out_width",
+        "tap_row = dilation_h * padded_width * in_channels",
+        "tap_col = dilation_w * in_channels",
+        "# Undilated columns of a packed filter: the (s, c) taps of one filter row",
+        "# are one contiguous run in both xp and the filter, summed in the same order.",
+        "fused = dilation_w == 1" + (f" and {fused}" if fused else ""),
+        "column_taps = 1 if fused else filter_width",
+        "run = filter_width * in_channels if fused else in_channels",
+        f"m0 = (tile - first_tile) * {P}",
+        f"k0 = kt * {KB}")
+    # The tile's first pixel by division, the next ones by stepping (three
+    # divisions per pixel cost a third of a 1×1 layer's tile).
+    src("ow = m0 % out_width",
+        "oh = m0 // out_width % out_height",
+        "n = m0 // (out_width * out_height)")
+    for p in range(P):
+        if p:
+            with src.block(f"if m0 + {p} < pixels:"):
+                src("ow += 1")
+                with src.block("if ow == out_width:"):
+                    src("ow = 0", "oh += 1")
+                    with src.block("if oh == out_height:"):
+                        src("oh = 0", "n += 1")
+        src(f"b{p} = uint64(x_offset + ((n * padded_height + oh * stride_h)"
+            f" * padded_width + ow * stride_w) * in_channels)",
+            f"d{p} = uint64(out_offset + n * out_image_stride + oh * out_row_stride"
+            f" + ow * out_col_stride + k0)")
+    _accumulators(src, P, KB, dtype)
+    with src.block("for r in range(filter_height):"):
+        with src.block("for s in range(column_taps):"):
+            src("tap = uint64(r * tap_row + s * tap_col)")
+            src(*(f"x{p} = b{p} + tap" for p in range(P)))
+            src(f"wo = uint64({tap_offset})")
+            with src.block("for c in range(run):"):
+                src("cu = uint64(c)")
+                src(*(f"w{k} = {weights}[wo + uint64({k})]" for k in range(KB)))
+                src(*(f"v{p} = xp[x{p} + cu]" for p in range(P)))
+                src(f"wo += {step}")
+                src(*(f"a{p}_{k} += v{p} * w{k}" for p in range(P) for k in range(KB)))
+    for p in range(P):
+        with src.block(f"if m0 + {p} < pixels:"):
+            src(*(f"out[d{p} + uint64({k})] = a{p}_{k}" for k in range(KB)))
+
+
+def render_forward_panels(tile_pixels: int, tile_channels: int, dtype: str) -> str:
+    P, KB = tile_pixels, tile_channels
+    src = Source()
+    _preamble(src, f"Generated by numbaconv.cpu.tiled.render_forward_panels({P}, {KB}, "
+                   f"{dtype!r}): a {P}-pixel × {KB}-channel register tile over filter panels "
+                   "packed by each task.", dtype)
+    with src.block("def kernel(xp, w, out, phases, batch, padded_height, padded_width, "
+                   "in_channels, out_channels, w_tile_stride, w_channel_stride, w_lane_stride, "
+                   "total_tiles, pixel_groups, k_groups):"):
+        src('"""The forward kernel\'s phases and tiles (see render_forward); the filter value',
+            "    of lane j is ``w_lane_stride`` elements after lane j − 1's (the filter is read",
+            "    as it is: unpacked, or with its channel axes swapped for backward-data).",
+            "",
+            f"    A task owns {KB}-channel tiles [kt0, kt1) and pixel tiles [t0, t1): per",
+            "    channel tile it copies the filter panel [R, S, C, KB] of the phase at hand into",
+            "    a buffer of its own (contiguous and hot), then runs that phase's pixel tiles",
+            "    over it: no separate pass packs the whole filter per call, and with one pixel",
+            "    group (the task split of few-pixel layers) each filter value is read once.",
+            f'    Needs K % {KB} == 0."""',
+            f"k_tiles = out_channels // {KB}",
+            "last_phase = phases.shape[0] - 1",
+            "w_step = uint64(w_channel_stride)",
+            "lane = uint64(w_lane_stride)",
+            f"panel_column = in_channels * {KB}",
+            "panel_length = 0",
+            "for phase in range(last_phase + 1):",
+            "    panel_length = max(panel_length, phases[phase, 7] * phases[phase, 8] * panel_column)")
+        with src.block("for task in prange(pixel_groups * k_groups):"):
+            src("kg = task // pixel_groups",
+                "pg = task % pixel_groups",
+                "t0 = pg * total_tiles // pixel_groups",
+                "t1 = (pg + 1) * total_tiles // pixel_groups",
+                "kt0 = kg * k_tiles // k_groups",
+                "kt1 = (kg + 1) * k_tiles // k_groups",
+                f"panel = empty(panel_length, {dtype})")
+            with src.block("for kt in range(kt0, kt1):"):
+                src("phase = 0", "panel_phase = -1")
+                with src.block("for tile in range(t0, t1):"):
+                    with src.block("while phase < last_phase and phases[phase + 1, 0] <= tile:"):
+                        src("phase += 1")
+                    _phase_fields(src)
+                    with src.block("if phase != panel_phase:"):
+                        src("panel_phase = phase", "q = uint64(0)")
+                        with src.block("for r in range(filter_height):"):
+                            with src.block("for s in range(filter_width):"):
+                                src("wo = uint64(w_offset + kt * w_tile_stride + r * w_row_stride"
+                                    " + s * w_col_stride)")
+                                # Contiguous lanes (forward): a vector copy per channel.
+                                # Else (backward-data: contiguous channels) lane by lane
+                                # along the channels; a 16-lane gather per channel cost
+                                # res5_3x3 2.4× its time.
+                                with src.block("if lane == 1:"):
+                                    with src.block("for c in range(in_channels):"):
+                                        src(*(f"panel[q + uint64({k})] = w[wo + uint64({k})]"
+                                              for k in range(KB)))
+                                        src(f"q += uint64({KB})", "wo += w_step")
+                                with src.block("else:"):
+                                    with src.block(f"for j in range({KB}):"):
+                                        src("lane_start = wo + uint64(j) * lane")
+                                        with src.block("for c in range(in_channels):"):
+                                            src(f"panel[q + uint64(c * {KB} + j)] = "
+                                                "w[lane_start + uint64(c) * w_step]")
+                                    src(f"q += uint64(in_channels * {KB})")
+                    _forward_tile(src, P, KB, dtype, weights="panel",
+                                  tap_offset="(r * filter_width + s) * panel_column",
+                                  fused=None, step=f"uint64({KB})")
+    return src.text()
 
 def render_backward_filter(tile_in_channels: int, tile_channels: int, dtype: str) -> str:
     CB, KB = tile_in_channels, tile_channels
@@ -239,6 +322,12 @@ def forward_kernel(tile_pixels: int, tile_channels: int, dtype: str):
     return load_kernel(f"forward_p{tile_pixels}_k{tile_channels}_{dtype}",
                        lambda: render_forward(tile_pixels, tile_channels, dtype),
                        lambda: _signature(dtype, 10, 1, phase_table=True))
+
+
+def forward_panels_kernel(tile_pixels: int, tile_channels: int, dtype: str):
+    return load_kernel(f"forward_panels_p{tile_pixels}_k{tile_channels}_{dtype}",
+                       lambda: render_forward_panels(tile_pixels, tile_channels, dtype),
+                       lambda: _signature(dtype, 11, phase_table=True))
 
 
 def backward_filter_kernel(tile_in_channels: int, tile_channels: int, dtype: str):
