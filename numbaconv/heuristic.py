@@ -87,7 +87,7 @@ def fit(schedule: Schedule, primitive: str, g: ConvGeometry, itemsize: int) -> S
 
 def rule(primitive: str, g: ConvGeometry, itemsize: int) -> Schedule:
     """The default when nothing tuned applies (from the tuner's measurements on this
-    project's 2-core AVX2 machine)."""
+    project's 2-core machines, AVX2 and AVX-512)."""
     # Never BLAS: its worker threads spin for ~0.1 s after each matmul and stall the Numba
     # kernels after it (a ResNet-50 bottleneck with its 1×1 layers on BLAS: 8-16 ms; on
     # register tiles: 4.2-5.0 ms, the sum of its three layers alone). Where no register
@@ -99,18 +99,22 @@ def rule(primitive: str, g: ConvGeometry, itemsize: int) -> Schedule:
         # Measured on a 3×3×64 image: the direct loop 2× faster than register tiles.
         return direct_schedule(primitive, g, itemsize)
     if primitive == "backward_filter":
-        # 3×32 for RGB inputs (C = 3): 2.6 ms on ResNet-50's conv1, BLAS im2col 8.1.
+        # 3×32 for RGB inputs (C = 3): 2.6 ms on ResNet-50's conv1, BLAS im2col 8.1. With
+        # AVX-512's 32 registers 8×16 (8 zmm accumulators) beat 4×16 by 1.1-1.8× on 20 of
+        # ResNet-50's 23 layers; with AVX2's 16 its 16 ymm accumulators spill.
         tiles = ((4, 16), (8, 8), (2, 32), (4, 8), (2, 8), (3, 32), (3, 16))
+        if "avx512f" in configs.cpu_device()["simd"]:
+            tiles = ((8, 16),) + tiles
     else:
         # 10-12 accumulator vectors first (measured on ResNet-50's 3×3 layers, fraction
         # of matmul, forward: 5×16 0.85, 3×32 0.84, 4×16 0.74, 8×8 0.61).
         tiles = ((5, 16), (3, 32), (4, 16), (8, 8), (2, 32), (4, 8), (2, 8), (1, 8))
-    # Filter panels packed per task (ResNet-50, time with the filter packed beforehand
-    # over time with panels: forward 1.03-1.4 from res3 on (filters of 128 KB-9 MB),
-    # 0.9-1.1 on res2's; backward-data 1.0-1.8 on the res4 and res5 layers (1-9 MB),
-    # 0.8-1.1 on the res2 and res3 ones, whose many pixel groups pack every panel again).
+    # Filter panels packed per task. Tuned on ResNet-50 (AVX-512), forward: packed_panels
+    # on 21 of 23 layers, 1.0-1.27× the rule's pick before (pixel tiles outer, the filter
+    # packed beforehand); backward-data: on the res4 and res5 layers (filters of 1-9 MB),
+    # 1.0-1.8× there, and on 5 of the 10 smaller ones.
     filter_bytes = g.filter_height * g.filter_width * g.in_channels * g.out_channels * itemsize
-    panels = filter_bytes >= (2**17 if primitive == "forward" else 2**20)
+    panels = primitive == "forward" or filter_bytes >= 2**20
     order = "packed_panels" if panels else "pixel_tiles_outer"
     # Float32 widths; a float64 vector holds half as many channels (same registers).
     scale = 4 / itemsize

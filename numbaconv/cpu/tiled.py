@@ -93,10 +93,11 @@ def render_forward(tile_pixels: int, tile_channels: int, dtype: str) -> str:
                 with src.block("while phase < last_phase and phases[phase + 1, 0] <= tile:"):
                     src("phase += 1")
                 _phase_fields(src)
+                _phase_setup(src, fused="w_col_stride == in_channels * w_channel_stride")
+                _first_pixel(src, P)
                 _forward_tile(src, P, KB, dtype, weights="w",
                               tap_offset="w_offset + kt * w_tile_stride + r * w_row_stride"
                                          " + s * w_col_stride",
-                              fused="w_col_stride == in_channels * w_channel_stride",
                               step="w_step")
     return src.text()
 
@@ -105,12 +106,9 @@ def _phase_fields(src: Source):
     src(*(f"{name} = phases[phase, {column}]" for column, name in enumerate(PHASE_FIELDS)))
 
 
-def _forward_tile(src: Source, P: int, KB: int, dtype: str, weights: str, tap_offset: str,
-                  fused: str | None, step: str):
-    """Output tile ``tile`` (of the phase whose fields are in scope) × channel tile ``kt``:
-    the value of tap (r, s), input channel c, lane j is ``weights[tap_offset + c·step + j]``;
-    ``fused`` (None: always): when the (s, c) taps of a filter row are one run of
-    ``weights``."""
+def _phase_setup(src: Source, fused: str | None):
+    """Per phase: ``fused`` (None: always) says when the (s, c) taps of a filter row are
+    one run of the filter."""
     src("pixels = batch * out_height * out_width",
         "tap_row = dilation_h * padded_width * in_channels",
         "tap_col = dilation_w * in_channels",
@@ -118,26 +116,44 @@ def _forward_tile(src: Source, P: int, KB: int, dtype: str, weights: str, tap_of
         "# are one contiguous run in both xp and the filter, summed in the same order.",
         "fused = dilation_w == 1" + (f" and {fused}" if fused else ""),
         "column_taps = 1 if fused else filter_width",
-        "run = filter_width * in_channels if fused else in_channels",
-        f"m0 = (tile - first_tile) * {P}",
-        f"k0 = kt * {KB}")
-    # The tile's first pixel by division, the next ones by stepping (three
-    # divisions per pixel cost a third of a 1×1 layer's tile).
-    src("ow = m0 % out_width",
+        "run = filter_width * in_channels if fused else in_channels")
+
+
+def _first_pixel(src: Source, P: int):
+    """(n, oh, ow) of tile ``tile``'s first pixel, by division."""
+    src(f"m0 = (tile - first_tile) * {P}",
+        "ow = m0 % out_width",
         "oh = m0 // out_width % out_height",
         "n = m0 // (out_width * out_height)")
+
+
+def _next_pixel(src: Source, guard: str):
+    with src.block(f"if {guard} < pixels:"):
+        src("ow += 1")
+        with src.block("if ow == out_width:"):
+            src("ow = 0", "oh += 1")
+            with src.block("if oh == out_height:"):
+                src("oh = 0", "n += 1")
+
+
+def _forward_tile(src: Source, P: int, KB: int, dtype: str, weights: str, tap_offset: str,
+                  step: str, step_on: bool = False):
+    """Output tile ``tile`` (of the phase set up in scope, its first pixel at (n, oh, ow))
+    × channel tile ``kt``: the value of tap (r, s), input channel c, lane j is
+    ``weights[tap_offset + c·step + j]``. ``step_on``: leave (n, oh, ow) at the next
+    tile's first pixel (the next pixels by stepping: three divisions per pixel cost a
+    third of a 1×1 layer's tile)."""
+    src(f"m0 = (tile - first_tile) * {P}",
+        f"k0 = kt * {KB}")
     for p in range(P):
         if p:
-            with src.block(f"if m0 + {p} < pixels:"):
-                src("ow += 1")
-                with src.block("if ow == out_width:"):
-                    src("ow = 0", "oh += 1")
-                    with src.block("if oh == out_height:"):
-                        src("oh = 0", "n += 1")
+            _next_pixel(src, f"m0 + {p}")
         src(f"b{p} = uint64(x_offset + ((n * padded_height + oh * stride_h)"
             f" * padded_width + ow * stride_w) * in_channels)",
             f"d{p} = uint64(out_offset + n * out_image_stride + oh * out_row_stride"
             f" + ow * out_col_stride + k0)")
+    if step_on:
+        _next_pixel(src, f"m0 + {P}")
     _accumulators(src, P, KB, dtype)
     with src.block("for r in range(filter_height):"):
         with src.block("for s in range(column_taps):"):
@@ -191,12 +207,18 @@ def render_forward_panels(tile_pixels: int, tile_channels: int, dtype: str) -> s
                 "kt1 = (kg + 1) * k_tiles // k_groups",
                 f"panel = empty(panel_length, {dtype})")
             with src.block("for kt in range(kt0, kt1):"):
-                src("phase = 0", "panel_phase = -1")
+                # A phase's fields, set-up and first pixel are read once per run of its
+                # tiles (here for phase 0, so that they are defined on every path).
+                src("phase = 0", "panel_phase = -1", "n = oh = ow = 0")
+                _phase_fields(src)
+                _phase_setup(src, fused=None)
                 with src.block("for tile in range(t0, t1):"):
                     with src.block("while phase < last_phase and phases[phase + 1, 0] <= tile:"):
                         src("phase += 1")
-                    _phase_fields(src)
                     with src.block("if phase != panel_phase:"):
+                        _phase_fields(src)
+                        _phase_setup(src, fused=None)
+                        _first_pixel(src, P)
                         src("panel_phase = phase", "q = uint64(0)")
                         with src.block("for r in range(filter_height):"):
                             with src.block("for s in range(filter_width):"):
@@ -220,7 +242,7 @@ def render_forward_panels(tile_pixels: int, tile_channels: int, dtype: str) -> s
                                     src(f"q += uint64(in_channels * {KB})")
                     _forward_tile(src, P, KB, dtype, weights="panel",
                                   tap_offset="(r * filter_width + s) * panel_column",
-                                  fused=None, step=f"uint64({KB})")
+                                  step=f"uint64({KB})", step_on=True)
     return src.text()
 
 def render_backward_filter(tile_in_channels: int, tile_channels: int, dtype: str) -> str:
