@@ -7,7 +7,7 @@ blocks, so that no side pays for another's spinning worker threads), it times:
 - the same call with the default heuristic's schedule (what an untuned shape gets),
 - a NumPy float32 matmul of the same flop count (the layer's own im2col GEMM shape),
 - PyTorch's CPU convolution of the same geometry, when ``torch`` is importable (never a
-  dependency), with the same thread count, in blocks of its own after ours,
+  dependency), with the same thread count, last in each round, then a long pause,
 
 and prints GFLOP/s, the fraction of the matmul rate, tuned/default and PyTorch/numbaconv
 time ratios (> 1: numbaconv is faster), then the geometric means per primitive. Last, per
@@ -133,15 +133,15 @@ def main(argv=None) -> int:
             x, w, dy = _inputs(layer, rng)
             tuned, default = op_calls(primitive, layer, x, w, dy)
             functions = {"tuned": tuned, "default": default, "matmul": matmul_call(layer, rng)}
-            times = alternating_medians(functions, rounds=args.rounds)
             torch_fn = torch_call(primitive, layer, x, w, dy)
             if torch_fn is not None:
-                # PyTorch's own OpenMP pool keeps spinning long after a call (measured: the
-                # next numbaconv call ran up to 3× slower after a 0.3 s pause), so it is
-                # timed in its own blocks, after ours, followed by a long pause.
-                times["torch"] = alternating_medians({"torch": torch_fn},
-                                                     rounds=args.rounds)["torch"]
-                time.sleep(TORCH_SETTLE_SECONDS)
+                # In the same rounds as ours (timed in separate phases, a slow spell of
+                # the machine in one moved the ratio by up to 2×), last in each, followed
+                # by a long pause: PyTorch's OpenMP pool keeps spinning long after a call
+                # (measured: the next numbaconv call ran up to 3× slower after 0.3 s).
+                functions["torch"] = torch_fn
+            times = alternating_medians(functions, rounds=args.rounds,
+                                        after={"torch": TORCH_SETTLE_SECONDS})
             rate = g.flops / times["tuned"] / 1e9
             default_rate = g.flops / times["default"] / 1e9
             matmul_rate = g.flops / times["matmul"] / 1e9

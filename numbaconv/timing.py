@@ -11,23 +11,39 @@ from typing import Callable
 SETTLE_SECONDS = 0.3
 
 
+#: Untimed calls after a pause, at least this long: on this project's VMs the first
+#: calls after an idle spell run slow (a 0.75 ms layer: 1.8, 1.2, 0.9 ms, then steady),
+#: which one warm call did not absorb (the same schedule timed 1.8× apart in one run).
+WARM_SECONDS = 0.02
+
+
+def warm_up(function: Callable[[], object], seconds: float = WARM_SECONDS):
+    """Call ``function`` untimed until ``seconds`` have passed (at least once)."""
+    end = time.perf_counter() + seconds
+    function()
+    while time.perf_counter() < end:
+        function()
+
+
 def alternating_medians(functions: dict, rounds: int = 3, per_round: int = 3,
-                        settle: float = SETTLE_SECONDS) -> dict:
+                        settle: float = SETTLE_SECONDS, after: dict | None = None) -> dict:
     """Median seconds per call of each function.
 
     The functions take turns in ``rounds`` blocks of ``per_round`` timed calls, each block
-    after a pause and one untimed call, so that a slow spell of the machine hits them alike
-    (their ratio holds) and no one pays for the previous one's spinning threads.
+    after a pause and untimed warm-up calls, so that a slow spell of the machine hits them
+    alike (their ratio holds) and no one pays for the previous one's spinning threads.
+    ``after``: a longer pause after some functions' blocks (name -> seconds).
     """
     samples: dict[str, list[float]] = {name: [] for name in functions}
     for _ in range(rounds):
         for name, function in functions.items():
             time.sleep(settle)
-            function()
+            warm_up(function)
             for _ in range(per_round):
                 start = time.perf_counter()
                 function()
                 samples[name].append(time.perf_counter() - start)
+            time.sleep((after or {}).get(name, 0.0))
     return {name: statistics.median(values) for name, values in samples.items()}
 
 
