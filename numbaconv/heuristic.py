@@ -114,7 +114,7 @@ def rule(primitive: str, g: ConvGeometry, itemsize: int) -> Schedule:
     # packed beforehand); backward-data: on the res4 and res5 layers (filters of 1-9 MB),
     # 1.0-1.8× there, and on 5 of the 10 smaller ones.
     filter_bytes = g.filter_height * g.filter_width * g.in_channels * g.out_channels * itemsize
-    panels = primitive == "forward" or filter_bytes >= 2**20
+    panels = primitive == "forward" or (primitive == "backward_data" and filter_bytes >= 2**20)
     order = "packed_panels" if panels else "pixel_tiles_outer"
     # Float32 widths; a float64 vector holds half as many channels (same registers).
     scale = 4 / itemsize

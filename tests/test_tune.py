@@ -7,13 +7,15 @@ import sys
 import textwrap
 
 import numpy as np
+import pytest
 import yaml
 
 from numbaconv import configs
-from numbaconv.schedule import Schedule
+from numbaconv.heuristic import rule
+from numbaconv.schedule import Schedule, illegal_reason
 from numbaconv.tune import tuner
 from numbaconv.tune.space import candidates, load_space
-from numbaconv.workloads import load_workload
+from numbaconv.workloads import WORKLOAD_DIR, load_workload
 
 TINY = textwrap.dedent("""\
     - {name: tiny_3x3, N: 1, H: 9, W: 10, C: 8, K: 16, R: 3, S: 3, strides: 1, padding: SAME, dilations: 1}
@@ -92,3 +94,17 @@ def load_workload_text(tmp_path, text):
     path = directory / "w.yaml"
     path.write_text(text)
     return load_workload(path)
+
+
+@pytest.mark.parametrize("workload", ["resnet50.yaml", "vgg16.yaml", "mobilenetv2.yaml"])
+def test_rule_gives_register_tiles_wherever_channels_allow(workload):
+    """The untuned default is legal for every shipped layer, and register-tiled wherever
+    both channel counts are multiples of 8 (the im2col fallback is for RGB inputs)."""
+    for layer in load_workload(WORKLOAD_DIR / workload):
+        g = layer.geometry
+        for primitive in tuner.RUNNERS:
+            schedule = rule(primitive, g, 4)
+            assert illegal_reason(primitive, g, schedule) is None, (layer.name, primitive)
+            pixels = g.batch * g.out_height * g.out_width
+            if g.in_channels % 8 == 0 and g.out_channels % 8 == 0 and pixels >= 16:
+                assert schedule.algorithm == "tiled", (layer.name, primitive, schedule)
