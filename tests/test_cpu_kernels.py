@@ -108,17 +108,26 @@ def test_direct_schedules_do_not_change_the_bits(rng, primitive):
         np.testing.assert_array_equal(result, results[0])
 
 
-@pytest.mark.parametrize("case", ["tileable_strided_dilated", "one_by_one_strided"])
+PANEL_CASES = {
+    "tileable_strided_dilated": GEOMETRIES["tileable_strided_dilated"],
+    "one_by_one_strided": GEOMETRIES["one_by_one_strided"],
+    # 40 reduction channels for backward-data: its panels transpose 16, 16, then 8.
+    "wide_reduction_strided": ((1, 6, 7, 16), (3, 3, 16, 40), (2, 2), (1, 1), "SAME"),
+}
+
+
+@pytest.mark.parametrize("case", PANEL_CASES.values(), ids=PANEL_CASES.keys())
 @pytest.mark.parametrize("primitive", ["forward", "backward_data"])
 def test_packed_panels_do_not_change_the_bits(rng, primitive, case):
     """Packing the filter per task (several stride phases for backward-data) sums each
     element in the same order as reading a filter packed beforehand."""
-    g, x, w, dy = make_case(rng, GEOMETRIES[case], np.float32)
+    g, x, w, dy = make_case(rng, case, np.float32)
     run, operands = KERNELS[primitive]
     schedules = [Schedule(algorithm="tiled", loop_order=order, register_tile=(1, 8),
                           channel_block=8) for order in ("pixel_tiles_outer", "packed_panels")]
     assert all(illegal_reason(primitive, g, s) is None for s in schedules)
     results = [run(*operands(x, w, dy), g, s) for s in schedules]
+    assert_matches(results[1], reference_result(primitive, g, x, w, dy), np.float32)
     np.testing.assert_array_equal(results[1], results[0])
 
 

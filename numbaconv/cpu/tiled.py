@@ -225,20 +225,22 @@ def render_forward_panels(tile_pixels: int, tile_channels: int, dtype: str) -> s
                                 src("wo = uint64(w_offset + kt * w_tile_stride + r * w_row_stride"
                                     " + s * w_col_stride)")
                                 # Contiguous lanes (forward): a vector copy per channel.
-                                # Else (backward-data: contiguous channels) lane by lane
-                                # along the channels; a 16-lane gather per channel cost
-                                # res5_3x3 2.4× its time.
+                                # Else (backward-data: contiguous channels) a transpose in
+                                # blocks of 16 channels, each block's panel rows in L1 (a
+                                # 16-lane gather per channel cost res5_3x3 2.4× its time).
                                 with src.block("if lane == 1:"):
                                     with src.block("for c in range(in_channels):"):
                                         src(*(f"panel[q + uint64({k})] = w[wo + uint64({k})]"
                                               for k in range(KB)))
                                         src(f"q += uint64({KB})", "wo += w_step")
                                 with src.block("else:"):
-                                    with src.block(f"for j in range({KB}):"):
-                                        src("lane_start = wo + uint64(j) * lane")
-                                        with src.block("for c in range(in_channels):"):
-                                            src(f"panel[q + uint64(c * {KB} + j)] = "
-                                                "w[lane_start + uint64(c) * w_step]")
+                                    with src.block("for c0 in range(0, in_channels, 16):"):
+                                        src("c1 = min(c0 + 16, in_channels)")
+                                        with src.block(f"for j in range({KB}):"):
+                                            src("lane_start = wo + uint64(j) * lane")
+                                            with src.block("for c in range(c0, c1):"):
+                                                src(f"panel[q + uint64(c * {KB} + j)] = "
+                                                    "w[lane_start + uint64(c) * w_step]")
                                     src(f"q += uint64(in_channels * {KB})")
                     _forward_tile(src, P, KB, dtype, weights="panel",
                                   tap_offset="(r * filter_width + s) * panel_column",
