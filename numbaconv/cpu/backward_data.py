@@ -145,10 +145,8 @@ def run_tiled(dy: np.ndarray, w: np.ndarray, g: ConvGeometry, schedule: Schedule
     bottom = max(0, *(window.overhang[0] for window in windows))
     right = max(0, *(window.overhang[1] for window in windows))
     dyp = layout.padded(dy, top, bottom, left, right)
-    tile_channels = schedule.register_tile[1]
-    packed = (layout.strided_filter(w, tile_channels, swap=True)
-              if schedule.loop_order == "packed_panels"
-              else layout.pack_filter(w, tile_channels, swap=True))
+    packed = layout.kernel_filter(w, schedule.register_tile[1],
+                                  schedule.loop_order == "packed_panels", swap=True)
     forward.run_tiled(dyp, dx, [
         forward.Phase(packed.taps(window.rows, window.cols), window.size,
                       dilation=window.dilation, origin=window.origin,

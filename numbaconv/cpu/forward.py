@@ -84,9 +84,8 @@ def run(x: np.ndarray, w: np.ndarray, g: ConvGeometry, schedule: Schedule) -> np
     if schedule.algorithm == "tiled":
         xp = layout.padded(x, g.pad_top, g.pad_bottom, g.pad_left, g.pad_right)
         out = np.empty(g.output_shape, dtype=x.dtype)
-        tile_channels = schedule.register_tile[1]
-        filter_ = (layout.strided_filter(w, tile_channels) if schedule.loop_order == "packed_panels"
-                   else layout.pack_filter(w, tile_channels))
+        filter_ = layout.kernel_filter(w, schedule.register_tile[1],
+                                       schedule.loop_order == "packed_panels")
         phase = Phase(filter_,
                       (g.out_height, g.out_width), (g.stride_h, g.stride_w),
                       (g.dilation_h, g.dilation_w))

@@ -167,6 +167,13 @@ def strided_filter(w: np.ndarray, tile: int, swap: bool = False) -> TiledFilter:
                        channel_stride=out_channels)
 
 
+def kernel_filter(w: np.ndarray, tile: int, packed_by_kernel: bool,
+                  swap: bool = False) -> TiledFilter:
+    """The filter as a tiled kernel reads it: as it is when the kernel packs its own
+    panels (``packed_panels``), else packed now."""
+    return (strided_filter if packed_by_kernel else pack_filter)(w, tile, swap)
+
+
 def readonly(array: np.ndarray) -> np.ndarray:
     """A read-only view: every kernel input has this one type, whatever the caller's
     flags, so each kernel is compiled once per dtype (not twice)."""

@@ -247,6 +247,7 @@ def render_forward_panels(tile_pixels: int, tile_channels: int, dtype: str) -> s
                                   step=f"uint64({KB})", step_on=True)
     return src.text()
 
+
 def render_backward_filter(tile_in_channels: int, tile_channels: int, dtype: str) -> str:
     CB, KB = tile_in_channels, tile_channels
     src = Source()
