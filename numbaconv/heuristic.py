@@ -112,10 +112,10 @@ def rule(primitive: str, g: ConvGeometry, itemsize: int) -> Schedule:
         # 10-12 accumulator vectors first (measured on ResNet-50's 3×3 layers, fraction
         # of matmul, forward: 5×16 0.85, 3×32 0.84, 4×16 0.74, 8×8 0.61).
         tiles = ((5, 16), (3, 32), (4, 16), (8, 8), (2, 32), (4, 8), (2, 8), (1, 8))
-    # Filter panels packed per task. Tuned on ResNet-50 (AVX-512), forward: packed_panels
-    # on 21 of 23 layers, 1.0-1.27× the rule's pick before (pixel tiles outer, the filter
-    # packed beforehand); backward-data: on the res4 and res5 layers (filters of 1-9 MB),
-    # 1.0-1.8× there, and on 5 of the 10 smaller ones.
+    # Filter panels packed per task. In the shipped ResNet-50 configs (AVX-512) the tuner
+    # chose packed_panels for forward on all 11 layers with filters of 1 MB or more and 7
+    # of the 12 smaller ones; for backward-data on all 11 and 5 of 12 (side by side with
+    # the filter packed beforehand: 1.0-1.8× on res4/res5, 0.8-1.1 on res2/res3).
     filter_bytes = g.filter_height * g.filter_width * g.in_channels * g.out_channels * itemsize
     panels = primitive == "forward" or (primitive == "backward_data" and filter_bytes >= 2**20)
     order = "packed_panels" if panels else "pixel_tiles_outer"

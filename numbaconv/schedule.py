@@ -16,7 +16,7 @@ A schedule never changes *what* a kernel computes, only how:
   tiled: ``"pixel_tiles_outer"`` or ``"channel_tiles_outer"``, the order of a task's tiles;
   forward and backward-data also ``"packed_panels"``: channel tiles outer, each task
   packing the filter panel of each of its channel tiles itself (no separate pass packs the
-  whole filter per call: 0.15-0.35 ms for ResNet-50's res4/res5 filters), its task split
+  whole filter per call: 0.14-0.34 ms for ResNet-50's res5 filters), its task split
   favouring few pixel groups so that each panel is packed about once.
 - ``channel_block`` — the contiguous output channels one task owns (``out_channels`` for
   forward and backward-filter, ``in_channels`` for backward-data); for direct kernels the
