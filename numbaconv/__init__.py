@@ -4,9 +4,9 @@ Replace ``tf.nn.`` with ``numbaconv.`` and pass NumPy arrays; the results match
 TensorFlow's (same shapes, padding arithmetic and numbers, to float rounding).
 """
 
-from .api import (bias_add_grad, conv2d, conv2d_backprop_filter, conv2d_backprop_filter_v2,
-                  conv2d_backprop_input, conv2d_backprop_input_v2, conv2d_transpose,
-                  explain)
+from .api import (bias_add_grad, call_for, conv2d, conv2d_backprop_filter,
+                  conv2d_backprop_filter_v2, conv2d_backprop_input, conv2d_backprop_input_v2,
+                  conv2d_transpose, explain)
 from .geometry import ConvGeometry
 from .schedule import Schedule
 
@@ -21,6 +21,7 @@ __all__ = [
     "conv2d_transpose",
     "bias_add_grad",
     "explain",
+    "call_for",
     "ConvGeometry",
     "Schedule",
 ]

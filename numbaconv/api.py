@@ -21,14 +21,16 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from . import cpu
 from .arguments import (as_array, check_data_format, check_dtypes, check_padding, check_rank,
                         from_nhwc, from_nhwc_shape, is_shape, pick_alias, require, shape_arg,
                         spatial_pair, to_nhwc, to_nhwc_shape)
+from .choice import Choice
+from .cpu import bias, families
+from .cpu.heuristic import choose
 from .cuda.runtime import is_device_array
 from .geometry import ConvGeometry, Padding, conv_geometry
-from .heuristic import Choice, choose
 from .memory import check_result_fits
+from .primitives import is_activation, primitive
 from .schedule import Schedule
 from .threads import kernel_launch
 
@@ -53,12 +55,9 @@ class Call:
 
     @property
     def result_shape(self) -> tuple:
-        g = self.geometry
-        if self.primitive == "forward":
-            return from_nhwc_shape(g.output_shape, self.data_format)
-        if self.primitive == "backward_data":
-            return from_nhwc_shape(g.input_shape, self.data_format)
-        return g.filter_shape
+        p = primitive(self.primitive)
+        shape = p.result_shape(self.geometry)
+        return from_nhwc_shape(shape, self.data_format) if is_activation(p.result) else shape
 
     def choice(self) -> Choice:
         """The schedule this call runs and where it comes from."""
@@ -82,27 +81,25 @@ class Call:
 
     def _run_cuda(self, schedule):
         from .cuda import launch
+        from .cuda.families import CUDA
 
-        def compute(stream, first, second):
+        def compute(stream, *operands):
             if 0 in self.result_shape:
                 return launch.zeros(self.result_shape, self.dtype, stream)
-            return launch.run(self.primitive, first, second, self.geometry, schedule,
-                              self.result_shape, self.data_format, stream)
+            return CUDA.run(self.primitive, operands, self.geometry, schedule,
+                            data_format=self.data_format, stream=stream)
 
         return _on_cuda(self.sources, self.operands, compute)
 
     def _run(self, schedule: Schedule) -> np.ndarray:
-        first, second = (_host(a) for a in self.operands)
-        fmt = self.data_format
-        g = self.geometry
-        if self.primitive == "forward":
-            out = cpu.forward.run(to_nhwc(first, fmt), np.ascontiguousarray(second), g, schedule)
-            return from_nhwc(out, fmt)
-        if self.primitive == "backward_data":
-            out = cpu.backward_data.run(to_nhwc(first, fmt), np.ascontiguousarray(second), g,
-                                        schedule)
-            return from_nhwc(out, fmt)
-        return cpu.backward_filter.run(to_nhwc(first, fmt), to_nhwc(second, fmt), g, schedule)
+        """NHWC / HWIO C-contiguous operands for the CPU kernels; the result back in
+        ``data_format``."""
+        p = primitive(self.primitive)
+        operands = tuple(to_nhwc(_host(array), self.data_format) if is_activation(tensor)
+                         else np.ascontiguousarray(_host(array))
+                         for tensor, array in zip(p.operands, self.operands))
+        out = families.run(p.name, operands, self.geometry, schedule)
+        return from_nhwc(out, self.data_format) if is_activation(p.result) else out
 
 
 # --- shared checks ---------------------------------------------------------------------
@@ -168,11 +165,9 @@ def _geometry(input_shape, filter_shape, strides, dilations, padding, data_forma
     """The forward geometry, rejecting an empty spatial output (``input_shape`` NHWC)."""
     g = conv_geometry(input_shape, filter_shape, strides, dilations, padding)
     if g.out_height == 0 or g.out_width == 0:
-        effective = ((g.filter_height - 1) * g.dilation_h + 1,
-                     (g.filter_width - 1) * g.dilation_w + 1)
         raise ValueError(
             f"the output would be empty: {input_name} has spatial size "
-            f"({g.in_height}, {g.in_width}) but the filter spans {effective} with dilations "
+            f"({g.in_height}, {g.in_width}) but the filter spans {g.effective_filter} with dilations "
             f"{dilations} and padding {_padding_text(padding)}")
     return g
 
@@ -290,6 +285,15 @@ def _op(build):
 
     _BUILDERS[build.__name__] = build
     return op
+
+
+def call_for(op_name: str, *args, **kwargs) -> Call:
+    """The checked :class:`Call` of ``numbaconv.<op_name>(*args, **kwargs)``, not run:
+    ``call.run()`` (or ``call.run(schedule)``) runs it, ``call.choice()`` says what it
+    would run. Raises as the op does on bad arguments."""
+    if op_name not in _BUILDERS:
+        raise ValueError(f"op_name must be one of {sorted(_BUILDERS)}, got {op_name!r}")
+    return _BUILDERS[op_name](*args, **kwargs)
 
 
 @_op
@@ -424,7 +428,7 @@ def bias_add_grad(out_backprop=None, data_format="NHWC", name=None, *, device=No
         return np.zeros(channels, dtype=dy.dtype)
     x3 = np.ascontiguousarray(dy).reshape(-1, channels, inner)
     with kernel_launch():
-        return cpu.bias.run(x3)
+        return bias.run(x3)
 
 
 def _bias_add_grad_cuda(dy, source, channels: int, inner: int):
@@ -463,7 +467,5 @@ class Explanation:
 
 def explain(op_name: str, *args, **kwargs) -> Explanation:
     """What ``numbaconv.<op_name>(*args, **kwargs)`` would run, without running it."""
-    if op_name not in _BUILDERS:
-        raise ValueError(f"op_name must be one of {sorted(_BUILDERS)}, got {op_name!r}")
-    call = _BUILDERS[op_name](*args, **kwargs)
+    call = call_for(op_name, *args, **kwargs)
     return Explanation(call, call.choice())

@@ -28,22 +28,22 @@ import numpy as np
 
 import numbaconv as nc
 
-from .api import _BUILDERS
-from .heuristic import rule
+from .api import call_for
+from .cpu.rule import rule
+from .machine import this_machine
+from .primitives import NAMES as PRIMITIVES
+from .primitives import random_tensors
 from .timing import SETTLE_SECONDS, alternating_medians
 from .tune.tuner import with_batch
 from .workloads import WORKLOAD_DIR, Layer, load_workload
 
-PRIMITIVES = ("forward", "backward_data", "backward_filter")
 TORCH_SETTLE_SECONDS = 1.0
 
 
 def _inputs(layer: Layer, rng, dtype=np.float32):
-    g = layer.geometry
-    x = rng.standard_normal(g.input_shape).astype(dtype)
-    w = rng.standard_normal(g.filter_shape).astype(dtype)
-    dy = rng.standard_normal(g.output_shape).astype(dtype)
-    return x, w, dy
+    """(x, w, dy) of the layer, random."""
+    tensors = random_tensors(layer.geometry, dtype, rng)
+    return tensors["input"], tensors["filter"], tensors["output"]
 
 
 def _options(g):
@@ -55,12 +55,12 @@ def op_calls(primitive: str, layer: Layer, x, w, dy):
     """(as a user calls it, with the default heuristic's schedule): zero-argument functions."""
     g = layer.geometry
     if primitive == "forward":
-        call = _BUILDERS["conv2d"](x, w, **_options(g))
+        call = call_for("conv2d", x, w, **_options(g))
     elif primitive == "backward_data":
-        call = _BUILDERS["conv2d_backprop_input"](g.input_shape, w, dy, **_options(g))
+        call = call_for("conv2d_backprop_input", g.input_shape, w, dy, **_options(g))
     else:
-        call = _BUILDERS["conv2d_backprop_filter"](x, g.filter_shape, dy, **_options(g))
-    default = rule(primitive, g, x.itemsize)
+        call = call_for("conv2d_backprop_filter", x, g.filter_shape, dy, **_options(g))
+    default = rule(primitive, g, x.itemsize, this_machine())
     return call.run, lambda: call.run(default)
 
 
@@ -135,10 +135,9 @@ def main(argv=None) -> int:
             functions = {"tuned": tuned, "default": default, "matmul": matmul_call(layer, rng)}
             torch_fn = torch_call(primitive, layer, x, w, dy)
             if torch_fn is not None:
-                # In the same rounds as ours (timed in separate phases, a slow spell of
-                # the machine in one moved the ratio by up to 2×), last in each, followed
-                # by a long pause: PyTorch's OpenMP pool keeps spinning long after a call
-                # (measured: the next numbaconv call ran up to 3× slower after 0.3 s).
+                # In the same rounds as ours, so that a slow spell of the machine hits
+                # both; last in each and followed by a long pause, as PyTorch's OpenMP pool
+                # keeps spinning long after a call.
                 functions["torch"] = torch_fn
             times = alternating_medians(functions, rounds=args.rounds,
                                         after={"torch": TORCH_SETTLE_SECONDS})

@@ -12,9 +12,10 @@ hold :class:`~numbaconv.cuda.schedule.CudaSchedule` knobs and the kernel's regis
         {op: forward, dtype: float32, geometry: {...}, schedule: {...}, seconds: ...,
          gflops: ..., default_seconds: ..., date: ...}
 
-Read from ``$NUMBACONV_CONFIG_DIR`` if set, else the user cache directory
-(``$XDG_CACHE_HOME/numbaconv/configs``), then the project's shipped ``configs/``; an entry
-in an earlier directory wins. Files are parsed with a safe loader, kept in memory, and
+Read from ``$NUMBACONV_CONFIG_DIR`` if set, else ``configs/`` under numbaconv's cache root
+(:func:`numbaconv.paths.cache_root`), then the project's shipped ``configs/``; an entry in
+an earlier directory wins. Schedules are parsed by the device's family registry (an entry
+an older version wrote is migrated by its family). Files are parsed with a safe loader, kept in memory, and
 re-read when their size or modification time changes. A corrupt, truncated, foreign or
 stale file (another device, another numba version, another format) is skipped with one
 logged warning: lookups then fall back to the heuristic, never raise.
@@ -29,11 +30,8 @@ from __future__ import annotations
 import contextlib
 import datetime
 import fcntl
-import functools
 import logging
 import os
-import platform
-import re
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -41,8 +39,9 @@ from pathlib import Path
 import numba
 import yaml
 
-from .geometry import ConvGeometry
-from .schedule import Schedule
+from .geometry import ConvGeometry, geometry_key
+from .machine import this_machine
+from .paths import CACHE_ENV, cache_root
 from .threads import ProcessLock
 
 DEVICES = ("cpu", "cuda")
@@ -52,31 +51,8 @@ log = logging.getLogger("numbaconv")
 FORMAT = "numbaconv-configs/1"
 CONFIG_ENV = "NUMBACONV_CONFIG_DIR"
 SHIPPED_DIR = Path(__file__).resolve().parent.parent / "configs"
-#: libyaml's safe loader when PyYAML was built with it (parses ~10× faster), else the pure one.
+#: libyaml's safe loader when PyYAML was built with it (much faster), else the pure one.
 _SAFE_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
-SIMD_FEATURES = ("avx512f", "avx2", "fma", "avx", "sse4.2", "neon", "sve")
-
-
-@functools.lru_cache(maxsize=1)
-def cpu_device() -> dict:
-    """What identifies this CPU for tuning purposes."""
-    import llvmlite.binding as llvm
-
-    model = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo") as handle:
-            for line in handle:
-                if line.startswith("model name"):
-                    model = line.split(":", 1)[1].strip()
-                    break
-    except OSError:
-        pass
-    features = llvm.get_host_cpu_features()
-    simd = [name for name in SIMD_FEATURES if features.get(name)]
-    cores = os.cpu_count() or 1
-    llvm_cpu = llvm.get_host_cpu_name()
-    key = re.sub(r"[^A-Za-z0-9_.-]+", "-", f"{llvm_cpu}-{'-'.join(simd) or 'scalar'}-{cores}c")
-    return {"key": key, "cpu": model, "llvm_cpu": llvm_cpu, "simd": simd, "cores": cores}
 
 
 def device_info(device: str = "cpu") -> dict:
@@ -85,22 +61,18 @@ def device_info(device: str = "cpu") -> dict:
         from .cuda.runtime import device_info as gpu_device
 
         return gpu_device()
-    return cpu_device()
+    return this_machine().to_dict()
 
 
-def schedule_type(device: str):
+def registry(device: str):
+    """The family registry whose schedules a device's files hold."""
     if device == "cuda":
-        from .cuda.schedule import CudaSchedule
+        from .cuda.families import CUDA
 
-        return CudaSchedule
-    return Schedule
+        return CUDA
+    from .cpu.families import CPU
 
-
-def geometry_key(g: ConvGeometry) -> str:
-    return (f"N{g.batch}-H{g.in_height}-W{g.in_width}-C{g.in_channels}-K{g.out_channels}"
-            f"-R{g.filter_height}-S{g.filter_width}-s{g.stride_h}x{g.stride_w}"
-            f"-d{g.dilation_h}x{g.dilation_w}"
-            f"-p{g.pad_top},{g.pad_bottom},{g.pad_left},{g.pad_right}")
+    return CPU
 
 
 def entry_key(primitive: str, dtype: str, g: ConvGeometry) -> str:
@@ -113,11 +85,7 @@ def geometry_to_dict(g: ConvGeometry) -> dict:
 
 def config_dirs() -> list[Path]:
     """Where config files are read from, first match wins."""
-    if os.environ.get(CONFIG_ENV):
-        first = Path(os.environ[CONFIG_ENV])
-    else:
-        base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-        first = Path(base) / "numbaconv" / "configs"
+    first = Path(os.environ[CONFIG_ENV]) if os.environ.get(CONFIG_ENV) else cache_root() / "configs"
     return [first, SHIPPED_DIR]
 
 
@@ -130,7 +98,7 @@ def user_config_path(device: str = "cpu") -> Path:
 class Tuned:
     """One cache entry: the schedule and where it came from."""
 
-    schedule: Schedule
+    schedule: object  # a family's Schedule
     path: Path
     geometry: ConvGeometry
     seconds: float
@@ -194,11 +162,11 @@ class _FileCache:
             self._warn(path, reason)
             return {}
         entries = {}
-        schedule_class = schedule_type(device)
+        families = registry(device)
         for key, entry in (data.get("entries") or {}).items():
             try:
                 geometry = ConvGeometry(**entry["geometry"])
-                schedule = schedule_class.from_dict(entry["schedule"])
+                schedule = families.parse(entry["schedule"])
                 entries[key] = Tuned(schedule, path, geometry, float(entry.get("seconds", 0.0)))
             except (KeyError, TypeError, ValueError) as error:
                 self._warn(path, f"entry {key!r} is malformed ({error})")
@@ -236,8 +204,8 @@ _file_names: dict = {}  # device -> (environment, file names)
 
 def _config_file_names(device: str = "cpu") -> tuple:
     """The config files as strings, recomputed only when the environment changes."""
-    environment = (os.environ.get(CONFIG_ENV), os.environ.get("XDG_CACHE_HOME"),
-                   os.environ.get("HOME"), SHIPPED_DIR)
+    environment = (os.environ.get(CONFIG_ENV), os.environ.get(CACHE_ENV),
+                   os.environ.get("XDG_CACHE_HOME"), os.environ.get("HOME"), SHIPPED_DIR)
     known = _file_names.get(device)
     if known is None or known[0] != environment:
         key = device_info(device)["key"]

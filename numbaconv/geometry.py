@@ -16,11 +16,18 @@ TensorFlow's rules (``GetWindowedOutputSizeVerbose``), with the effective filter
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field, fields
 from typing import Tuple, Union
 
 #: ``"SAME"``, ``"VALID"``, or explicit ``((top, bottom), (left, right))``.
 Padding = Union[str, Tuple[Tuple[int, int], Tuple[int, int]]]
+
+
+def _key(prefix: str, joiner: str = "", omit_default: bool = False) -> dict:
+    """How a field is spelled in :func:`geometry_key`: consecutive fields of one ``prefix``
+    share it, their values joined by ``joiner``. ``omit_default``: a field added after
+    entries were tuned is left out at its default value, so those entries keep their keys."""
+    return {"key": (prefix, joiner, omit_default)}
 
 
 @dataclass(frozen=True)
@@ -34,21 +41,21 @@ class ConvGeometry:
     ``[batch, out_height, out_width, out_channels]`` (NHWC).
     """
 
-    batch: int
-    in_height: int
-    in_width: int
-    in_channels: int
-    out_channels: int
-    filter_height: int
-    filter_width: int
-    stride_h: int = 1
-    stride_w: int = 1
-    dilation_h: int = 1
-    dilation_w: int = 1
-    pad_top: int = 0
-    pad_bottom: int = 0
-    pad_left: int = 0
-    pad_right: int = 0
+    batch: int = field(metadata=_key("N"))
+    in_height: int = field(metadata=_key("H"))
+    in_width: int = field(metadata=_key("W"))
+    in_channels: int = field(metadata=_key("C"))
+    out_channels: int = field(metadata=_key("K"))
+    filter_height: int = field(metadata=_key("R"))
+    filter_width: int = field(metadata=_key("S"))
+    stride_h: int = field(default=1, metadata=_key("s", "x"))
+    stride_w: int = field(default=1, metadata=_key("s", "x"))
+    dilation_h: int = field(default=1, metadata=_key("d", "x"))
+    dilation_w: int = field(default=1, metadata=_key("d", "x"))
+    pad_top: int = field(default=0, metadata=_key("p", ","))
+    pad_bottom: int = field(default=0, metadata=_key("p", ","))
+    pad_left: int = field(default=0, metadata=_key("p", ","))
+    pad_right: int = field(default=0, metadata=_key("p", ","))
 
     @property
     def out_height(self) -> int:
@@ -59,6 +66,18 @@ class ConvGeometry:
     def out_width(self) -> int:
         return _out_size(self.in_width, self.filter_width, self.stride_w,
                          self.dilation_w, self.pad_left, self.pad_right)
+
+    @property
+    def effective_filter(self) -> tuple[int, int]:
+        """(height, width) the dilated filter spans."""
+        return ((self.filter_height - 1) * self.dilation_h + 1,
+                (self.filter_width - 1) * self.dilation_w + 1)
+
+    @property
+    def is_one_by_one(self) -> bool:
+        """A 1×1 filter without padding: the convolution is a matmul on a strided view."""
+        return (self.filter_height == self.filter_width == 1
+                and self.pad_top == self.pad_bottom == self.pad_left == self.pad_right == 0)
 
     @property
     def input_shape(self) -> tuple[int, int, int, int]:
@@ -85,6 +104,23 @@ class ConvGeometry:
                 f"dilations ({self.dilation_h}, {self.dilation_w}), "
                 f"pads (top {self.pad_top}, bottom {self.pad_bottom}, "
                 f"left {self.pad_left}, right {self.pad_right})")
+
+
+def geometry_key(g: ConvGeometry) -> str:
+    """The geometry as a config-cache key, derived from every field (each declares its
+    spelling), e.g. ``N1-H56-W56-C64-K64-R3-S3-s1x1-d1x1-p1,1,1,1``."""
+    groups: list[tuple[str, str, list]] = []
+    for item in fields(g):
+        prefix, joiner, omit_default = item.metadata["key"]
+        value = getattr(g, item.name)
+        if omit_default and value == item.default:
+            continue
+        if groups and groups[-1][0] == prefix:
+            groups[-1][2].append(value)
+        else:
+            groups.append((prefix, joiner, [value]))
+    return "-".join(prefix + joiner.join(str(v) for v in values)
+                    for prefix, joiner, values in groups)
 
 
 def _out_size(in_size: int, k: int, stride: int, dilation: int, before: int, after: int) -> int:

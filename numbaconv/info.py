@@ -11,15 +11,17 @@ import numpy as np
 
 import numbaconv
 
-from . import configs, memory, schedule, threads
-from .cpu import disk_cache, forward
+from . import configs, memory, paths, threads
+from .cpu import disk_cache
+from .cpu.direct import forward
+from .machine import this_machine
 
 
 def report() -> str:
     # Run one tiny parallel kernel so that Numba picks (and reports) its layer.
     numbaconv.bias_add_grad(np.ones((2, 2), np.float32))
     layer = threads.threading_layer()
-    device = configs.cpu_device()
+    device = this_machine()
     lines = [
         f"numbaconv {numbaconv.__version__}, numba {numba.__version__}, numpy {np.__version__}, "
         f"Python {platform.python_version()} ({sys.executable})",
@@ -27,16 +29,16 @@ def report() -> str:
         f"fork-safe: {threads.is_fork_safe(layer)}; forked children of this process run "
         f"{'parallel' if threads.is_fork_safe(layer) else 'serial'} kernels); "
         f"{numba.get_num_threads()} threads",
-        f"CPU device key: {device['key']} ({device['cpu']}, LLVM CPU {device['llvm_cpu']}, "
-        f"SIMD {', '.join(device['simd']) or 'none'}, {device['cores']} cores)",
+        f"CPU device key: {device.key} ({device.cpu}, LLVM CPU {device.llvm_cpu}, "
+        f"SIMD {', '.join(device.simd) or 'none'}, {device.cores} cores)",
         "config files (first match wins):",
     ]
     for path in configs.config_files():
         state = f"{configs.entry_count(path)} entries" if path.exists() else "absent"
         lines.append(f"  {path}: {state}")
     lines.append(f"memory: {memory.total_bytes() / 2**30:.1f} GiB; workspace cap per call "
-                 f"{schedule.WORKSPACE_BYTES_CAP / 2**20:.0f} MiB (${memory.WORKSPACE_ENV})")
-    lines.append(f"cache root (${disk_cache.CACHE_ENV}): {disk_cache.cache_root()}")
+                 f"{memory.WORKSPACE_BYTES_CAP / 2**20:.0f} MiB (${memory.WORKSPACE_ENV})")
+    lines.append(f"cache root (${paths.CACHE_ENV}): {paths.cache_root()}")
     lines.append(f"generated kernels: {disk_cache.kernel_dir()}")
     compiled = disk_cache.numba_cache_dir(forward.forward_direct.parallel)
     lines.append(f"Numba's compiled-kernel cache: {compiled or 'none (no writable folder)'}")

@@ -40,6 +40,10 @@ def workspace_cap() -> int:
     return int(min(DEFAULT_WORKSPACE_MB * 2**20, total_bytes() * WORKSPACE_FRACTION))
 
 
+#: The cap in force (:func:`workspace_cap` at import): a schedule that needs more is not legal.
+WORKSPACE_BYTES_CAP = workspace_cap()
+
+
 def _size(count: float) -> str:
     for unit in ("B", "KiB", "MiB", "GiB", "TiB", "PiB"):
         if count < 1024 or unit == "PiB":

@@ -11,9 +11,8 @@ from typing import Callable
 SETTLE_SECONDS = 0.3
 
 
-#: Untimed calls after a pause, at least this long: on this project's VMs the first
-#: calls after an idle spell run slow (a 0.75 ms layer: 1.8, 1.2, 0.9 ms, then steady),
-#: which one warm call did not absorb (the same schedule timed 1.8× apart in one run).
+#: Untimed calls after a pause, at least this long: the first calls after an idle spell
+#: run slow, more than one warm call absorbs.
 WARM_SECONDS = 0.02
 
 
@@ -33,7 +32,7 @@ def alternating_medians(functions: dict, rounds: int = 3, per_round: int = 3,
     after a pause and untimed warm-up calls, so that a slow spell of the machine hits them
     alike (their ratio holds) and no one pays for the previous one's spinning threads.
     Each round starts one function later, so that not always the same function comes
-    first or after the longest pause (the first one timed 5-15% slow on 0.1 ms layers).
+    first or after the longest pause (the first one timed runs slow on small layers).
     ``after``: a longer pause after some functions' blocks (name -> seconds).
     """
     samples: dict[str, list[float]] = {name: [] for name in functions}

@@ -4,7 +4,8 @@ import re
 
 import pytest
 
-from numbaconv.cpu import codegen, disk_cache, tiled
+from numbaconv.cpu import codegen, disk_cache
+from numbaconv.cpu.tiled import templates as tiled
 
 
 @pytest.fixture

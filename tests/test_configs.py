@@ -11,13 +11,15 @@ import yaml
 import numbaconv as nc
 from numbaconv import configs
 from numbaconv.geometry import conv_geometry
-from numbaconv.schedule import Schedule
+from numbaconv.cpu.direct import DirectSchedule
+from numbaconv.cpu.families import CPU
+from numbaconv.cpu.gemm import GemmSchedule
+from numbaconv.cpu.tiled import TiledSchedule
 
 G = conv_geometry((1, 9, 9, 8), (3, 3, 8, 16), (1, 1), (1, 1), "SAME")
 X = np.random.default_rng(0).standard_normal((1, 9, 9, 8)).astype(np.float32)
 W = np.random.default_rng(1).standard_normal((3, 3, 8, 16)).astype(np.float32)
-TUNED = Schedule(algorithm="tiled", loop_order="pixel_tiles_outer", register_tile=(2, 16),
-                 channel_block=16)
+TUNED = TiledSchedule(loop_order="pixel_tiles_outer", register_tile=(2, 16), channel_block=16)
 
 
 @pytest.fixture
@@ -29,7 +31,7 @@ def config_dir(tmp_path, monkeypatch):
 
 
 def config_file(directory):
-    return directory / f"{configs.cpu_device()['key']}.yaml"
+    return directory / f"{configs.device_info('cpu')['key']}.yaml"
 
 
 def save_tuned(path, schedule=TUNED, g=G):
@@ -64,7 +66,7 @@ def test_file_change_is_picked_up(config_dir):
     path = config_file(config_dir)
     save_tuned(path)
     assert configs.lookup("forward", "float32", G).schedule == TUNED
-    other = Schedule(algorithm="gemm", loop_order="im2col")
+    other = GemmSchedule(matmul="blas")
     save_tuned(path, other)
     assert configs.lookup("forward", "float32", G).schedule == other
 
@@ -116,7 +118,7 @@ def _writer(path, worker, count):
     for i in range(count):
         g = conv_geometry((1, 5 + i, 7, 8), (3, 3, 8, 8 * (worker + 1)), (1, 1), (1, 1), "SAME")
         configs.save_entries(path, {configs.entry_key("forward", "float32", g):
-                                    configs.make_entry("forward", "float32", g, Schedule(),
+                                    configs.make_entry("forward", "float32", g, DirectSchedule(),
                                                        1e-3, 1e-3)})
 
 
@@ -135,7 +137,7 @@ def test_concurrent_writers_lose_no_entry(tmp_path):
 
 
 def test_device_key_names_cpu_simd_and_cores():
-    device = configs.cpu_device()
+    device = configs.device_info("cpu")
     assert str(device["cores"]) + "c" in device["key"]
     assert all(feature in device["key"] for feature in device["simd"])
 
@@ -149,5 +151,44 @@ def test_shipped_config_files_are_valid():
         assert data["format"] == configs.FORMAT
         assert data["entries"]
         for entry in data["entries"].values():
-            Schedule.from_dict(entry["schedule"])
+            CPU.parse(entry["schedule"])
             configs.ConvGeometry(**entry["geometry"])
+
+
+def test_shipped_entry_keys_are_the_keys_derived_from_their_geometry():
+    """Keys are derived from the geometry's fields: the shipped entries still match."""
+    project_configs = configs.Path(configs.__file__).resolve().parent.parent / "configs"
+    for path in sorted(project_configs.glob("*.yaml")):
+        for key, entry in yaml.safe_load(path.read_text())["entries"].items():
+            g = configs.ConvGeometry(**entry["geometry"])
+            assert key == configs.entry_key(entry["op"], entry["dtype"], g), path
+
+
+@pytest.mark.parametrize("written, expected", [
+    ({"algorithm": "gemm", "loop_order": "im2col"}, GemmSchedule(matmul="blas")),
+    ({"algorithm": "gemm", "loop_order": "im2col_tiled"}, GemmSchedule(matmul="tiled")),
+    # The flat record of every knob that schedules once were: unused knobs are ignored.
+    ({"algorithm": "direct", "loop_order": "tap_channel_pixel", "channel_block": 32,
+      "register_tile": [4, 16], "in_channel_block": 8, "reduction_splits": 2},
+     DirectSchedule("tap_channel_pixel", 32, 8, 2)),
+    ({"algorithm": "tiled", "loop_order": "packed_panels", "channel_block": 16,
+      "register_tile": [5, 16], "in_channel_block": 64, "reduction_splits": 1},
+     TiledSchedule("packed_panels", 16, (5, 16), 1)),
+], ids=["gemm-blas", "gemm-tiled", "direct", "tiled"])
+def test_entries_an_earlier_version_wrote_are_migrated_on_read(written, expected):
+    assert CPU.parse(written) == expected
+    assert CPU.parse(expected.to_dict()) == expected
+
+
+def test_a_cuda_entry_without_an_algorithm_is_an_implicit_gemm_one():
+    from numbaconv.cuda.families import CUDA
+    from numbaconv.cuda.schedule import CudaSchedule
+
+    written = {"block_tile": [64, 32], "thread_tile": [4, 4], "block_k": 8, "split_k": 2,
+               "reduction": "atomic"}
+    assert CUDA.parse(written) == CudaSchedule((64, 32), (4, 4), 8, 2, "atomic")
+
+
+def test_an_unknown_algorithm_is_rejected_by_name():
+    with pytest.raises(ValueError, match="algorithm must be one of .*'winograd'"):
+        CPU.parse({"algorithm": "winograd"})

@@ -8,9 +8,16 @@ import pytest
 from conftest import assert_matches, random
 
 import reference as ref
-from numbaconv.cpu import backward_data, backward_filter, bias, forward
+from numbaconv.cpu import bias, direct, families, gemm, layout, tiled
+from numbaconv.cpu.direct import backward_data, backward_filter, forward
+from numbaconv.cpu.direct import DirectSchedule
+from numbaconv.cpu.families import CPU
+from numbaconv.cpu.gemm import GemmSchedule
+from numbaconv.cpu.tiled import TiledSchedule
 from numbaconv.geometry import conv_geometry
-from numbaconv.schedule import LOOP_ORDERS, Schedule, default_schedule, illegal_reason
+
+illegal_reason = CPU.illegal_reason
+default_schedule = direct.default
 
 GEOMETRIES = {
     "odd_same_strided_dilated": ((2, 7, 9, 5), (3, 2, 5, 6), (2, 1), (1, 2), "SAME"),
@@ -25,30 +32,36 @@ GEOMETRIES = {
                                              ((3, 0), (1, 2))),
     "one_by_one_strided": ((2, 7, 8, 8), (1, 1, 8, 16), (2, 2), (1, 1), "VALID"),
 }
-DIRECT_SCHEDULES = [Schedule(loop_order=order, channel_block=block, in_channel_block=in_block,
-                             reduction_splits=splits)
+DIRECT_SCHEDULES = [DirectSchedule(loop_order=order, channel_block=block,
+                                   in_channel_block=in_block, reduction_splits=splits)
                     for order, block, in_block, splits in itertools.product(
-                        LOOP_ORDERS["direct"], (1, 4, 64), (1, 4), (1, 3))]
+                        direct.LOOP_ORDERS, (1, 4, 64), (1, 4), (1, 3))]
 # Tiles chosen to cover 1, 3, 4 and 8 rows (odd ones too) and 8 and 16 channels with few
 # compilations.
-TILED_SCHEDULES = [Schedule(algorithm="tiled", loop_order=order, register_tile=tile,
-                            channel_block=block, reduction_splits=splits)
+TILED_SCHEDULES = [TiledSchedule(loop_order=order, register_tile=tile, channel_block=block,
+                                 reduction_splits=splits)
                    for order, tile, block, splits in itertools.product(
-                       LOOP_ORDERS["tiled"], ((1, 8), (3, 16), (4, 8), (8, 8)), (8, 16, 32),
+                       tiled.LOOP_ORDERS, ((1, 8), (3, 16), (4, 8), (8, 8)), (8, 16, 32),
                        (1, 3))
                    # Its own kernel per tile: two tiles (1 and 3 rows) keep compilations few.
                    if order != "packed_panels" or tile in ((1, 8), (3, 16))]
-GEMM_SCHEDULES = [Schedule(algorithm="gemm", loop_order=order) for order in LOOP_ORDERS["gemm"]]
+GEMM_SCHEDULES = [GemmSchedule(matmul=matmul) for matmul in gemm.MATMULS]
 SCHEDULES = DIRECT_SCHEDULES + TILED_SCHEDULES + GEMM_SCHEDULES
 
 
 def schedule_id(s):
-    return (f"{s.algorithm}-{s.loop_order}-cb{s.channel_block}-tile{s.register_tile[0]}x"
-            f"{s.register_tile[1]}-icb{s.in_channel_block}-split{s.reduction_splits}")
+    return "-".join(f"{value}" if name == "algorithm" else f"{name}{value}"
+                    for name, value in s.to_dict().items()).replace(" ", "")
+
+
+def runner(primitive):
+    return lambda *args: families.run(primitive, args[:-2], *args[-2:])
+
+
 KERNELS = {
-    "forward": (forward.run, lambda x, w, dy: (x, w)),
-    "backward_data": (backward_data.run, lambda x, w, dy: (dy, w)),
-    "backward_filter": (backward_filter.run, lambda x, w, dy: (x, dy)),
+    "forward": (runner("forward"), lambda x, w, dy: (x, w)),
+    "backward_data": (runner("backward_data"), lambda x, w, dy: (dy, w)),
+    "backward_filter": (runner("backward_filter"), lambda x, w, dy: (x, dy)),
 }
 
 
@@ -123,8 +136,8 @@ def test_packed_panels_do_not_change_the_bits(rng, primitive, case):
     element in the same order as reading a filter packed beforehand."""
     g, x, w, dy = make_case(rng, case, np.float32)
     run, operands = KERNELS[primitive]
-    schedules = [Schedule(algorithm="tiled", loop_order=order, register_tile=(1, 8),
-                          channel_block=8) for order in ("pixel_tiles_outer", "packed_panels")]
+    schedules = [TiledSchedule(loop_order=order, register_tile=(1, 8), channel_block=8)
+                 for order in ("pixel_tiles_outer", "packed_panels")]
     assert all(illegal_reason(primitive, g, s) is None for s in schedules)
     results = [run(*operands(x, w, dy), g, s) for s in schedules]
     assert_matches(results[1], reference_result(primitive, g, x, w, dy), np.float32)
@@ -185,8 +198,7 @@ def test_backward_filter_kernel_writes_every_partial(rng):
 def test_swap_channels_kernel(rng):
     w = random(rng, (3, 2, 37, 70))
     wt = np.full((3, 2, 70, 37), np.nan)
-    from numbaconv.cpu.layout import _swap_channels
-    _swap_channels(w, wt)
+    layout.swap_channels_kernel(w, wt)
     np.testing.assert_array_equal(wt, w.transpose(0, 1, 3, 2))
 
 

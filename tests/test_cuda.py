@@ -11,7 +11,7 @@ from test_ops import OPS, Problem, call_op, expected_in_format, padding_arg, sha
 import numbaconv as nc
 import reference as ref
 from numbaconv import configs
-from numbaconv.api import _BUILDERS
+from numbaconv.api import call_for
 from numbaconv.cuda import runtime
 from numbaconv.cuda.schedule import CudaSchedule, default_schedule, illegal_reason
 from numbaconv.geometry import conv_geometry
@@ -88,10 +88,10 @@ def build_call(op, p, data_format="NHWC", dilations=(1, 2), strides=(2, 1), padd
     options = dict(strides=list(strides), padding=padding, data_format=data_format,
                    dilations=list(dilations), **extra)
     if op == "conv2d":
-        return _BUILDERS["conv2d"](x, p.w, **options)
+        return call_for("conv2d", x, p.w, **options)
     if op == "conv2d_backprop_input":
-        return _BUILDERS[op](shape_in(p.x.shape, data_format), p.w, dy, **options)
-    return _BUILDERS[op](x, p.w.shape, dy, **options)
+        return call_for(op, shape_in(p.x.shape, data_format), p.w, dy, **options)
+    return call_for(op, x, p.w.shape, dy, **options)
 
 
 @pytest.mark.parametrize("primitive, schedule", [
@@ -276,8 +276,8 @@ def test_stream_of_a_foreign_array_comes_from_its_interface(stream, handle):
 
 # --- tuning: the same verify-then-time loop, on CUDA --------------------------------
 
-TINY_SPACE = {"cuda": {"tiles": [[8, 8, 2, 2], [16, 8, 4, 2]], "block_k": [8],
-                       "split_k": [2], "reduction": ["two_pass", "atomic"]}}
+TINY_SPACE = {"cuda": {"implicit_gemm": {"tiles": [[8, 8, 2, 2], [16, 8, 4, 2]], "block_k": [8],
+                                         "split_k": [2], "reduction": ["two_pass", "atomic"]}}}
 
 
 def test_cuda_tuner_verifies_rejects_and_caches(tmp_path, monkeypatch):

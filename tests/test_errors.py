@@ -142,11 +142,11 @@ def test_bad_input_raises_naming_the_argument(call, error, message):
 
 def test_errors_leave_no_kernel_trace(monkeypatch):
     """Validation happens before dispatch: a bad call never reaches a kernel."""
-    from numbaconv.cpu import forward
+    from numbaconv.cpu import families
 
     def fail(*args, **kwargs):
         raise AssertionError("kernel ran")
 
-    monkeypatch.setattr(forward, "run", fail)
+    monkeypatch.setattr(families, "run", fail)
     with pytest.raises(ValueError):
         nc.conv2d(X, W, 1, "VALID", dilations=3)

@@ -45,3 +45,16 @@ def test_shapes_and_flops():
     assert g.filter_shape == (3, 3, 3, 16)
     assert g.output_shape == (2, 4, 4, 16)
     assert g.flops == 2 * 2 * 4 * 4 * 16 * 3 * 3 * 3
+
+
+def test_the_cache_key_covers_every_geometry_field():
+    """Changing any field changes the key (a field left out would alias tuned entries)."""
+    import dataclasses
+
+    from numbaconv.geometry import ConvGeometry, geometry_key
+
+    g = conv_geometry((2, 9, 10, 8), (3, 3, 8, 16), (1, 2), (2, 1), ((1, 2), (0, 1)))
+    assert geometry_key(g) == "N2-H9-W10-C8-K16-R3-S3-s1x2-d2x1-p1,2,0,1"
+    for item in dataclasses.fields(ConvGeometry):
+        changed = dataclasses.replace(g, **{item.name: getattr(g, item.name) + 7})
+        assert geometry_key(changed) != geometry_key(g), item.name

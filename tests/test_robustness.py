@@ -13,7 +13,8 @@ from numbaconv import configs
 
 STREAM = textwrap.dedent("""
     import numpy as np, numbaconv as nc
-    from numbaconv.cpu import backward_data, backward_filter, bias, codegen, forward, gemm, layout
+    from numbaconv.cpu import bias, codegen, gemm, layout, partials
+    from numbaconv.cpu.direct import backward_data, backward_filter, forward
 
     def rss_mib():
         with open("/proc/self/statm") as statm:
@@ -35,9 +36,9 @@ STREAM = textwrap.dedent("""
         if (shape + 1) % 25 == 0:
             print(f"rss after {shape + 1} {rss_mib():.1f} MiB", flush=True)
     kernels = [forward.forward_direct, backward_data.backward_data_direct,
-               backward_filter.backward_filter_direct, backward_filter.sum_partials,
-               bias.bias_grad_direct, gemm.im2col, gemm.col2im, layout._pad_rows,
-               layout._pack_filter, layout._swap_channels]
+               backward_filter.backward_filter_direct, partials.sum_partials,
+               bias.bias_grad_direct, gemm.im2col, gemm.col2im, layout.pad_rows_kernel,
+               layout.pack_filter_kernel, layout.swap_channels_kernel]
     print("most signatures per kernel", max(len(k.signatures) for k in kernels))
     print("generated variants", codegen.compiled_variants())
 """)
@@ -86,6 +87,6 @@ def test_interrupted_tuner_keeps_finished_results(tmp_path):
     out, _ = tuner.communicate(timeout=300)
     assert tuner.returncode == 0
     assert "interrupted: every result above is saved" in out
-    data = yaml.safe_load((tmp_path / f"{configs.cpu_device()['key']}.yaml").read_text())
+    data = yaml.safe_load((tmp_path / f"{configs.device_info('cpu')['key']}.yaml").read_text())
     assert 2 <= len(data["entries"]) < 18
     assert not [name for name in os.listdir(tmp_path) if name.endswith(".tmp")]

@@ -11,10 +11,13 @@ import pytest
 import yaml
 
 from numbaconv import configs
-from numbaconv.heuristic import rule
-from numbaconv.schedule import Schedule, illegal_reason
+from numbaconv.cpu.families import CPU
+from numbaconv.cpu.rule import rule
+from numbaconv.machine import this_machine
+from numbaconv.primitives import NAMES as PRIMITIVES
 from numbaconv.tune import tuner
-from numbaconv.tune.space import candidates, load_space
+from numbaconv.tune.backends import CpuBackend
+from numbaconv.tune.space import load_space
 from numbaconv.workloads import WORKLOAD_DIR, load_workload
 
 TINY = textwrap.dedent("""\
@@ -40,9 +43,9 @@ def test_tune_cli_round_trip(tmp_path):
                            timeout=900)
     assert tuned.returncode == 0, tuned.stderr
     assert "speed-up" in tuned.stdout and "[6/6]" in tuned.stdout
-    data = yaml.safe_load((out / f"{configs.cpu_device()['key']}.yaml").read_text())
+    data = yaml.safe_load((out / f"{configs.device_info('cpu')['key']}.yaml").read_text())
     assert len(data["entries"]) == 6
-    assert {e["op"] for e in data["entries"].values()} == set(tuner.RUNNERS)
+    assert {e["op"] for e in data["entries"].values()} == set(PRIMITIVES)
     explained = run_python(
         "import numpy as np, numbaconv as nc\n"
         "x = np.ones((1, 9, 10, 8), np.float32); w = np.ones((3, 3, 8, 16), np.float32)\n"
@@ -62,13 +65,13 @@ def test_budget_is_respected(tmp_path):
 
 def test_wrong_candidate_is_rejected_and_never_cached(tmp_path, monkeypatch):
     layer = load_workload_text(tmp_path, TINY)[0]
-    honest = tuner.RUNNERS["forward"]
+    honest = CpuBackend.run
 
-    def sabotaged(x, w, g, schedule):
-        result = honest(x, w, g, schedule)
+    def sabotaged(self, primitive, operands, g, schedule):
+        result = honest(self, primitive, operands, g, schedule)
         return result + 1.0 if schedule.algorithm == "gemm" else result
 
-    monkeypatch.setitem(tuner.RUNNERS, "forward", sabotaged)
+    monkeypatch.setattr(CpuBackend, "run", sabotaged)
     outcome = tuner.tune_one(layer, "forward", "float32", load_space(), deadline=float("inf"),
                              repeats=1, log=lambda line: None)
     assert [s.algorithm for s, _ in outcome.rejected] == ["gemm"]
@@ -76,13 +79,13 @@ def test_wrong_candidate_is_rejected_and_never_cached(tmp_path, monkeypatch):
     path = tmp_path / "out.yaml"
     tuner.save_outcome(outcome, path)
     saved = yaml.safe_load(path.read_text())["entries"]
-    assert [Schedule.from_dict(e["schedule"]).algorithm != "gemm" for e in saved.values()] == [True]
+    assert [CPU.parse(e["schedule"]).algorithm != "gemm" for e in saved.values()] == [True]
 
 
 def test_candidates_are_bounded_legal_and_start_with_the_default():
     layer = load_workload_text(None, TINY)[0]
-    for primitive in tuner.RUNNERS:
-        found = candidates(primitive, layer.geometry, 4, load_space())
+    for primitive in PRIMITIVES:
+        found, _ = CpuBackend().candidates(primitive, layer.geometry, 4, load_space())
         assert 3 <= len(found) <= 40
         assert len(set(found)) == len(found)
 
@@ -102,9 +105,9 @@ def test_rule_gives_register_tiles_wherever_channels_allow(workload):
     both channel counts are multiples of 8 (the im2col fallback is for RGB inputs)."""
     for layer in load_workload(WORKLOAD_DIR / workload):
         g = layer.geometry
-        for primitive in tuner.RUNNERS:
-            schedule = rule(primitive, g, 4)
-            assert illegal_reason(primitive, g, schedule) is None, (layer.name, primitive)
+        for primitive in PRIMITIVES:
+            schedule = rule(primitive, g, 4, this_machine())
+            assert CPU.illegal_reason(primitive, g, schedule) is None, (layer.name, primitive)
             pixels = g.batch * g.out_height * g.out_width
             if g.in_channels % 8 == 0 and g.out_channels % 8 == 0 and pixels >= 16:
                 assert schedule.algorithm == "tiled", (layer.name, primitive, schedule)

@@ -1,10 +1,10 @@
 """CPU backend: ``@njit(parallel=True)`` loop-nest kernels over NHWC / HWIO arrays.
 
-Each module holds one primitive's kernel and a ``run`` function that takes C-contiguous
-NHWC arrays, a :class:`~numbaconv.geometry.ConvGeometry` and a
-:class:`~numbaconv.schedule.Schedule`, and returns a fresh C-contiguous result.
+- :mod:`.families`: the registry of kernel families (:mod:`.direct`, :mod:`.tiled`,
+  :mod:`.gemm`) and :func:`.families.run`, which runs one primitive under a schedule.
+- :mod:`.heuristic`: which schedule a call runs (tuned, nearest tuned, :mod:`.rule`).
+- Shared by the families: :mod:`.tasks` (task-split arithmetic), :mod:`.layout` (padding,
+  filter packing), :mod:`.partials` (split reductions), :mod:`.codegen` (generated
+  kernels), :mod:`.jit` (compile options, parallel/serial twins), :mod:`.disk_cache`.
+- :mod:`.bias`: the bias gradient.
 """
-
-from . import backward_data, backward_filter, bias, forward
-
-__all__ = ["forward", "backward_data", "backward_filter", "bias"]

@@ -3,7 +3,7 @@
 import numpy as np
 from numba import prange
 
-from ._jit import parallel_kernel
+from .jit import parallel_kernel
 from .layout import readonly
 
 #: Row chunks summed separately, then added in order: fixed, so results are deterministic.

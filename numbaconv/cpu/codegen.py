@@ -9,10 +9,11 @@ function) and a change of the generator gives new files, never stale hits.
 
 The kernels are compiled with LLVM's SLP vectoriser on and the loop vectoriser off (set
 around their compilation only): the SLP vectoriser packs the scalar accumulators into
-256-bit registers, the loop vectoriser would turn the reduction into gathers. Measured on
-a 4×16 tile: 105 GFLOP/s against 7. Any pixel count vectorises over the channels (3×32
-and 5×16 float32 tiles: 12 and 10 accumulator registers, no spill in the hot loop); tiles
-past 16 registers (6×16: 12 accumulators, 2 filter vectors, 6 broadcasts) spill.
+vector registers, the loop vectoriser would turn the reduction into gathers
+(``docs/measurements.md`` has the figures).
+
+A kernel's parameters are one :class:`KernelParameters` list: its rendered ``def`` line,
+its Numba signature and the arguments its callers pass (by name) all come from it.
 """
 
 from __future__ import annotations
@@ -29,8 +30,8 @@ from typing import Callable
 from numba import config, types
 
 from ..threads import ProcessLock
-from ._jit import ParallelKernel
 from .disk_cache import kernel_dir
+from .jit import ParallelKernel
 
 _lock = ProcessLock()
 _kernels: dict[str, object] = {}
@@ -58,15 +59,59 @@ def _write_atomically(path: Path, text: str):
     os.replace(tmp, path)
 
 
-def flat_array(dtype: str, readonly: bool):
-    return types.Array(NUMBA_DTYPES[dtype], 1, "C", readonly=readonly)
+def _numba_type(kind: str, dtype: str):
+    """``in``/``out``: a flat read-only/writable array of ``dtype``; ``table``: a read-only
+    2-D int64 array; ``int``: int64; ``bool``: a boolean."""
+    if kind in ("in", "out"):
+        return types.Array(NUMBA_DTYPES[dtype], 1, "C", readonly=kind == "in")
+    return {"table": types.Array(types.int64, 2, "C", readonly=True), "int": types.int64,
+            "bool": types.boolean}[kind]
 
 
-def load_kernel(family: str, render: Callable[[], str], signature: Callable[[], object]):
+class KernelParameters:
+    """The parameters of a generated kernel: ``(name, kind)`` pairs, kinds as in
+    :func:`_numba_type`."""
+
+    def __init__(self, *parameters: tuple[str, str]):
+        for _, kind in parameters:
+            _numba_type(kind, "float32")  # an unknown kind fails here, not at compile time
+        self.parameters = parameters
+        self.names = tuple(name for name, _ in parameters)
+
+    def header(self) -> str:
+        return f"def kernel({', '.join(self.names)}):"
+
+    def signature(self, dtype: str):
+        return types.void(*(_numba_type(kind, dtype) for _, kind in self.parameters))
+
+    def arguments(self, values: dict) -> tuple:
+        """``values`` (name -> value) in parameter order; a missing or unknown name raises."""
+        if values.keys() != set(self.names):
+            missing = sorted(set(self.names) - values.keys())
+            unknown = sorted(values.keys() - set(self.names))
+            raise TypeError(f"kernel arguments: missing {missing}, unknown {unknown}")
+        return tuple(values[name] for name in self.names)
+
+
+class GeneratedKernel:
+    """A compiled generated kernel, called with its arguments by name."""
+
+    def __init__(self, kernel: ParallelKernel, parameters: KernelParameters):
+        self.kernel = kernel
+        self.parameters = parameters
+
+    def __call__(self, **values):
+        return self.kernel(*self.parameters.arguments(values))
+
+    def __getattr__(self, name):  # inspect_asm and the like: the compiled kernel's
+        return getattr(self.kernel, name)
+
+
+def load_kernel(family: str, render: Callable[[], str], parameters: KernelParameters,
+                dtype: str) -> GeneratedKernel:
     """The compiled ``kernel`` function of the source ``render()`` gives for ``family`` (a
     name that fixes the tile shape and dtype), memoised per process by family: a call
-    costs one dict lookup, not a render (measured: rendering and hashing a 4×16 source on
-    every call took 0.3-0.5 ms, more than a small layer's convolution)."""
+    costs one dict lookup, not a render and a hash."""
     kernel = _kernels.get(family)
     if kernel is not None:
         return kernel
@@ -83,8 +128,9 @@ def load_kernel(family: str, render: Callable[[], str], signature: Callable[[], 
         module = importlib.util.module_from_spec(spec)
         sys.modules[module_name] = module
         spec.loader.exec_module(module)
-        kernel = ParallelKernel(module.kernel, signature(), compiling=slp_vectoriser)
-        kernel.variant()  # compile now, under the lock
+        kernel = GeneratedKernel(ParallelKernel(module.kernel, parameters.signature(dtype),
+                                                compiling=slp_vectoriser), parameters)
+        kernel.kernel.variant()  # compile now, under the lock
         _kernels[family] = kernel
         return kernel
 

@@ -4,36 +4,28 @@ Numba's own rule for ``cache=True`` is: ``$NUMBA_CACHE_DIR`` if the user set it,
 ``__pycache__`` folder next to the source, else a user-wide cache folder, else fail with a
 ``RuntimeError`` when the function is *decorated*, i.e. when numbaconv is imported. In a
 read-only install with a read-only home that would make ``import numbaconv`` fail, so
-numbaconv's kernels use Numba's rule with two changes: the user-wide folder is
-numbaconv's (:func:`cache_root`, which ``$NUMBACONV_CACHE_DIR`` moves), and when no folder
-is writable the kernels run uncached (compiled anew in each process), logged once.
+numbaconv's kernels use Numba's rule with two changes: the user-wide folder is under
+numbaconv's cache root (:func:`numbaconv.paths.cache_root`, which ``$NUMBACONV_CACHE_DIR``
+moves), and when no folder is writable the kernels run uncached (compiled anew in each
+process), logged once.
 """
 
 from __future__ import annotations
 
 import logging
-import os
 import tempfile
 from pathlib import Path
 
 from numba.core import caching
 
+from ..paths import CACHE_ENV, cache_root
 from ..threads import ProcessLock
 
 log = logging.getLogger("numbaconv")
 
-CACHE_ENV = "NUMBACONV_CACHE_DIR"
 _lock = ProcessLock()
 _kernel_dir: Path | None = None
 _told_uncached = False
-
-
-def cache_root() -> Path:
-    """``$NUMBACONV_CACHE_DIR``, else ``$XDG_CACHE_HOME/numbaconv``, else ``~/.cache/numbaconv``."""
-    if os.environ.get(CACHE_ENV):
-        return Path(os.environ[CACHE_ENV])
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return Path(base) / "numbaconv"
 
 
 def _writable(folder: Path) -> bool:

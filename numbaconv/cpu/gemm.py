@@ -1,4 +1,5 @@
-"""The GEMM family: each primitive as one NumPy (BLAS) matmul.
+"""The gemm family: im2col (or, for a 1×1 filter without padding, the input itself) and
+one matmul per call.
 
 With ``cols[m, r, s, c] = x[n, oh·sh + r·dh − pt, ow·sw + s·dw − pl, c]`` (zero outside the
 input), ``m = (n, oh, ow)``:
@@ -8,18 +9,50 @@ input), ``m = (n, oh, ow)``:
 - backward-data:    ``dcols[M, RSC] = dy[M, K] @ w[RSC, K]ᵀ``, then each input pixel
   gathers the ``dcols`` entries that came from it (col2im, no atomics).
 
-A 1×1 filter without padding needs no ``cols``: it is the input itself (a strided view when
-the stride is > 1). Workspace: ``N·OH·OW·R·S·C`` elements for ``cols``/``dcols``
-(:func:`numbaconv.schedule.workspace_bytes`).
+Knob (:class:`GemmSchedule`): ``matmul``, the kernel that multiplies: ``tiled``, the tiled
+family's forward kernel as a 1×1 convolution (on Numba's threads), or ``blas``, NumPy's
+matmul (whose worker threads keep spinning after it and slow the Numba kernels that
+follow: see the README's *BLAS and Numba's threads*). The task split is the matmul's own.
 """
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import ClassVar
 
 import numpy as np
 from numba import prange
 
+from ..family import Family
 from ..geometry import ConvGeometry
-from ..schedule import Schedule, channel_block_for, is_one_by_one
-from ._jit import parallel_kernel, reader_of, valid_range
-from .layout import pack_filter, readonly
+from ..schedule import Schedule
+from . import tiled
+from .jit import parallel_kernel, reader_of, valid_range
+from .layout import readonly
+
+MATMULS = ("tiled", "blas")
+#: The register tile of the tiled matmul: 5 rows × one 64-byte vector of columns.
+MATMUL_TILE_ROWS = 5
+MATMUL_TILE_BYTES = 64
+
+
+@dataclass(frozen=True)
+class GemmSchedule(Schedule):
+    """The gemm family's knob (see the module docstring)."""
+
+    algorithm: ClassVar[str] = "gemm"
+    matmul: str = "tiled"
+
+    def __post_init__(self):
+        self._require_one_of("matmul", MATMULS)
+
+    @classmethod
+    def migrate(cls, data: dict) -> dict:
+        """Before 2026-12 the matmul was a loop order: ``im2col`` (BLAS), ``im2col_tiled``."""
+        if "loop_order" in data and "matmul" not in data:
+            data = dict(data, matmul={"im2col": "blas", "im2col_tiled": "tiled"}.get(
+                data["loop_order"], data["loop_order"]))
+        return data
 
 
 @parallel_kernel
@@ -81,7 +114,7 @@ def _pixels(x: np.ndarray, g: ConvGeometry) -> np.ndarray:
 
 def _cols(x: np.ndarray, g: ConvGeometry) -> np.ndarray:
     """The [M, R·S·C] im2col matrix."""
-    if is_one_by_one(g):
+    if g.is_one_by_one:
         return _pixels(x, g)
     cols = np.empty((g.batch, g.out_height, g.out_width, g.filter_height, g.filter_width,
                      g.in_channels), x.dtype)
@@ -90,32 +123,53 @@ def _cols(x: np.ndarray, g: ConvGeometry) -> np.ndarray:
     return cols.reshape(cols.shape[0] * g.out_height * g.out_width, -1)
 
 
-def matmul_of(schedule: Schedule):
-    """The matmul a gemm schedule runs: NumPy's BLAS (``im2col``) or the register-tiled
-    kernel (``im2col_tiled``, :func:`tiled_matmul`)."""
-    return np.matmul if schedule.loop_order == "im2col" else tiled_matmul
+def _matmul_tile(itemsize: int) -> tuple[int, int]:
+    return MATMUL_TILE_ROWS, MATMUL_TILE_BYTES // itemsize
 
 
-def forward(x: np.ndarray, w: np.ndarray, g: ConvGeometry, matmul=np.matmul) -> np.ndarray:
-    """x [N, H, W, C], w [R, S, C, K] -> [N, OH, OW, K] (``matmul``, here and below: see
-    :func:`matmul_of`)."""
-    out = matmul(_cols(x, g), w.reshape(-1, g.out_channels))
+def _padded_columns(columns: int, itemsize: int) -> int:
+    tile_columns = _matmul_tile(itemsize)[1]
+    return -(-columns // tile_columns) * tile_columns
+
+
+def tiled_matmul(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """a [M, L] @ b [L, N] on the tiled family's forward kernel, as a 1×1 convolution of an
+    [1, M, 1, L] image, on Numba's threads. N is padded with zero columns to whole register
+    tiles; the result is a view of the padded product."""
+    rows, length = a.shape
+    columns = b.shape[1]
+    tile = _matmul_tile(a.dtype.itemsize)
+    padded = _padded_columns(columns, a.dtype.itemsize)
+    filter_ = np.zeros((1, 1, length, padded), a.dtype)
+    filter_[0, 0, :, :columns] = b
+    g = ConvGeometry(batch=1, in_height=rows, in_width=1, in_channels=length,
+                     out_channels=padded, filter_height=1, filter_width=1)
+    schedule = tiled.FAMILY.fit(tiled.TiledSchedule(loop_order="pixel_tiles_outer",
+                                                    register_tile=tile), "forward", g,
+                                a.dtype.itemsize)
+    out = tiled.FAMILY.run("forward", (np.ascontiguousarray(a).reshape(1, rows, 1, length),
+                                       filter_), g, schedule)
+    return out.reshape(rows, padded)[:, :columns]
+
+
+def _matmul(schedule: GemmSchedule):
+    return np.matmul if schedule.matmul == "blas" else tiled_matmul
+
+
+def _forward(x, w, g: ConvGeometry, schedule: GemmSchedule) -> np.ndarray:
+    out = _matmul(schedule)(_cols(x, g), w.reshape(-1, g.out_channels))
     return np.ascontiguousarray(out).reshape(g.output_shape)
 
 
-def backward_filter(x: np.ndarray, dy: np.ndarray, g: ConvGeometry,
-                    matmul=np.matmul) -> np.ndarray:
-    """x [N, H, W, C], dy [N, OH, OW, K] -> [R, S, C, K]."""
-    dw = matmul(_cols(x, g).T, dy.reshape(-1, g.out_channels))
+def _backward_filter(x, dy, g: ConvGeometry, schedule: GemmSchedule) -> np.ndarray:
+    dw = _matmul(schedule)(_cols(x, g).T, dy.reshape(-1, g.out_channels))
     return np.ascontiguousarray(dw.reshape(g.filter_shape))
 
 
-def backward_data(dy: np.ndarray, w: np.ndarray, g: ConvGeometry,
-                  matmul=np.matmul) -> np.ndarray:
-    """dy [N, OH, OW, K], w [R, S, C, K] -> [N, H, W, C]."""
+def _backward_data(dy, w, g: ConvGeometry, schedule: GemmSchedule) -> np.ndarray:
     dcols = np.ascontiguousarray(
-        matmul(dy.reshape(-1, g.out_channels), w.reshape(-1, g.out_channels).T))
-    if is_one_by_one(g):
+        _matmul(schedule)(dy.reshape(-1, g.out_channels), w.reshape(-1, g.out_channels).T))
+    if g.is_one_by_one:
         if (g.out_height, g.out_width) == (g.in_height, g.in_width):  # stride 1: every pixel
             return dcols.reshape(g.input_shape)
         dx = np.zeros(g.input_shape, dy.dtype)
@@ -129,23 +183,66 @@ def backward_data(dy: np.ndarray, w: np.ndarray, g: ConvGeometry,
     return dx
 
 
-def tiled_matmul(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """a [M, L] @ b [L, N] on the register-tiled forward kernel, as a 1×1 convolution of an
-    [1, M, 1, L] image, on Numba's threads. Why not BLAS: OpenBLAS's worker threads spin
-    for about 0.1 s after a matmul and keep Numba's threads off the cores; one BLAS call in
-    a pass through ResNet-50's layers slowed the layers after it by 70 ms in all.
-    N is padded with zero columns to whole register tiles."""
-    from .forward import Phase, run_tiled  # forward uses this module
+_RUNS = {"forward": _forward, "backward_data": _backward_data,
+         "backward_filter": _backward_filter}
 
-    rows, length = a.shape
-    columns = b.shape[1]
-    tile = (5, 16 * 4 // a.dtype.itemsize)
-    padded = -(-columns // tile[1]) * tile[1]
-    filter_ = np.zeros((1, 1, length, padded), a.dtype)
-    filter_[0, 0, :, :columns] = b
-    out = np.empty((1, rows, 1, padded), a.dtype)
-    schedule = Schedule(algorithm="tiled", loop_order="pixel_tiles_outer", register_tile=tile,
-                        channel_block=channel_block_for(padded, rows, multiple=tile[1]))
-    run_tiled(np.ascontiguousarray(a).reshape(1, rows, 1, length), out,
-              [Phase(pack_filter(filter_, tile[1]), (rows, 1))], schedule)
-    return out.reshape(rows, padded)[:, :columns]
+
+def run(primitive: str, operands, g: ConvGeometry, schedule: GemmSchedule) -> np.ndarray:
+    """C-contiguous NHWC / HWIO operands (as the primitive table orders them) -> result."""
+    return _RUNS[primitive](*operands, g, schedule)
+
+
+# --- what the runs above allocate -----------------------------------------------------
+
+def _cols_elements(g: ConvGeometry) -> int:
+    """:func:`_cols`: the im2col matrix, or for a 1×1 filter a copy of the pixels it reads
+    when they are strided (none at stride 1)."""
+    pixels = g.batch * g.out_height * g.out_width
+    if g.is_one_by_one:
+        return pixels * g.in_channels if (g.stride_h, g.stride_w) != (1, 1) else 0
+    return pixels * g.filter_height * g.filter_width * g.in_channels
+
+
+def _product_elements(rows: int, length: int, columns: int, schedule: GemmSchedule,
+                      itemsize: int, a_contiguous: bool, product_is_result: bool) -> int:
+    """What one matmul allocates beyond its operands and the result: for ``tiled``, the
+    zero-padded and the packed copy of b, a contiguous copy of a, the padded product and
+    its cut to ``columns``; the product itself unless it is the result."""
+    if schedule.matmul == "blas":
+        return 0 if product_is_result else rows * columns
+    padded = _padded_columns(columns, itemsize)
+    elements = 2 * length * padded + (0 if a_contiguous else rows * length)
+    if padded != columns:
+        elements += rows * padded
+    return elements + (0 if product_is_result else rows * columns)
+
+
+def workspace_bytes(primitive: str, g: ConvGeometry, schedule: GemmSchedule,
+                    itemsize: int) -> int:
+    pixels = g.batch * g.out_height * g.out_width
+    taps = g.filter_height * g.filter_width * g.in_channels
+    if primitive == "forward":
+        product = _product_elements(pixels, taps, g.out_channels, schedule, itemsize, True, True)
+    elif primitive == "backward_filter":
+        product = _product_elements(taps, pixels, g.out_channels, schedule, itemsize, False, True)
+    else:
+        whole = g.is_one_by_one and (g.out_height, g.out_width) == (g.in_height, g.in_width)
+        product = _product_elements(pixels, g.out_channels, taps, schedule, itemsize, True, whole)
+    cols = _cols_elements(g) if primitive != "backward_data" else 0
+    return (cols + product) * itemsize
+
+
+def illegal_reason(primitive: str, g: ConvGeometry, schedule: GemmSchedule,
+                   itemsize: int) -> str | None:
+    return None
+
+
+def fit(schedule: GemmSchedule, primitive: str, g: ConvGeometry, itemsize: int) -> GemmSchedule:
+    return schedule
+
+
+def candidates(primitive: str, g: ConvGeometry, itemsize: int, section: dict, machine) -> list:
+    return [GemmSchedule(matmul=matmul) for matmul in section.get("matmul", [])]
+
+
+FAMILY = Family("gemm", GemmSchedule, candidates, illegal_reason, workspace_bytes, fit, run)

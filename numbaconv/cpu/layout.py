@@ -6,11 +6,11 @@ from dataclasses import dataclass
 import numpy as np
 from numba import prange
 
-from ._jit import parallel_kernel
+from .jit import parallel_kernel
 
 
 @parallel_kernel
-def _pad_rows(x, xp, pad_top, pad_left):
+def pad_rows_kernel(x, xp, pad_top, pad_left):
     """xp [N, Hp, Wp, C] <- x [N, H, W, C] placed at (pad_top, pad_left), zeros around."""
     batch, in_height, in_width, _ = x.shape
     padded_height = xp.shape[1]
@@ -28,8 +28,7 @@ def _pad_rows(x, xp, pad_top, pad_left):
 
 def padded(x: np.ndarray, top: int, bottom: int, left: int, right: int) -> np.ndarray:
     """NHWC ``x`` zero-padded (negative pads crop), for reading only: ``x`` itself when
-    nothing is added or cut and it is C-contiguous (a 1×1 layer's input was copied whole
-    for nothing: 0.3 of ResNet-50's res2_1x1_reduce's 1.6 ms)."""
+    nothing is added or cut and it is C-contiguous (no copy for unpadded layers)."""
     if (top, bottom, left, right) == (0, 0, 0, 0) and x.flags.c_contiguous:
         return x
     return pad(x, top, bottom, left, right)
@@ -43,15 +42,15 @@ def pad(x: np.ndarray, top: int, bottom: int, left: int, right: int) -> np.ndarr
     xp = np.empty((crop.shape[0], crop.shape[1] + top + bottom, crop.shape[2] + left + right,
                    crop.shape[3]), crop.dtype)
     if xp.size:
-        _pad_rows(crop, xp, top, left)
+        pad_rows_kernel(crop, xp, top, left)
     return xp
 
 
 @parallel_kernel
-def _swap_channels(w, wt):
+def swap_channels_kernel(w, wt):
     """wt[r, s, k, c] = w[r, s, c, k]. Each task fills 16 whole rows of ``wt`` (a
-    contiguous, L1-sized block) from 64-byte pieces of every row of ``w``: 1.8× faster than
-    32×32 tiles at 3×3×512×512, 3× faster than NumPy's strided copy."""
+    contiguous, L1-sized block) from 64-byte pieces of every row of ``w`` (faster than
+    square tiles or NumPy's strided copy)."""
     filter_height, filter_width, in_channels, out_channels = w.shape
     tile = 16
     k_tiles = (out_channels + tile - 1) // tile
@@ -71,16 +70,15 @@ def swap_channels(w: np.ndarray) -> np.ndarray:
     """[R, S, C, K] -> [R, S, K, C], fresh."""
     wt = np.empty((w.shape[0], w.shape[1], w.shape[3], w.shape[2]), w.dtype)
     if wt.size:
-        _swap_channels(readonly(w), wt)
+        swap_channels_kernel(readonly(w), wt)
     return wt
 
 
 @parallel_kernel
-def _pack_filter(w, packed, swap):
+def pack_filter_kernel(w, packed, swap):
     """packed[kt, r, s, c, j] = f[r, s, c, kt·KB + j] with f = w, or w with its channel
     axes swapped when ``swap``. Both branches read ``w`` row by row, contiguously, and the
-    branch is outside the loops (inside them it kept LLVM from vectorising the copy: the
-    pack then cost 3.5 plain copies, more than a 7×7 layer's convolution)."""
+    branch is outside the loops (inside them it keeps LLVM from vectorising the copy)."""
     k_tiles, filter_height, filter_width, in_channels, tile = packed.shape
     if swap:  # one contiguous [C, KB] block of ``packed`` per task, L1-sized
         for task in prange(k_tiles * filter_height * filter_width):
@@ -145,7 +143,7 @@ def pack_filter(w: np.ndarray, tile: int, swap: bool = False) -> TiledFilter:
         in_channels, out_channels = out_channels, in_channels
     packed = np.empty((out_channels // tile, height, width, in_channels, tile), w.dtype)
     if packed.size:
-        _pack_filter(readonly(w), packed, swap)
+        pack_filter_kernel(readonly(w), packed, swap)
     return TiledFilter(readonly_flat(packed), height, width, in_channels, out_channels, tile,
                        offset=0, tile_stride=height * width * in_channels * tile,
                        row_stride=width * in_channels * tile, col_stride=in_channels * tile,

@@ -4,9 +4,10 @@
 from __future__ import annotations
 
 from .. import configs
+from ..choice import Choice, remembered
 from ..geometry import ConvGeometry
-from ..heuristic import Choice, remembered
-from .schedule import default_schedule, illegal_reason
+from .families import CUDA
+from .schedule import default_schedule
 
 _choices: dict = {}
 
@@ -19,6 +20,6 @@ def choose(primitive: str, g: ConvGeometry, dtype: str, itemsize: int) -> Choice
 
 def _choose(primitive: str, g: ConvGeometry, dtype: str, itemsize: int) -> Choice:
     tuned = configs.lookup(primitive, dtype, g, device="cuda")
-    if tuned is not None and illegal_reason(primitive, g, tuned.schedule, itemsize) is None:
+    if tuned is not None and CUDA.illegal_reason(primitive, g, tuned.schedule, itemsize) is None:
         return Choice(tuned.schedule, f"tuned: {tuned.path}")
     return Choice(default_schedule(primitive, g, itemsize), "default heuristic")

@@ -8,7 +8,9 @@ import functools
 import numpy as np
 from numba import cuda
 
+from ..arguments import from_nhwc_shape
 from ..geometry import ConvGeometry
+from ..primitives import primitive as primitive_named
 from . import backward_data, backward_filter, bias, forward
 from .schedule import CudaSchedule, gemm_shape, grid, illegal_reason, reduction_chunk
 from .tiles import geometry_tuple, split_sum_kernel
@@ -62,6 +64,16 @@ def run(primitive: str, first, second, g: ConvGeometry, schedule: CudaSchedule,
     _split_sum(partials.reshape(schedule.split_k, rows * columns), out.reshape(rows * columns),
                stream)
     return out
+
+
+def run_family(primitive: str, operands, g: ConvGeometry, schedule: CudaSchedule,
+               data_format: str = "NHWC", stream=0):
+    """The family interface's ``run``: the result shape from the primitive table."""
+    p = primitive_named(primitive)
+    shape = p.result_shape(g)
+    if p.result != "filter":
+        shape = from_nhwc_shape(shape, data_format)
+    return run(primitive, *operands, g, schedule, shape, data_format, stream)
 
 
 def _split_sum(partials, flat_out, stream):

@@ -1,4 +1,5 @@
-"""CUDA schedules: the knobs of the implicit-GEMM kernels, their legality, and a default.
+"""The CUDA implicit-GEMM family's knobs, their legality, candidates and a default (its
+kernels: :mod:`numbaconv.cuda.tiles`; its launch: :mod:`numbaconv.cuda.launch`).
 
 Every primitive runs as one GEMM over its geometry (see :mod:`numbaconv.cuda.tiles`):
 
@@ -24,9 +25,12 @@ backward_filter    R·S·C filter taps     K output channels  N·OH·OW (split-K
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
+from typing import ClassVar
 
 from ..geometry import ConvGeometry
+from ..schedule import Schedule
 
 REDUCTIONS = ("two_pass", "atomic")
 #: numba.cuda has no API for more than 48 KB of shared memory per block (numba-cuda#94).
@@ -41,9 +45,10 @@ SHARED_PAD = 1
 
 
 @dataclass(frozen=True)
-class CudaSchedule:
+class CudaSchedule(Schedule):
     """How one primitive's CUDA kernel runs (see the module docstring for each knob)."""
 
+    algorithm: ClassVar[str] = "implicit_gemm"
     block_tile: tuple = field(default=(64, 64))
     thread_tile: tuple = field(default=(4, 4))
     block_k: int = 8
@@ -51,18 +56,10 @@ class CudaSchedule:
     reduction: str = "two_pass"
 
     def __post_init__(self):
-        for name in ("block_tile", "thread_tile"):
-            value = tuple(getattr(self, name))
-            if len(value) != 2 or not all(isinstance(v, int) and not isinstance(v, bool)
-                                          and v >= 1 for v in value):
-                raise ValueError(f"{name} must be two positive ints, got {getattr(self, name)!r}")
-            object.__setattr__(self, name, value)
-        for name in ("block_k", "split_k"):
-            value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                raise ValueError(f"{name} must be a positive int, got {value!r}")
-        if self.reduction not in REDUCTIONS:
-            raise ValueError(f"reduction must be one of {REDUCTIONS}, got {self.reduction!r}")
+        self._require_pair("block_tile")
+        self._require_pair("thread_tile")
+        self._require_positive("block_k", "split_k")
+        self._require_one_of("reduction", REDUCTIONS)
         (bm, bn), (tm, tn) = self.block_tile, self.thread_tile
         if bm % tm or bn % tn:
             raise ValueError(f"thread_tile {self.thread_tile} must divide block_tile "
@@ -77,18 +74,6 @@ class CudaSchedule:
         """Static shared memory of one block: the two operand tiles."""
         bm, bn = self.block_tile
         return self.block_k * (bm + SHARED_PAD + bn + SHARED_PAD) * itemsize
-
-    def to_dict(self) -> dict:
-        return {"block_tile": list(self.block_tile), "thread_tile": list(self.thread_tile),
-                "block_k": self.block_k, "split_k": self.split_k, "reduction": self.reduction}
-
-    @classmethod
-    def from_dict(cls, data: dict) -> "CudaSchedule":
-        known = {name: value for name, value in data.items() if name in cls.__dataclass_fields__}
-        for name in ("block_tile", "thread_tile"):
-            if name in known:
-                known[name] = tuple(known[name])
-        return cls(**known)
 
     def __str__(self) -> str:
         (bm, bn), (tm, tn) = self.block_tile, self.thread_tile
@@ -180,3 +165,39 @@ def default_schedule(primitive: str, g: ConvGeometry, itemsize: int = 4) -> Cuda
             break
     return CudaSchedule(block, thread, split_k=split_for(primitive, g, block, thread,
                                                          itemsize=itemsize))
+
+
+def fit(schedule: CudaSchedule, primitive: str, g: ConvGeometry, itemsize: int) -> CudaSchedule:
+    """The split-K for ``g`` (the only knob the shape decides)."""
+    if primitive != "backward_filter":
+        return schedule
+    return dataclasses.replace(schedule, split_k=split_for(
+        primitive, g, schedule.block_tile, schedule.thread_tile, schedule.block_k, itemsize))
+
+
+def candidates(primitive: str, g: ConvGeometry, itemsize: int, section: dict, machine) -> list:
+    """Every tile × block_k of the search space's section, split-K from the geometry (for
+    backward-filter also each split_k × reduction of the default tile). Resource pruning
+    (spills, on the real compiler) is the tuner's."""
+    found = []
+    for block_m, block_n, thread_m, thread_n in section.get("tiles", []):
+        for block_k in section.get("block_k", [8]):
+            block, thread = (block_m, block_n), (thread_m, thread_n)
+            found.append(CudaSchedule(block, thread, block_k, split_for(
+                primitive, g, block, thread, block_k, itemsize)))
+    if primitive == "backward_filter":
+        default = default_schedule(primitive, g, itemsize)
+        for split_k in section.get("split_k", []):
+            for reduction in section.get("reduction", ["two_pass"]):
+                found.append(CudaSchedule(default.block_tile, default.thread_tile,
+                                          default.block_k, split_k, reduction))
+    return found
+
+
+def workspace_bytes(primitive: str, g: ConvGeometry, schedule: CudaSchedule,
+                    itemsize: int) -> int:
+    """Device memory beyond operands and result: the partial filters of a two-pass split-K."""
+    if primitive == "backward_filter" and schedule.split_k > 1 and schedule.reduction == "two_pass":
+        rows, columns, _ = gemm_shape(primitive, g)
+        return schedule.split_k * rows * columns * itemsize
+    return 0

@@ -22,6 +22,7 @@ own specialised kernel, compiled once per tile whatever the split-K factor or th
 from __future__ import annotations
 
 import functools
+from dataclasses import fields
 
 import numpy as np
 from numba import cuda
@@ -29,16 +30,27 @@ from numba import cuda
 from ..geometry import ConvGeometry
 from .schedule import SHARED_PAD
 
-#: Order of the ints in the geometry tuple the kernels receive.
-GEOMETRY_FIELDS = ("batch", "in_height", "in_width", "in_channels", "out_channels",
-                   "filter_height", "filter_width", "out_height", "out_width", "stride_h",
-                   "stride_w", "dilation_h", "dilation_w", "pad_top", "pad_left")
+#: The ints of the geometry tuple the kernels receive: every field of the geometry (so a
+#: new field reaches the kernels), then the output size.
+GEOMETRY_FIELDS = tuple(item.name for item in fields(ConvGeometry)) + ("out_height", "out_width")
+_POSITION = {name: index for index, name in enumerate(GEOMETRY_FIELDS)}
 
-
-# Their positions, for the kernels' reads (module-level ints are compile-time constants).
-(BATCH, IN_HEIGHT, IN_WIDTH, IN_CHANNELS, OUT_CHANNELS, FILTER_HEIGHT, FILTER_WIDTH, OUT_HEIGHT,
- OUT_WIDTH, STRIDE_H, STRIDE_W, DILATION_H, DILATION_W, PAD_TOP, PAD_LEFT) = range(
-    len(GEOMETRY_FIELDS))
+# Positions the kernels read (module-level ints are compile-time constants).
+BATCH = _POSITION["batch"]
+IN_HEIGHT = _POSITION["in_height"]
+IN_WIDTH = _POSITION["in_width"]
+IN_CHANNELS = _POSITION["in_channels"]
+OUT_CHANNELS = _POSITION["out_channels"]
+FILTER_HEIGHT = _POSITION["filter_height"]
+FILTER_WIDTH = _POSITION["filter_width"]
+OUT_HEIGHT = _POSITION["out_height"]
+OUT_WIDTH = _POSITION["out_width"]
+STRIDE_H = _POSITION["stride_h"]
+STRIDE_W = _POSITION["stride_w"]
+DILATION_H = _POSITION["dilation_h"]
+DILATION_W = _POSITION["dilation_w"]
+PAD_TOP = _POSITION["pad_top"]
+PAD_LEFT = _POSITION["pad_left"]
 
 
 def geometry_tuple(g: ConvGeometry) -> tuple:
@@ -177,8 +189,8 @@ def tile_kernel(load_a, load_b, locate, store, block_tile, thread_tile, block_k,
             row = row_base + thread_row + i * thread_rows
             if row < rows:
                 # Decode the row once, not per element: the smaller loop body is what lets
-                # the compiler unroll it and keep ``acc`` in registers (measured: 128 B of
-                # local-memory stack at 8×4 otherwise).
+                # the compiler unroll it and keep ``acc`` in registers (else ptxas gives it a
+                # local-memory stack).
                 place = locate(geometry, split, row)
                 for j in range(thread_n):
                     column = col_base + thread_col + j * thread_cols

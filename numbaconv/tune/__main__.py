@@ -23,13 +23,12 @@ import numpy as np
 
 from .. import configs
 from ..cpu import codegen
+from ..primitives import NAMES as PRIMITIVES
 from ..timing import median_seconds
 from ..workloads import WORKLOAD_DIR, WorkloadError, load_workload
-from .space import SPACE_FILE, load_space
 from .backends import backend as make_backend
-from .tuner import RUNNERS, save_outcome, tune_one, with_batch
-
-PRIMITIVES = tuple(RUNNERS)
+from .space import SPACE_FILE, load_space
+from .tuner import save_outcome, tune_one, with_batch
 
 
 def parse_args(argv):

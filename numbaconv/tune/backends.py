@@ -9,41 +9,45 @@ from __future__ import annotations
 
 import numpy as np
 
-from .. import configs
-from ..cpu import backward_data, backward_filter, forward, layout
+from ..cpu import families, layout
+from ..cpu.families import CPU
+from ..cpu.rule import rule
 from ..geometry import ConvGeometry
-from .space import candidates, cuda_candidates
+from ..machine import this_machine
 
 #: The input of :meth:`CpuBackend.in_program`'s neighbouring kernel.
 _NEIGHBOUR = np.ones((1, 8, 8, 16), np.float32)
 
-CPU_RUNNERS = {"forward": forward.run, "backward_data": backward_data.run,
-               "backward_filter": backward_filter.run}
+
+def _first_and_unique(first, others: list) -> list:
+    return list(dict.fromkeys([first, *others]))
 
 
 class CpuBackend:
     device = "cpu"
 
     def key(self) -> str:
-        return configs.cpu_device()["key"]
+        return this_machine().key
 
     def candidates(self, primitive: str, g: ConvGeometry, itemsize: int, space: dict):
-        """(legal schedules, [(schedule, why pruned)])."""
-        return candidates(primitive, g, itemsize, space), []
+        """(legal schedules, the default rule's first, [(schedule, why pruned)])."""
+        machine = this_machine()
+        found = _first_and_unique(rule(primitive, g, itemsize, machine),
+                                  CPU.candidates(primitive, g, itemsize, space.get("cpu", {}),
+                                                 machine))
+        return [s for s in found if CPU.illegal_reason(primitive, g, s, itemsize) is None], []
 
     def prepare(self, arrays):
         return arrays
 
     def run(self, primitive: str, operands, g: ConvGeometry, schedule):
-        return CPU_RUNNERS[primitive](*operands, g, schedule)
+        return families.run(primitive, operands, g, schedule)
 
     def in_program(self, call):
         """``call`` as it costs inside a program of numbaconv calls: followed by a tiny Numba
-        parallel kernel (10 µs alone). OpenBLAS's worker threads spin for about 0.1 s after
-        a matmul and keep the next kernel's threads off the cores: a 1×1 layer's BLAS
-        matmul followed by that kernel took 8.0 ms instead of 1.0 (the loop-nest kernel:
-        1.0 ms either way), so a BLAS schedule timed alone would be chosen for a speed no
-        program sees."""
+        parallel kernel. BLAS's worker threads spin after a matmul and keep the next
+        kernel's threads off the cores, so a BLAS schedule timed alone would be chosen for
+        a speed no program sees."""
         return lambda *args: (call(*args), layout.pad(_NEIGHBOUR, 1, 1, 1, 1))[0]
 
     def to_host(self, result):
@@ -51,7 +55,7 @@ class CpuBackend:
 
     def settle_after(self, schedule) -> float:
         # BLAS worker threads spin after a matmul: give them time to sleep before timing.
-        return 0.3 if schedule.algorithm == "gemm" else 0.02
+        return 0.3 if getattr(schedule, "matmul", None) == "blas" else 0.02
 
     def entry_extras(self, primitive: str, schedule, dtype: str) -> dict:
         return {}
@@ -90,10 +94,17 @@ class CudaBackend:
 
     def candidates(self, primitive: str, g: ConvGeometry, itemsize: int, space: dict):
         from ..cuda import resources
+        from ..cuda.families import CUDA
+        from ..cuda.schedule import default_schedule
 
         dtype = "float32" if itemsize == 4 else "float64"
+        options = _first_and_unique(default_schedule(primitive, g, itemsize),
+                                    CUDA.candidates(primitive, g, itemsize,
+                                                    space.get("cuda", {}), self.info))
         kept, pruned = [], []
-        for schedule in cuda_candidates(primitive, g, itemsize, space):
+        for schedule in options:
+            if CUDA.illegal_reason(primitive, g, schedule, itemsize):
+                continue
             found = self._resources(primitive, schedule, dtype)
             reason = resources.rejection(found) if found else None
             (pruned.append((schedule, f"pruned: {reason}")) if reason else kept.append(schedule))
@@ -103,11 +114,10 @@ class CudaBackend:
         return [self.cuda.to_device(a, stream=self.stream) for a in arrays]
 
     def run(self, primitive: str, operands, g: ConvGeometry, schedule):
-        from ..cuda import launch
+        from ..cuda.families import CUDA
 
-        shape = {"forward": g.output_shape, "backward_data": g.input_shape,
-                 "backward_filter": g.filter_shape}[primitive]
-        result = launch.run(primitive, *operands, g, schedule, shape, "NHWC", self.stream)
+        result = CUDA.run(primitive, operands, g, schedule, data_format="NHWC",
+                          stream=self.stream)
         self.stream.synchronize()  # so that a timed call ends when the GPU is done
         return result
 

@@ -15,7 +15,7 @@ def kernel_schedules(primitive: str, space: dict) -> list:
     backward-filter the atomic variant too (split_k itself does not change the kernel)."""
     from ..cuda.schedule import CudaSchedule
 
-    section = space.get("cuda", {})
+    section = space.get("cuda", {}).get("implicit_gemm", {})
     found = []
     for block_m, block_n, thread_m, thread_n in section.get("tiles", []):
         for block_k in section.get("block_k", [8]):

@@ -16,19 +16,20 @@ import sys
 
 import numpy as np
 
-from ..heuristic import choose
+from ..cpu.heuristic import choose
+from ..primitives import NAMES as PRIMITIVES
 from ..timing import alternating_medians
 from ..workloads import load_workload
-from .space import load_space
 from .backends import CpuBackend
-from .tuner import RUNNERS, operands, tune_one, with_batch
+from .space import load_space
+from .tuner import operands, tune_one, with_batch
 
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m numbaconv.tune.evaluate",
                                      description=__doc__)
     parser.add_argument("--workload", required=True)
-    parser.add_argument("--ops", default=",".join(RUNNERS))
+    parser.add_argument("--ops", default=",".join(PRIMITIVES))
     parser.add_argument("--batch", type=int, default=None)
     parser.add_argument("--select", default="")
     args = parser.parse_args(argv)
@@ -43,7 +44,8 @@ def main(argv=None) -> int:
             choice = choose(op, g, "float32", 4)
             first = operands(op, g, np.float32, np.random.default_rng(1))
             outcome = tune_one(layer, op, "float32", space, float("inf"), log=lambda s: None)
-            run = CpuBackend().in_program(lambda schedule: RUNNERS[op](*first, g, schedule))
+            backend = CpuBackend()
+            run = backend.in_program(lambda schedule: backend.run(op, first, g, schedule))
             times = alternating_medians({"heuristic": lambda: run(choice.schedule),
                                          "tuned": lambda: run(outcome.best)}, rounds=4)
             heuristic = times["heuristic"]

@@ -2,7 +2,7 @@
 
 Every candidate is run once on random data and compared with a float64 result of the
 direct kernel (itself tested against an independent NumPy reference); a candidate whose
-error passes the tolerance is reported and never cached. The survivors are timed
+error exceeds the tolerance is reported and never cached. The survivors are timed
 (pause, warm call, median of repeats over rotating input sets) and the fastest is written
 to the YAML cache at once, so an interrupted run keeps what it finished.
 """
@@ -19,13 +19,14 @@ from typing import Callable
 import numpy as np
 
 from .. import configs
+from ..cpu import direct, families
 from ..geometry import ConvGeometry
-from ..schedule import direct_schedule
+from ..primitives import primitive as primitive_named
+from ..primitives import random_tensors
 from ..timing import alternating_medians, median_seconds
 from ..workloads import Layer
-from .backends import CPU_RUNNERS, CpuBackend
+from .backends import CpuBackend
 
-RUNNERS = CPU_RUNNERS
 #: Largest error allowed, relative to the largest magnitude of the float64 result.
 TOLERANCE = {"float32": 1e-4, "float64": 1e-10}
 #: Input sets cycled while timing, when they fit this budget (bytes): larger layers do not
@@ -57,10 +58,14 @@ class Outcome:
 
 def operands(primitive: str, g: ConvGeometry, dtype, rng) -> tuple:
     """The two arrays a primitive reads, random, NHWC / HWIO."""
-    x = rng.standard_normal(g.input_shape).astype(dtype)
-    w = rng.standard_normal(g.filter_shape).astype(dtype)
-    dy = rng.standard_normal(g.output_shape).astype(dtype)
-    return {"forward": (x, w), "backward_data": (dy, w), "backward_filter": (x, dy)}[primitive]
+    return primitive_named(primitive).pick(random_tensors(g, dtype, rng))
+
+
+def reference(primitive: str, arrays, g: ConvGeometry) -> np.ndarray:
+    """The float64 result of the direct family (itself tested against an independent
+    NumPy reference)."""
+    return families.run(primitive, tuple(a.astype(np.float64) for a in arrays), g,
+                        direct.default(primitive, g, 8))
 
 
 def relative_error(result: np.ndarray, reference: np.ndarray) -> float:
@@ -84,9 +89,7 @@ def tune_one(layer: Layer, primitive: str, dtype: str, space: dict, deadline: fl
     size = sum(a.nbytes for a in first)
     sets = [first] + [operands(primitive, g, np_dtype, rng)
                       for _ in range(max(0, min(2, ROTATION_BYTES // max(size, 1) - 1)))]
-    # The reference: the CPU's direct loop nest in float64 (itself tested against NumPy).
-    reference = RUNNERS[primitive](*(a.astype(np.float64) for a in first), g,
-                                   direct_schedule(primitive, g, 8))
+    expected = reference(primitive, first, g)
     options, pruned = backend.candidates(primitive, g, np_dtype.itemsize, space)
     outcome = Outcome(layer, primitive, dtype, default=options[0] if options else None)
     outcome.rejected.extend(pruned)
@@ -112,7 +115,7 @@ def tune_one(layer: Layer, primitive: str, dtype: str, space: dict, deadline: fl
             log(f"    rejected {schedule}: {type(error).__name__}: {error}")
             continue
         outcome.compile_seconds += time.perf_counter() - start
-        error = relative_error(result, reference)
+        error = relative_error(result, expected)
         if not error <= TOLERANCE[dtype]:
             outcome.rejected.append((schedule, f"wrong result (relative error {error:.2e})"))
             log(f"    rejected {schedule}: relative error {error:.2e}")
@@ -131,8 +134,8 @@ def tune_one(layer: Layer, primitive: str, dtype: str, space: dict, deadline: fl
     return outcome
 
 
-#: A finalist must beat the default rule's schedule by this factor to replace it: on this
-#: shared machine a pick that won by noise read 0.84-0.96 of the rule at call time.
+#: A finalist must beat the default rule's schedule by this factor to replace it: on a
+#: shared machine a pick that wins by noise runs slower than the rule at call time.
 KEEP_DEFAULT_WITHIN = 1.03
 
 

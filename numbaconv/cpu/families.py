@@ -1,0 +1,27 @@
+"""The CPU's kernel families, by algorithm name: the one place that lists them.
+
+A new family is a module (or package) that builds a :class:`numbaconv.family.Family` and
+one entry below; its knobs' search space is its own section of
+``tuning/search_space.yaml`` (under its name).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .. import memory
+from ..family import Registry
+from ..geometry import ConvGeometry
+from ..primitives import primitive as primitive_named
+from . import direct, gemm, tiled
+
+CPU = Registry(direct.FAMILY, tiled.FAMILY, gemm.FAMILY,
+               workspace_cap=lambda: memory.WORKSPACE_BYTES_CAP)
+
+
+def run(primitive: str, operands, g: ConvGeometry, schedule) -> np.ndarray:
+    """One primitive on C-contiguous NHWC / HWIO operands (in the order the primitive table
+    gives) under ``schedule``: a fresh result. An empty operand sums nothing: zeros."""
+    if any(operand.size == 0 for operand in operands):
+        return np.zeros(primitive_named(primitive).result_shape(g), dtype=operands[0].dtype)
+    return CPU.run(primitive, operands, g, schedule)

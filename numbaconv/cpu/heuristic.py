@@ -1,0 +1,84 @@
+"""Which CPU schedule a call runs: the tuned one, else the nearest tuned one, else a rule.
+
+1. ``tuned``: the config cache has this exact (primitive, dtype, geometry).
+2. ``nearest tuned``: the tuned geometry of the same primitive and dtype closest in
+   log-space (pixels, channels, filter size, stride) whose schedule is legal here, with
+   its task split redone for this geometry (its family's ``fit``). Neighbouring layers of
+   one network want the same tile, so this carries tuning over to shapes nobody tuned.
+3. ``default heuristic``: :func:`numbaconv.cpu.rule.rule`.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import NamedTuple
+
+from .. import configs
+from ..choice import Choice, remembered
+from ..geometry import ConvGeometry, geometry_key
+from ..machine import this_machine
+from .families import CPU
+from .rule import rule
+
+#: Beyond this log-distance (a factor of 2 in pixels, channels or taps) a tuned geometry
+#: says little about another one: farther neighbours' schedules ran slower than the rule's.
+NEAREST_MAX_DISTANCE = 1.0
+
+
+def _features(primitive: str, g: ConvGeometry) -> tuple:
+    pixels = g.batch * g.out_height * g.out_width
+    return (math.log2(pixels), math.log2(max(g.in_channels, 1)), math.log2(max(g.out_channels, 1)),
+            math.log2(g.filter_height * g.filter_width), 2.0 * math.log2(g.stride_h * g.stride_w))
+
+
+def distance(primitive: str, a: ConvGeometry, b: ConvGeometry) -> float:
+    return math.dist(_features(primitive, a), _features(primitive, b))
+
+
+#: Backward-filter tiles re-read the input and dy once per tile: beyond this many bytes of
+#: them (no longer in cache) a layer behaves differently (a tuned neighbour must match).
+STREAMED_BYTES = 4 * 2**20
+
+
+class Regime(NamedTuple):
+    """What decides the algorithm more than size does: the branches of :func:`rule`, and
+    the test a tuned neighbour must pass (one in another regime says little here)."""
+
+    one_by_one: bool          # a 1×1 filter without padding: one matmul
+    few_rows: bool            # < 8 task rows: register tiles cannot fill the cores
+    streamed_reduction: bool  # backward-filter whose x and dy no longer fit in cache
+    tileable: bool            # both channel counts are multiples of 8
+
+
+def regime(primitive: str, g: ConvGeometry, itemsize: int) -> Regime:
+    pixels = g.batch * g.out_height * g.out_width
+    streamed = pixels * (g.in_channels + g.out_channels) * itemsize > STREAMED_BYTES
+    rows = g.batch * (g.in_height if primitive == "backward_data" else g.out_height)
+    return Regime(g.is_one_by_one, rows < 8, primitive == "backward_filter" and streamed,
+                  g.in_channels % 8 == 0 and g.out_channels % 8 == 0)
+
+
+_choices: dict = {}
+
+
+def choose(primitive: str, g: ConvGeometry, dtype: str, itemsize: int) -> Choice:
+    """The schedule for one call; remembered until a config file changes."""
+    return remembered(_choices, (primitive, g, dtype, itemsize), "cpu",
+                      lambda: _choose(primitive, g, dtype, itemsize))
+
+
+def _choose(primitive: str, g: ConvGeometry, dtype: str, itemsize: int) -> Choice:
+    tuned = configs.lookup(primitive, dtype, g)
+    if tuned is not None and CPU.illegal_reason(primitive, g, tuned.schedule, itemsize) is None:
+        return Choice(tuned.schedule, f"tuned: {tuned.path}")
+    candidates = sorted(configs.tuned_entries(primitive, dtype),
+                        key=lambda t: distance(primitive, g, t.geometry))
+    for near in candidates:
+        if distance(primitive, g, near.geometry) > NEAREST_MAX_DISTANCE:
+            break
+        if regime(primitive, near.geometry, itemsize) != regime(primitive, g, itemsize):
+            continue
+        schedule = CPU.fit(near.schedule, primitive, g, itemsize)
+        if CPU.illegal_reason(primitive, g, schedule, itemsize) is None:
+            return Choice(schedule, f"nearest tuned: {near.path} ({geometry_key(near.geometry)})")
+    return Choice(rule(primitive, g, itemsize, this_machine()), "default heuristic")

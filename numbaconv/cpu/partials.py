@@ -1,0 +1,33 @@
+"""Backward-filter's split reduction: partial filters summed in a fixed order."""
+
+import numpy as np
+from numba import prange
+
+from .jit import parallel_kernel
+
+#: Elements of the filter one task of :func:`sum_partials` adds up.
+CHUNK = 4096
+
+
+@parallel_kernel
+def sum_partials(partials, out):
+    """partials [splits, M] -> out [M], each element summed over splits in order."""
+    splits, size = partials.shape
+    for task in prange((size + CHUNK - 1) // CHUNK):
+        i0 = task * CHUNK
+        i1 = min(i0 + CHUNK, size)
+        out[i0:i1] = partials[0, i0:i1]
+        for split in range(1, splits):
+            part = partials[split, i0:i1]
+            dst = out[i0:i1]
+            for i in range(i1 - i0):
+                dst[i] += part[i]
+
+
+def reduced(partials: np.ndarray) -> np.ndarray:
+    """partials [splits, *shape] -> [*shape]: the one partial itself, or their ordered sum."""
+    if partials.shape[0] == 1:
+        return partials[0]
+    out = np.empty(partials.shape[1:], dtype=partials.dtype)
+    sum_partials(partials.reshape(partials.shape[0], -1), out.reshape(-1))
+    return out

@@ -1,0 +1,32 @@
+"""The CPU's default schedule where nothing tuned applies: a rule over the families.
+
+Register tiles where they fit (the tiled family's preferences, in order); the direct loop
+for tiny images; im2col with the matmul on the tiled kernel where no tile fits (an RGB
+input, say); never BLAS, whose spinning worker threads stall the Numba kernels after it.
+"""
+
+from __future__ import annotations
+
+from ..geometry import ConvGeometry
+from ..machine import Machine
+from . import direct, gemm, tiled
+from .families import CPU
+
+#: Below this many output pixels, with at most this many channel pairs, the direct loop
+#: beats register tiles (their set-up is not paid back).
+TINY_PIXELS = 16
+TINY_CHANNEL_PAIRS = 64 * 64
+
+
+def rule(primitive: str, g: ConvGeometry, itemsize: int, machine: Machine):
+    pixels = g.batch * g.out_height * g.out_width
+    if (primitive != "backward_filter" and pixels < TINY_PIXELS
+            and g.in_channels * g.out_channels <= TINY_CHANNEL_PAIRS):
+        return direct.default(primitive, g, itemsize)
+    for schedule in tiled.preferences(primitive, g, itemsize, machine):
+        if CPU.illegal_reason(primitive, g, schedule, itemsize) is None:
+            return schedule
+    fallback = gemm.GemmSchedule(matmul="tiled")
+    if CPU.illegal_reason(primitive, g, fallback, itemsize) is None:
+        return fallback
+    return direct.default(primitive, g, itemsize)

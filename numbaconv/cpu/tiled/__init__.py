@@ -1,0 +1,235 @@
+"""The tiled family: generated register-tile kernels (:mod:`.templates`) on a zero-padded
+copy of the input (of ``dy`` for backward-data), launched as a table of phases
+(:mod:`.phases`).
+
+Knobs (:class:`TiledSchedule`):
+
+- ``register_tile``: (rows, channels) of the accumulator tile; rows are output pixels
+  (forward, backward-data) or input channels (backward-filter), channels the vectorised
+  output channels.
+- ``loop_order``: the order of a task's tiles, ``pixel_tiles_outer`` or
+  ``channel_tiles_outer``; forward and backward-data also ``packed_panels``: channel tiles
+  outer, each task packing the filter panel of each of its channel tiles itself (no pass
+  over the whole filter per call), its task split favouring few pixel groups so that each
+  panel is packed about once.
+- ``channel_block`` (forward, backward-data): the contiguous channels one task owns, a
+  multiple of the tile's.
+- ``reduction_splits`` (backward-filter): as the direct family's.
+
+Tasks: (pixel groups × channel groups) for forward and backward-data, (splits × taps ×
+input-channel groups) for backward-filter (:func:`fit` and the launches).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import ClassVar
+
+import numpy as np
+
+from ...family import Family
+from ...geometry import ConvGeometry
+from ...primitives import primitive as primitive_named
+from ...schedule import Schedule
+from .. import layout, partials
+from ..tasks import TARGET_TASKS, channel_block_for, groups_for
+from . import phases
+from .templates import backward_filter_kernel
+
+LOOP_ORDERS = ("pixel_tiles_outer", "channel_tiles_outer", "packed_panels")
+#: Backward-data packs its panels per task only for filters at least this large (smaller
+#: ones are packed once per call, which is cheap for them).
+PANEL_FILTER_BYTES = 2**20
+
+
+@dataclass(frozen=True)
+class TiledSchedule(Schedule):
+    """The tiled family's knobs (see the module docstring)."""
+
+    algorithm: ClassVar[str] = "tiled"
+    loop_order: str = "pixel_tiles_outer"
+    channel_block: int = 64
+    register_tile: tuple = field(default=(4, 16))
+    reduction_splits: int = 1
+
+    def __post_init__(self):
+        self._require_one_of("loop_order", LOOP_ORDERS)
+        self._require_positive("channel_block", "reduction_splits")
+        self._require_pair("register_tile")
+
+
+def illegal_reason(primitive: str, g: ConvGeometry, schedule: TiledSchedule,
+                   itemsize: int) -> str | None:
+    rows, cols = schedule.register_tile
+    if primitive == "backward_filter":
+        if schedule.loop_order == "packed_panels":
+            return "packed_panels is not a backward-filter loop order"
+        if g.in_channels % rows or g.out_channels % cols:
+            return f"register tile {schedule.register_tile} does not divide (C, K)"
+        return None
+    channels = primitive_named(primitive).channels(g)
+    if channels % cols or schedule.channel_block % cols:
+        return f"tile channels {cols} do not divide {channels} channels or the channel block"
+    return None
+
+
+def fit(schedule: TiledSchedule, primitive: str, g: ConvGeometry, itemsize: int) -> TiledSchedule:
+    """The task split for ``g``: reduction splits (backward-filter) or the channel block."""
+    rows, cols = schedule.register_tile
+    if primitive == "backward_filter":
+        tiles = g.filter_height * g.filter_width * (g.in_channels // rows) * (g.out_channels // cols)
+        return dataclasses.replace(schedule,
+                                   reduction_splits=groups_for(g.batch * g.out_height, tiles))
+    channels = primitive_named(primitive).channels(g)
+    if schedule.loop_order == "packed_panels":
+        # Channel tiles split into about TARGET_TASKS groups first: each pixel group packs
+        # every panel of its channel group again.
+        block = cols * max(1, channels // cols // TARGET_TASKS)
+    else:
+        task_rows = g.batch * (g.out_height if primitive == "forward" else g.in_height)
+        block = channel_block_for(channels, task_rows, multiple=cols)
+    return dataclasses.replace(schedule, channel_block=block)
+
+
+def candidates(primitive: str, g: ConvGeometry, itemsize: int, section: dict, machine) -> list:
+    orders = section.get("loop_order", [])
+    if primitive == "backward_filter":
+        # Row by row through every tile of a task beats tile by tile through every row on
+        # every layer measured: the other order is not timed.
+        orders = [order for order in orders if order == "pixel_tiles_outer"]
+    return [fit(TiledSchedule(loop_order=order, register_tile=tuple(tile)), primitive, g, itemsize)
+            for tile in section.get("register_tile", {}).get(primitive, []) for order in orders]
+
+
+def preferences(primitive: str, g: ConvGeometry, itemsize: int, machine) -> list:
+    """The default rule's tiled schedules, best first (the rule takes the first legal one):
+    tiles of 10-12 accumulator vectors first; for backward-filter on AVX-512 (32 vector
+    registers) 8×16 first; float64 tiles half as wide (the same registers)."""
+    if primitive == "backward_filter":
+        tiles = ((4, 16), (8, 8), (2, 32), (4, 8), (2, 8), (3, 32), (3, 16))
+        if machine.has("avx512f"):
+            tiles = ((8, 16),) + tiles
+    else:
+        tiles = ((5, 16), (3, 32), (4, 16), (8, 8), (2, 32), (4, 8), (2, 8), (1, 8))
+    filter_bytes = g.filter_height * g.filter_width * g.in_channels * g.out_channels * itemsize
+    panels = primitive == "forward" or (primitive == "backward_data"
+                                        and filter_bytes >= PANEL_FILTER_BYTES)
+    order = "packed_panels" if panels else "pixel_tiles_outer"
+    scale = 4 / itemsize
+    return [fit(TiledSchedule(loop_order=order, register_tile=(rows, max(1, int(cols * scale)))),
+                primitive, g, itemsize)
+            for rows, cols in tiles]
+
+
+# --- workspace: what the runs below allocate -----------------------------------------------
+
+def _input_pads(g: ConvGeometry) -> tuple[int, int, int, int]:
+    return g.pad_top, g.pad_bottom, g.pad_left, g.pad_right
+
+
+def _padded_elements(shape: tuple, pads: tuple) -> int:
+    """Elements of :func:`layout.padded`'s copy of an NHWC array (none when no pad)."""
+    if not any(pads):
+        return 0
+    batch, height, width, channels = shape
+    top, bottom, left, right = pads
+    return batch * (height + top + bottom) * (width + left + right) * channels
+
+
+def _panel_elements(phase_taps: list[int], schedule: TiledSchedule, channels: int,
+                    reduction_channels: int, pixel_tiles: int) -> int:
+    """Elements of the per-task panels of a ``packed_panels`` launch (its task split as
+    :func:`phases.run` makes it)."""
+    k_groups = max(1, channels // schedule.channel_block)
+    tasks = k_groups * groups_for(pixel_tiles, k_groups)
+    return tasks * max(phase_taps) * reduction_channels * schedule.register_tile[1]
+
+
+def _splits(schedule: TiledSchedule, g: ConvGeometry) -> int:
+    return min(schedule.reduction_splits, g.batch * g.out_height)
+
+
+def workspace_bytes(primitive: str, g: ConvGeometry, schedule: TiledSchedule,
+                    itemsize: int) -> int:
+    rows = schedule.register_tile[0]
+    filter_elements = g.filter_height * g.filter_width * g.in_channels * g.out_channels
+    panels = schedule.loop_order == "packed_panels"
+    if primitive == "backward_filter":
+        splits = _splits(schedule, g)
+        return (_padded_elements(g.input_shape, _input_pads(g))
+                + (splits * filter_elements if splits > 1 else 0)) * itemsize
+    if primitive == "forward":
+        padded = _padded_elements(g.input_shape, _input_pads(g))
+        pixel_tiles = -(-(g.batch * g.out_height * g.out_width) // rows)
+        filter_copy = (_panel_elements([g.filter_height * g.filter_width], schedule,
+                                       g.out_channels, g.in_channels, pixel_tiles)
+                       if panels else filter_elements)
+        return (padded + filter_copy) * itemsize
+    reached, _ = phases.stride_phases(g)
+    if not reached:
+        return 0
+    padded = _padded_elements(g.output_shape, phases.dy_padding(reached))
+    pixel_tiles = sum(-(-(g.batch * p.size[0] * p.size[1]) // rows) for p in reached)
+    filter_copy = (_panel_elements([len(p.rows) * len(p.cols) for p in reached], schedule,
+                                   g.in_channels, g.out_channels, pixel_tiles)
+                   if panels else filter_elements)
+    return (padded + filter_copy) * itemsize
+
+
+# --- runs ---------------------------------------------------------------------------------
+
+def _forward(x, w, g: ConvGeometry, schedule: TiledSchedule) -> np.ndarray:
+    xp = layout.padded(x, *_input_pads(g))
+    out = np.empty(g.output_shape, dtype=x.dtype)
+    filter_ = layout.kernel_filter(w, schedule.register_tile[1],
+                                   schedule.loop_order == "packed_panels")
+    phases.run(xp, out, [phases.Phase(filter_, (g.out_height, g.out_width),
+                                      (g.stride_h, g.stride_w), (g.dilation_h, g.dilation_w))],
+               schedule)
+    return out
+
+
+def _backward_data(dy, w, g: ConvGeometry, schedule: TiledSchedule) -> np.ndarray:
+    dx = np.empty(g.input_shape, dy.dtype)
+    reached, unreached = phases.stride_phases(g)
+    for ph, pw in unreached:
+        dx[:, ph::g.stride_h, pw::g.stride_w] = 0
+    if not reached:
+        return dx
+    dyp = layout.padded(dy, *phases.dy_padding(reached))
+    packed = layout.kernel_filter(w, schedule.register_tile[1],
+                                  schedule.loop_order == "packed_panels", swap=True)
+    phases.run(dyp, dx, phases.backward_data_phases(reached, packed, g, dyp.shape), schedule)
+    return dx
+
+
+def _backward_filter(x, dy, g: ConvGeometry, schedule: TiledSchedule) -> np.ndarray:
+    splits = _splits(schedule, g)
+    pixels_outer = schedule.loop_order == "pixel_tiles_outer"
+    # Pixel tiles outer keeps each tile's running sums in the partials between rows.
+    found = (np.zeros if pixels_outer else np.empty)((splits,) + g.filter_shape, x.dtype)
+    xp = layout.padded(x, *_input_pads(g))
+    tile_in, tile_out = schedule.register_tile
+    taps = g.filter_height * g.filter_width
+    backward_filter_kernel(tile_in, tile_out, x.dtype.name)(
+        xp=layout.readonly_flat(xp), dy=layout.readonly_flat(dy), partials=found.reshape(-1),
+        batch=g.batch, padded_height=xp.shape[1], padded_width=xp.shape[2],
+        in_channels=g.in_channels, filter_height=g.filter_height, filter_width=g.filter_width,
+        out_channels=g.out_channels, out_height=g.out_height, out_width=g.out_width,
+        stride_h=g.stride_h, stride_w=g.stride_w, dilation_h=g.dilation_h,
+        dilation_w=g.dilation_w, splits=splits,
+        c_groups=groups_for(g.in_channels // tile_in, splits * taps), pixels_outer=pixels_outer)
+    return partials.reduced(found)
+
+
+_RUNS = {"forward": _forward, "backward_data": _backward_data,
+         "backward_filter": _backward_filter}
+
+
+def run(primitive: str, operands, g: ConvGeometry, schedule: TiledSchedule) -> np.ndarray:
+    """C-contiguous NHWC / HWIO operands (as the primitive table orders them) -> result."""
+    return _RUNS[primitive](*operands, g, schedule)
+
+
+FAMILY = Family("tiled", TiledSchedule, candidates, illegal_reason, workspace_bytes, fit, run)

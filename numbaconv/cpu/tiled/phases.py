@@ -1,0 +1,153 @@
+"""Launching the tiled forward kernel: a table of phases, each a convolution into a strided
+part of the output, run in one launch; and backward-data as such phases.
+
+Forward is one phase. Backward-data at stride (sh, sw) is one stride-1 convolution per
+stride phase of dx: the input positions ``(ph + sh·i, pw + sw·j)`` are a correlation of
+``dy`` (shifted and padded) with the taps that reach them, rotated and channel-swapped —
+no zero-stuffed ``dy``, no wasted multiplies. One padded copy of ``dy``, one filter and one
+launch serve every phase: a phase reads its window of the padded ``dy`` from an offset,
+its taps through filter strides, and writes its pixels of dx in place
+(:func:`stride_phases`, :func:`backward_data_phases`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import NamedTuple
+
+import numpy as np
+
+from ...geometry import ConvGeometry
+from .. import layout
+from ..tasks import groups_for
+from .templates import PHASE_FIELDS, forward_kernel, forward_panels_kernel
+
+
+@dataclass(frozen=True)
+class Phase:
+    """One convolution the tiled kernel runs into part of its output: the output pixels
+    (n, origin + (i, j)·step) for (i, j) < ``size`` of a C-contiguous [N, H, W, K] array,
+    from the padded input starting ``x_offset`` elements in, read with ``stride`` and
+    ``dilation``, and the taps of ``filter``."""
+
+    filter: layout.TiledFilter
+    size: tuple
+    stride: tuple = (1, 1)
+    dilation: tuple = (1, 1)
+    x_offset: int = 0
+    origin: tuple = (0, 0)
+    step: tuple = (1, 1)
+
+
+def run(xp: np.ndarray, out: np.ndarray, phases: list, schedule):
+    """xp [N, Hp, Wp, C] (padded) -> ``out`` [N, H, W, K] (C-contiguous), every phase in one
+    kernel launch, written in place; ``schedule`` a tiled schedule."""
+    batch, padded_height, padded_width, in_channels = xp.shape
+    _, height, width, out_channels = out.shape
+    rows, cols = schedule.register_tile
+    shared = phases[0].filter
+    table, first_tile = [], 0
+    for phase in phases:
+        f = phase.filter
+        assert (f.data is shared.data and f.tile == cols and f.in_channels == in_channels
+                and f.out_channels == out_channels)
+        fields = dict(
+            first_tile=first_tile, out_height=phase.size[0], out_width=phase.size[1],
+            stride_h=phase.stride[0], stride_w=phase.stride[1], dilation_h=phase.dilation[0],
+            dilation_w=phase.dilation[1], filter_height=f.height, filter_width=f.width,
+            w_offset=f.offset, w_row_stride=f.row_stride, w_col_stride=f.col_stride,
+            x_offset=phase.x_offset,
+            out_offset=(phase.origin[0] * width + phase.origin[1]) * out_channels,
+            out_image_stride=height * width * out_channels,
+            out_row_stride=phase.step[0] * width * out_channels,
+            out_col_stride=phase.step[1] * out_channels)
+        table.append([fields[name] for name in PHASE_FIELDS])
+        first_tile += -(-(batch * phase.size[0] * phase.size[1]) // rows)
+    k_groups = max(1, out_channels // schedule.channel_block)
+    arguments = dict(
+        xp=layout.readonly_flat(xp), w=shared.data, out=out.reshape(-1),
+        phases=layout.readonly(np.array(table, dtype=np.int64)), batch=batch,
+        padded_height=padded_height, padded_width=padded_width, in_channels=in_channels,
+        out_channels=out_channels, w_tile_stride=shared.tile_stride,
+        w_channel_stride=shared.channel_stride, total_tiles=first_tile,
+        pixel_groups=groups_for(first_tile, k_groups), k_groups=k_groups)
+    if schedule.loop_order == "packed_panels":
+        forward_panels_kernel(rows, cols, xp.dtype.name)(**arguments,
+                                                         w_lane_stride=shared.lane_stride)
+    else:
+        assert shared.lane_stride == 1
+        forward_kernel(rows, cols, xp.dtype.name)(
+            **arguments, pixels_outer=schedule.loop_order == "pixel_tiles_outer")
+
+
+class StridePhase(NamedTuple):
+    """One stride phase of dx: its pixels (origin + step·(i, j) for (i, j) < size), the
+    filter taps that reach them, and the window of dy they read: from (q_top, q_left) =
+    ``start``, past dy's end by ``overhang`` rows and columns (zeros)."""
+
+    origin: tuple
+    size: tuple
+    rows: list
+    cols: list
+    start: tuple
+    overhang: tuple
+    dilation: tuple
+
+
+def _taps_of_phase(phase: int, pad: int, dilation: int, stride: int, taps: int):
+    """Along one axis, the input positions ``phase + stride·i`` are read by the taps whose
+    output position ``(phase + pad − tap·dilation) / stride`` is whole: ``oh = i + q``.
+    Returns those taps sorted by increasing ``q``, the smallest ``q``, and the spacing of
+    ``q`` (the dilation of the stride-1 convolution that computes this phase)."""
+    taps_here = [t for t in range(taps) if (phase + pad - t * dilation) % stride == 0][::-1]
+    if not taps_here:
+        return [], 0, 1
+    offsets = [(phase + pad - t * dilation) // stride for t in taps_here]
+    spacing = offsets[1] - offsets[0] if len(offsets) > 1 else 1
+    return taps_here, offsets[0], spacing
+
+
+def stride_phases(g: ConvGeometry) -> tuple[list[StridePhase], list[tuple]]:
+    """The stride phases of dx some tap reaches, and the origins of those none reaches
+    (all zero)."""
+    reached, unreached = [], []
+    for ph in range(min(g.stride_h, g.in_height)):
+        rows, q_top, dilation_h = _taps_of_phase(ph, g.pad_top, g.dilation_h, g.stride_h,
+                                                 g.filter_height)
+        height = -(-(g.in_height - ph) // g.stride_h)
+        for pw in range(min(g.stride_w, g.in_width)):
+            cols, q_left, dilation_w = _taps_of_phase(pw, g.pad_left, g.dilation_w, g.stride_w,
+                                                      g.filter_width)
+            width = -(-(g.in_width - pw) // g.stride_w)
+            if not rows or not cols:
+                unreached.append((ph, pw))
+                continue
+            # The phase reads dy[q_top + i + a·dilation_h] for i < height, a < len(rows)
+            # (zero outside dy); likewise along the width.
+            bottom = height - 1 + q_top + (len(rows) - 1) * dilation_h - (g.out_height - 1)
+            right = width - 1 + q_left + (len(cols) - 1) * dilation_w - (g.out_width - 1)
+            reached.append(StridePhase((ph, pw), (height, width), rows, cols, (q_top, q_left),
+                                       (bottom, right), (dilation_h, dilation_w)))
+    return reached, unreached
+
+
+def dy_padding(phases: list[StridePhase]) -> tuple[int, int, int, int]:
+    """(top, bottom, left, right) padding of dy that every phase's window fits in (at
+    least one phase)."""
+    return (max(0, *(-phase.start[0] for phase in phases)),
+            max(0, *(phase.overhang[0] for phase in phases)),
+            max(0, *(-phase.start[1] for phase in phases)),
+            max(0, *(phase.overhang[1] for phase in phases)))
+
+
+def backward_data_phases(phases: list[StridePhase], packed: layout.TiledFilter,
+                         g: ConvGeometry, padded_dy_shape: tuple) -> list[Phase]:
+    """The kernel's phases of backward-data's stride phases, over dy padded by
+    :func:`dy_padding` (shape ``padded_dy_shape``) and the rotated, channel-swapped filter."""
+    top, _, left, _ = dy_padding(phases)
+    _, _, padded_width, channels = padded_dy_shape
+    return [Phase(packed.taps(phase.rows, phase.cols), phase.size, dilation=phase.dilation,
+                  origin=phase.origin, step=(g.stride_h, g.stride_w),
+                  x_offset=((phase.start[0] + top) * padded_width + phase.start[1] + left)
+                  * channels)
+            for phase in phases]
