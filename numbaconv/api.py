@@ -95,11 +95,12 @@ class Call:
         """NHWC / HWIO C-contiguous operands for the CPU kernels; the result back in
         ``data_format``."""
         p = primitive(self.primitive)
-        operands = tuple(to_nhwc(_host(array), self.data_format) if is_activation(tensor)
-                         else np.ascontiguousarray(_host(array))
-                         for tensor, array in zip(p.operands, self.operands))
+        fmt = self.data_format
+        (first_tensor, second_tensor), (first, second) = p.operands, self.operands
+        operands = (_kernel_layout(first_tensor, _host(first), fmt),
+                    _kernel_layout(second_tensor, _host(second), fmt))
         out = families.run(p.name, operands, self.geometry, schedule)
-        return from_nhwc(out, self.data_format) if is_activation(p.result) else out
+        return from_nhwc(out, fmt) if is_activation(p.result) else out
 
 
 # --- shared checks ---------------------------------------------------------------------
@@ -130,6 +131,11 @@ def _on_cuda(sources, operands, compute):
     if any(is_device_array(a) for a in operands):
         return out
     return runtime.to_host(out, stream)
+
+
+def _kernel_layout(tensor: str, array: np.ndarray, data_format: str) -> np.ndarray:
+    """C-contiguous NHWC for an activation, C-contiguous HWIO for the filter."""
+    return to_nhwc(array, data_format) if is_activation(tensor) else np.ascontiguousarray(array)
 
 
 def _host(array):

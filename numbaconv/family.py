@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import Callable
 
 from .geometry import ConvGeometry
+from .primitives import PRIMITIVES
 from .primitives import primitive as primitive_named
 from .schedule import Schedule, schedule_from_dict
 
@@ -40,6 +41,19 @@ class Family:
     workspace_bytes: Callable
     fit: Callable
     run: Callable
+
+
+def run_per_primitive(forward: Callable, backward_data: Callable,
+                      backward_filter: Callable) -> Callable:
+    """A family's ``run`` from one function per primitive, each called as
+    ``function(first_operand, second_operand, geometry, schedule)``."""
+    runs = {"forward": forward, "backward_data": backward_data,
+            "backward_filter": backward_filter}
+
+    def run(primitive: str, operands, g: ConvGeometry, schedule: Schedule):
+        return runs[primitive](*operands, g, schedule)
+
+    return run
 
 
 class Registry:
@@ -109,5 +123,6 @@ class Registry:
 
     def run(self, primitive: str, operands, g: ConvGeometry, schedule: Schedule, **options):
         """The family's ``run`` (``options``: a backend's own, e.g. CUDA's stream)."""
-        return self.family_of(schedule).run(primitive_named(primitive).name, operands, g,
-                                            schedule, **options)
+        if primitive not in PRIMITIVES:
+            primitive_named(primitive)  # raises, naming the primitives
+        return self.family_of(schedule).run(primitive, operands, g, schedule, **options)

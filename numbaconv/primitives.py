@@ -28,8 +28,9 @@ TENSORS = ("input", "filter", "output")
 
 
 def tensor_shape(tensor: str, g: ConvGeometry) -> tuple[int, int, int, int]:
-    """NHWC shape of an activation, HWIO shape of the filter."""
-    return {"input": g.input_shape, "filter": g.filter_shape, "output": g.output_shape}[tensor]
+    """NHWC shape of an activation, HWIO shape of the filter (the geometry's
+    ``<tensor>_shape``)."""
+    return getattr(g, f"{tensor}_shape")
 
 
 def is_activation(tensor: str) -> bool:

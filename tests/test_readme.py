@@ -38,3 +38,15 @@ def test_readme_examples_print_what_the_readme_says():
             np.testing.assert_array_equal(value, np.array(ast.literal_eval(literal.strip())))
             checked += 1
     assert checked == 4
+
+
+def test_the_layout_tree_names_every_module():
+    """The README's "How it works" tree names each module and package of numbaconv."""
+    text = README.read_text()
+    tree = text[text.index("## How it works"):text.index("## CUDA")]
+    package = Path(__file__).resolve().parent.parent / "numbaconv"
+    missing = [str(path.relative_to(package)) for path in sorted(package.rglob("*.py"))
+               if path.name not in ("__init__.py", "__main__.py") and path.name not in tree]
+    missing += [f"{path.name}/" for path in sorted(package.rglob("*")) if path.is_dir()
+                and (path / "__init__.py").exists() and f"{path.name}/" not in tree]
+    assert missing == []

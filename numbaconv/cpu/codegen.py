@@ -21,6 +21,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import importlib.util
+import operator
 import os
 import sys
 import tempfile
@@ -77,6 +78,8 @@ class KernelParameters:
             _numba_type(kind, "float32")  # an unknown kind fails here, not at compile time
         self.parameters = parameters
         self.names = tuple(name for name, _ in parameters)
+        self._name_set = frozenset(self.names)
+        self._in_order = operator.itemgetter(*self.names)
 
     def header(self) -> str:
         return f"def kernel({', '.join(self.names)}):"
@@ -86,9 +89,14 @@ class KernelParameters:
 
     def arguments(self, values: dict) -> tuple:
         """``values`` (name -> value) in parameter order; a missing or unknown name raises."""
-        if values.keys() != set(self.names):
-            missing = sorted(set(self.names) - values.keys())
-            unknown = sorted(values.keys() - set(self.names))
+        if len(values) == len(self.names):
+            try:
+                return self._in_order(values)
+            except KeyError:
+                pass
+        if values.keys() != self._name_set:
+            missing = sorted(self._name_set - values.keys())
+            unknown = sorted(values.keys() - self._name_set)
             raise TypeError(f"kernel arguments: missing {missing}, unknown {unknown}")
         return tuple(values[name] for name in self.names)
 
@@ -101,6 +109,10 @@ class GeneratedKernel:
         self.parameters = parameters
 
     def __call__(self, **values):
+        return self.launch(values)
+
+    def launch(self, values: dict):
+        """Run with ``values`` (parameter name -> value)."""
         return self.kernel(*self.parameters.arguments(values))
 
     def __getattr__(self, name):  # inspect_asm and the like: the compiled kernel's

@@ -22,6 +22,6 @@ CPU = Registry(direct.FAMILY, tiled.FAMILY, gemm.FAMILY,
 def run(primitive: str, operands, g: ConvGeometry, schedule) -> np.ndarray:
     """One primitive on C-contiguous NHWC / HWIO operands (in the order the primitive table
     gives) under ``schedule``: a fresh result. An empty operand sums nothing: zeros."""
-    if any(operand.size == 0 for operand in operands):
+    if operands[0].size == 0 or operands[1].size == 0:
         return np.zeros(primitive_named(primitive).result_shape(g), dtype=operands[0].dtype)
     return CPU.run(primitive, operands, g, schedule)

@@ -23,7 +23,7 @@ from typing import ClassVar
 import numpy as np
 from numba import prange
 
-from ..family import Family
+from ..family import Family, run_per_primitive
 from ..geometry import ConvGeometry
 from ..schedule import Schedule
 from . import tiled
@@ -183,13 +183,6 @@ def _backward_data(dy, w, g: ConvGeometry, schedule: GemmSchedule) -> np.ndarray
     return dx
 
 
-_RUNS = {"forward": _forward, "backward_data": _backward_data,
-         "backward_filter": _backward_filter}
-
-
-def run(primitive: str, operands, g: ConvGeometry, schedule: GemmSchedule) -> np.ndarray:
-    """C-contiguous NHWC / HWIO operands (as the primitive table orders them) -> result."""
-    return _RUNS[primitive](*operands, g, schedule)
 
 
 # --- what the runs above allocate -----------------------------------------------------
@@ -245,4 +238,6 @@ def candidates(primitive: str, g: ConvGeometry, itemsize: int, section: dict, ma
     return [GemmSchedule(matmul=matmul) for matmul in section.get("matmul", [])]
 
 
-FAMILY = Family("gemm", GemmSchedule, candidates, illegal_reason, workspace_bytes, fit, run)
+#: Each run takes C-contiguous NHWC / HWIO operands, in the primitive table's order.
+FAMILY = Family("gemm", GemmSchedule, candidates, illegal_reason, workspace_bytes, fit,
+                run_per_primitive(_forward, _backward_data, _backward_filter))

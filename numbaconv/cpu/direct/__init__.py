@@ -28,7 +28,7 @@ from typing import ClassVar
 import numpy as np
 
 from ... import memory
-from ...family import Family
+from ...family import Family, run_per_primitive
 from ...geometry import ConvGeometry
 from ...primitives import primitive as primitive_named
 from ...schedule import Schedule
@@ -136,13 +136,8 @@ def _backward_filter(x, dy, g: ConvGeometry, schedule: DirectSchedule) -> np.nda
     return partials.reduced(found)
 
 
-_RUNS = {"forward": _forward, "backward_data": _backward_data,
-         "backward_filter": _backward_filter}
 
 
-def run(primitive: str, operands, g: ConvGeometry, schedule: DirectSchedule) -> np.ndarray:
-    """C-contiguous NHWC / HWIO operands (as the primitive table orders them) -> result."""
-    return _RUNS[primitive](*operands, g, schedule)
-
-
-FAMILY = Family("direct", DirectSchedule, candidates, illegal_reason, workspace_bytes, fit, run)
+#: Each run takes C-contiguous NHWC / HWIO operands, in the primitive table's order.
+FAMILY = Family("direct", DirectSchedule, candidates, illegal_reason, workspace_bytes, fit,
+                run_per_primitive(_forward, _backward_data, _backward_filter))

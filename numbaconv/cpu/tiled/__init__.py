@@ -28,7 +28,7 @@ from typing import ClassVar
 
 import numpy as np
 
-from ...family import Family
+from ...family import Family, run_per_primitive
 from ...geometry import ConvGeometry
 from ...primitives import primitive as primitive_named
 from ...schedule import Schedule
@@ -197,10 +197,12 @@ def _backward_data(dy, w, g: ConvGeometry, schedule: TiledSchedule) -> np.ndarra
         dx[:, ph::g.stride_h, pw::g.stride_w] = 0
     if not reached:
         return dx
-    dyp = layout.padded(dy, *phases.dy_padding(reached))
+    padding = phases.dy_padding(reached)
+    dyp = layout.padded(dy, *padding)
     packed = layout.kernel_filter(w, schedule.register_tile[1],
                                   schedule.loop_order == "packed_panels", swap=True)
-    phases.run(dyp, dx, phases.backward_data_phases(reached, packed, g, dyp.shape), schedule)
+    phases.run(dyp, dx, phases.backward_data_phases(reached, packed, g, padding, dyp.shape),
+               schedule)
     return dx
 
 
@@ -223,13 +225,8 @@ def _backward_filter(x, dy, g: ConvGeometry, schedule: TiledSchedule) -> np.ndar
     return partials.reduced(found)
 
 
-_RUNS = {"forward": _forward, "backward_data": _backward_data,
-         "backward_filter": _backward_filter}
 
 
-def run(primitive: str, operands, g: ConvGeometry, schedule: TiledSchedule) -> np.ndarray:
-    """C-contiguous NHWC / HWIO operands (as the primitive table orders them) -> result."""
-    return _RUNS[primitive](*operands, g, schedule)
-
-
-FAMILY = Family("tiled", TiledSchedule, candidates, illegal_reason, workspace_bytes, fit, run)
+#: Each run takes C-contiguous NHWC / HWIO operands, in the primitive table's order.
+FAMILY = Family("tiled", TiledSchedule, candidates, illegal_reason, workspace_bytes, fit,
+                run_per_primitive(_forward, _backward_data, _backward_filter))

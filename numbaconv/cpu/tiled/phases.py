@@ -72,12 +72,12 @@ def run(xp: np.ndarray, out: np.ndarray, phases: list, schedule):
         w_channel_stride=shared.channel_stride, total_tiles=first_tile,
         pixel_groups=groups_for(first_tile, k_groups), k_groups=k_groups)
     if schedule.loop_order == "packed_panels":
-        forward_panels_kernel(rows, cols, xp.dtype.name)(**arguments,
-                                                         w_lane_stride=shared.lane_stride)
+        arguments["w_lane_stride"] = shared.lane_stride
+        forward_panels_kernel(rows, cols, xp.dtype.name).launch(arguments)
     else:
         assert shared.lane_stride == 1
-        forward_kernel(rows, cols, xp.dtype.name)(
-            **arguments, pixels_outer=schedule.loop_order == "pixel_tiles_outer")
+        arguments["pixels_outer"] = schedule.loop_order == "pixel_tiles_outer"
+        forward_kernel(rows, cols, xp.dtype.name).launch(arguments)
 
 
 class StridePhase(NamedTuple):
@@ -141,10 +141,10 @@ def dy_padding(phases: list[StridePhase]) -> tuple[int, int, int, int]:
 
 
 def backward_data_phases(phases: list[StridePhase], packed: layout.TiledFilter,
-                         g: ConvGeometry, padded_dy_shape: tuple) -> list[Phase]:
-    """The kernel's phases of backward-data's stride phases, over dy padded by
-    :func:`dy_padding` (shape ``padded_dy_shape``) and the rotated, channel-swapped filter."""
-    top, _, left, _ = dy_padding(phases)
+                         g: ConvGeometry, padding: tuple, padded_dy_shape: tuple) -> list[Phase]:
+    """The kernel's phases of backward-data's stride phases, over dy padded by ``padding``
+    (:func:`dy_padding`; shape ``padded_dy_shape``) and the rotated, channel-swapped filter."""
+    top, _, left, _ = padding
     _, _, padded_width, channels = padded_dy_shape
     return [Phase(packed.taps(phase.rows, phase.cols), phase.size, dilation=phase.dilation,
                   origin=phase.origin, step=(g.stride_h, g.stride_w),
