@@ -173,8 +173,8 @@ def _geometry(input_shape, filter_shape, strides, dilations, padding, data_forma
     if g.out_height == 0 or g.out_width == 0:
         raise ValueError(
             f"the output would be empty: {input_name} has spatial size "
-            f"({g.in_height}, {g.in_width}) but the filter spans {g.effective_filter} with dilations "
-            f"{dilations} and padding {_padding_text(padding)}")
+            f"({g.in_height}, {g.in_width}) but the filter spans {g.effective_filter} with "
+            f"dilations {dilations} and padding {_padding_text(padding)}")
     return g
 
 

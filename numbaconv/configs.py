@@ -15,10 +15,10 @@ hold :class:`~numbaconv.cuda.schedule.CudaSchedule` knobs and the kernel's regis
 Read from ``$NUMBACONV_CONFIG_DIR`` if set, else ``configs/`` under numbaconv's cache root
 (:func:`numbaconv.paths.cache_root`), then the project's shipped ``configs/``; an entry in
 an earlier directory wins. Schedules are parsed by the device's family registry (an entry
-an older version wrote is migrated by its family). Files are parsed with a safe loader, kept in memory, and
-re-read when their size or modification time changes. A corrupt, truncated, foreign or
-stale file (another device, another numba version, another format) is skipped with one
-logged warning: lookups then fall back to the heuristic, never raise.
+an older version wrote is migrated by its family). Files are parsed with a safe loader,
+kept in memory, and re-read when their size or modification time changes. A corrupt,
+truncated, foreign or stale file (another device, another numba version, another format)
+is skipped with one logged warning: lookups then fall back to the heuristic, never raise.
 
 Writes (:func:`save_entries`) lock the file, merge with what is on disk, write a
 temporary file and rename it over the old one: concurrent tuners lose no entry, and a

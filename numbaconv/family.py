@@ -101,7 +101,8 @@ class Registry:
                        itemsize: int = 4) -> str | None:
         """Why ``schedule`` cannot run ``primitive`` on ``g``, or None when it can."""
         if self.workspace_cap is not None:
-            needed, cap = self.workspace_bytes(primitive, g, schedule, itemsize), self.workspace_cap()
+            needed = self.workspace_bytes(primitive, g, schedule, itemsize)
+            cap = self.workspace_cap()
             if needed > cap:
                 return (f"needs {needed / 2**20:.0f} MiB of workspace, over the "
                         f"{cap / 2**20:.0f} MiB cap")

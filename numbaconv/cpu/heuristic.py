@@ -41,8 +41,8 @@ STREAMED_BYTES = 4 * 2**20
 
 
 class Regime(NamedTuple):
-    """What decides the algorithm more than size does: the branches of :func:`rule`, and
-    the test a tuned neighbour must pass (one in another regime says little here)."""
+    """What decides the algorithm more than size does (the rule's branches), and the test a
+    tuned neighbour must pass (one in another regime says little here)."""
 
     one_by_one: bool          # a 1×1 filter without padding: one matmul
     few_rows: bool            # < 8 task rows: register tiles cannot fill the cores

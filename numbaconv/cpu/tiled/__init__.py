@@ -78,7 +78,8 @@ def fit(schedule: TiledSchedule, primitive: str, g: ConvGeometry, itemsize: int)
     """The task split for ``g``: reduction splits (backward-filter) or the channel block."""
     rows, cols = schedule.register_tile
     if primitive == "backward_filter":
-        tiles = g.filter_height * g.filter_width * (g.in_channels // rows) * (g.out_channels // cols)
+        taps = g.filter_height * g.filter_width
+        tiles = taps * (g.in_channels // rows) * (g.out_channels // cols)
         return dataclasses.replace(schedule,
                                    reduction_splits=groups_for(g.batch * g.out_height, tiles))
     channels = primitive_named(primitive).channels(g)
