@@ -28,6 +28,7 @@ import numpy as np
 
 import numbaconv as nc
 
+from . import configs
 from .api import call_for
 from .cpu.rule import rule
 from .machine import this_machine
@@ -60,7 +61,7 @@ def op_calls(primitive: str, layer: Layer, x, w, dy):
         call = call_for("conv2d_backprop_input", g.input_shape, w, dy, **_options(g))
     else:
         call = call_for("conv2d_backprop_filter", x, g.filter_shape, dy, **_options(g))
-    default = rule(primitive, g, x.itemsize, this_machine())
+    default = rule(primitive, g, x.itemsize, this_machine(), configs.calibration())
     return call.run, lambda: call.run(default)
 
 

@@ -134,16 +134,23 @@ class _FileCache:
         self._warned: set = set()
 
     def entries(self, path: Path, device: str = "cpu") -> dict:
+        return self._read(path, device)[0]
+
+    def calibration(self, path: Path, device: str = "cpu") -> dict | None:
+        return self._read(path, device)[1]
+
+    def _read(self, path: Path, device: str) -> tuple:
+        """(entries, calibration) of a file, parsed again only when it changed."""
         signature = _stat_signature(path)
         if signature is None:
-            return {}
+            return {}, None
         cached = self._files.get(path)
         if cached and cached[0] == signature:
             return cached[1]
         with self._lock:
-            entries = self._parse(path, device)
-            self._files[path] = (signature, entries)
-            return entries
+            parsed = self._parse(path, device)
+            self._files[path] = (signature, parsed)
+            return parsed
 
     def _warn(self, path: Path, reason: str):
         if (path, reason) not in self._warned:
@@ -156,11 +163,15 @@ class _FileCache:
             data = yaml.load(path.read_text(), Loader=_SAFE_LOADER)
         except (OSError, UnicodeDecodeError, yaml.YAMLError) as error:
             self._warn(path, f"unreadable ({type(error).__name__}: {str(error)[:120]})")
-            return {}
+            return {}, None
         reason = check_header(data, device)
         if reason:
             self._warn(path, reason)
-            return {}
+            return {}, None
+        calibration = data.get("calibration")
+        if calibration is not None and not isinstance(calibration, dict):
+            self._warn(path, "calibration is not a mapping")
+            calibration = None
         entries = {}
         families = registry(device)
         for key, entry in (data.get("entries") or {}).items():
@@ -170,7 +181,7 @@ class _FileCache:
                 entries[key] = Tuned(schedule, path, geometry, float(entry.get("seconds", 0.0)))
             except (KeyError, TypeError, ValueError) as error:
                 self._warn(path, f"entry {key!r} is malformed ({error})")
-        return entries
+        return entries, calibration
 
     def forget(self):
         with self._lock:
@@ -239,6 +250,21 @@ def tuned_entries(primitive: str, dtype: str, device: str = "cpu") -> list[Tuned
     return list(found.values())
 
 
+def calibration(device: str = "cpu") -> dict | None:
+    """The calibration of this device (:mod:`numbaconv.cpu.calibration`) from the first
+    config file that has one, or None."""
+    for path in config_files(device):
+        found = _cache.calibration(path, device)
+        if found:
+            return found
+    return None
+
+
+def file_calibration(path: Path, device: str = "cpu") -> dict | None:
+    """The calibration section of one config file, or None."""
+    return _cache.calibration(Path(path), device)
+
+
 def entry_count(path: Path, device: str = "cpu") -> int:
     """Usable entries of one config file (0 when absent or rejected)."""
     return len(_cache.entries(Path(path), device))
@@ -271,18 +297,32 @@ def make_entry(primitive: str, dtype: str, g: ConvGeometry, schedule, seconds: f
 
 def save_entries(path: Path, new_entries: dict, device: str = "cpu"):
     """Merge ``new_entries`` (entry key -> entry dict) into the file at ``path``."""
+    _update(path, device, lambda entries, calibration: ({**entries, **new_entries}, calibration))
+
+
+def save_calibration(path: Path, found: dict, device: str = "cpu"):
+    """Write ``found`` as the file's calibration, keeping its entries."""
+    _update(path, device, lambda entries, calibration: (entries, found))
+
+
+def _update(path: Path, device: str, change):
+    """Rewrite the file at ``path`` (locked, atomically) with ``change(entries,
+    calibration)`` of what it holds (nothing, if it is missing, broken or foreign)."""
     path = Path(path)
     with _locked(path):
-        entries = {}
+        entries, calibration = {}, None
         try:
             data = yaml.load(path.read_text(), Loader=_SAFE_LOADER)
             if check_header(data, device) is None:
                 entries = dict(data.get("entries") or {})
+                calibration = data.get("calibration")
         except (OSError, UnicodeDecodeError, yaml.YAMLError):
             pass  # a missing or broken file is replaced
-        entries.update(new_entries)
-        document = {"format": FORMAT, "device": device_info(device), "numba": numba.__version__,
-                    "entries": dict(sorted(entries.items()))}
+        entries, calibration = change(entries, calibration)
+        document = {"format": FORMAT, "device": device_info(device), "numba": numba.__version__}
+        if calibration:
+            document["calibration"] = calibration
+        document["entries"] = dict(sorted(entries.items()))
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
         try:
             with os.fdopen(fd, "w") as handle:

@@ -31,6 +31,10 @@ def report() -> str:
         f"{numba.get_num_threads()} threads",
         f"CPU device key: {device.key} ({device.cpu}, LLVM CPU {device.llvm_cpu}, "
         f"SIMD {', '.join(device.simd) or 'none'}, {device.cores} cores)",
+        f"machine model: {device.vector_bits}-bit vectors, {device.vector_registers} vector "
+        f"registers, {device.fma_units} FMA/cycle × {device.fma_latency} cycles latency (table) "
+        f"-> {device.accumulators_needed} accumulators",
+        f"calibration: {calibration_status()}",
         "config files (first match wins):",
     ]
     for path in configs.config_files():
@@ -44,6 +48,17 @@ def report() -> str:
     lines.append(f"Numba's compiled-kernel cache: {compiled or 'none (no writable folder)'}")
     lines.append(f"CUDA: {cuda_status()}")
     return "\n".join(lines)
+
+
+def calibration_status() -> str:
+    found = configs.calibration()
+    if not found:
+        return "none (python -m numbaconv.tune --calibrate)"
+    fma = found.get("fma", {})
+    tiles = found.get("tiles", {}).get("float32", {})
+    return (f"FMA peak {fma.get('peak_gflops')} GFLOP/s float32 ({fma.get('vector_bits')}-bit, "
+            f"{fma.get('threads')} threads), {fma.get('chains_needed')} chains reach it; "
+            f"tiles {tiles} ({found.get('date')})")
 
 
 def cuda_status() -> str:

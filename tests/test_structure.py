@@ -135,7 +135,7 @@ def test_the_primitive_table():
 
 def test_generated_kernel_parameters_come_from_one_list():
     """The rendered ``def`` line, the compiled signature and the call all use the list."""
-    source = templates.render_forward(2, 8, "float32")
+    source = templates.render_forward(2, 8, "float32", 256)
     assert templates.FORWARD_PARAMETERS.header() in source
     signature = templates.FORWARD_PARAMETERS.signature("float32")
     assert len(signature.args) == len(templates.FORWARD_PARAMETERS.names)

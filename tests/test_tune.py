@@ -57,7 +57,8 @@ def test_budget_is_respected(tmp_path):
     workload = tmp_path / "tiny.yaml"
     workload.write_text(TINY)
     result = subprocess.run([sys.executable, "-m", "numbaconv.tune", "--workload", str(workload),
-                             "--budget", "0.001", "--config-dir", str(tmp_path)],
+                             "--budget", "0.001", "--config-dir", str(tmp_path),
+                             "--no-calibrate"],
                             capture_output=True, text=True, timeout=600)
     assert result.returncode == 0
     assert "budget spent" in result.stdout
@@ -111,3 +112,23 @@ def test_rule_gives_register_tiles_wherever_channels_allow(workload):
             pixels = g.batch * g.out_height * g.out_width
             if g.in_channels % 8 == 0 and g.out_channels % 8 == 0 and pixels >= 16:
                 assert schedule.algorithm == "tiled", (layer.name, primitive, schedule)
+
+
+def test_tune_calibrates_a_device_first_and_only_once(tmp_path):
+    """The main job calibrates where the device has no calibration, and records it."""
+    env = dict(os.environ, **{configs.CONFIG_ENV: str(tmp_path)})
+    first = subprocess.run([sys.executable, "-m", "numbaconv.tune", "--calibrate"],
+                           capture_output=True, text=True, env=env, timeout=900)
+    assert first.returncode == 0, first.stderr
+    assert "FMA peak" in first.stdout and "calibrated in" in first.stdout
+    data = yaml.safe_load((tmp_path / f"{configs.device_info('cpu')['key']}.yaml").read_text())
+    fma = data["calibration"]["fma"]
+    assert fma["peak_gflops"] > 0 and 1 <= fma["chains_needed"] <= 16
+    assert all(data["calibration"]["tiles"]["float32"][p] for p in PRIMITIVES)
+    workload = tmp_path / "tiny.yaml"
+    workload.write_text(TINY.splitlines()[0] + "\n")
+    again = subprocess.run([sys.executable, "-m", "numbaconv.tune", "--workload", str(workload),
+                            "--ops", "forward", "--budget", "60", "--repeats", "1"],
+                           capture_output=True, text=True, env=env, timeout=900)
+    assert again.returncode == 0, again.stderr
+    assert "numbaconv calibrate:" not in again.stdout and "[1/1]" in again.stdout

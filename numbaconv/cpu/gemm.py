@@ -123,12 +123,13 @@ def _cols(x: np.ndarray, g: ConvGeometry) -> np.ndarray:
     return cols.reshape(cols.shape[0] * g.out_height * g.out_width, -1)
 
 
-def _matmul_tile(itemsize: int) -> tuple[int, int]:
+def tiled_matmul_tile(itemsize: int) -> tuple[int, int]:
+    """The register tile :func:`tiled_matmul` runs."""
     return MATMUL_TILE_ROWS, MATMUL_TILE_BYTES // itemsize
 
 
 def _padded_columns(columns: int, itemsize: int) -> int:
-    tile_columns = _matmul_tile(itemsize)[1]
+    tile_columns = tiled_matmul_tile(itemsize)[1]
     return -(-columns // tile_columns) * tile_columns
 
 
@@ -138,7 +139,7 @@ def tiled_matmul(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     tiles; the result is a view of the padded product."""
     rows, length = a.shape
     columns = b.shape[1]
-    tile = _matmul_tile(a.dtype.itemsize)
+    tile = tiled_matmul_tile(a.dtype.itemsize)
     padded = _padded_columns(columns, a.dtype.itemsize)
     filter_ = np.zeros((1, 1, length, padded), a.dtype)
     filter_[0, 0, :, :columns] = b

@@ -81,4 +81,6 @@ def _choose(primitive: str, g: ConvGeometry, dtype: str, itemsize: int) -> Choic
         schedule = CPU.fit(near.schedule, primitive, g, itemsize)
         if CPU.illegal_reason(primitive, g, schedule, itemsize) is None:
             return Choice(schedule, f"nearest tuned: {near.path} ({geometry_key(near.geometry)})")
-    return Choice(rule(primitive, g, itemsize, this_machine()), "default heuristic")
+    calibration = configs.calibration()
+    return Choice(rule(primitive, g, itemsize, this_machine(), calibration),
+                  "default heuristic" + (" (calibrated)" if calibration else ""))

@@ -18,12 +18,27 @@ TINY_PIXELS = 16
 TINY_CHANNEL_PAIRS = 64 * 64
 
 
-def rule(primitive: str, g: ConvGeometry, itemsize: int, machine: Machine):
+def calibrated_tiles(calibration: dict | None, primitive: str, itemsize: int) -> list:
+    """The tiles calibration ranked for ``primitive`` in this dtype, fastest first."""
+    dtype = {4: "float32", 8: "float64"}.get(itemsize)
+    tiles = ((calibration or {}).get("tiles") or {}).get(dtype) or {}
+    ranked = tiles.get(primitive) or []
+    return [tuple(tile) for tile in ranked
+            if isinstance(tile, (list, tuple)) and len(tile) == 2
+            and all(isinstance(v, int) and v > 0 for v in tile)]
+
+
+def rule(primitive: str, g: ConvGeometry, itemsize: int, machine: Machine,
+         calibration: dict | None = None):
+    """The default schedule: ``machine`` decides the tile menu, ``calibration`` (the device
+    config's section, if any) its order."""
+    machine = machine.calibrated(calibration)
     pixels = g.batch * g.out_height * g.out_width
     if (primitive != "backward_filter" and pixels < TINY_PIXELS
             and g.in_channels * g.out_channels <= TINY_CHANNEL_PAIRS):
         return direct.default(primitive, g, itemsize)
-    for schedule in tiled.preferences(primitive, g, itemsize, machine):
+    ranking = calibrated_tiles(calibration, primitive, itemsize)
+    for schedule in tiled.preferences(primitive, g, itemsize, machine, ranking):
         if CPU.illegal_reason(primitive, g, schedule, itemsize) is None:
             return schedule
     fallback = gemm.GemmSchedule(matmul="tiled")

@@ -53,12 +53,21 @@ def parse_args(argv):
     parser.add_argument("--space", default=str(SPACE_FILE), help="search space YAML")
     parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"],
                         help="tune the CPU loop nests or the CUDA kernels (default: %(default)s)")
+    parser.add_argument("--calibrate", action="store_true",
+                        help="only calibrate: measure the FMA peak and rank the register tiles "
+                             "(done first anyway when the device has no calibration yet)")
+    parser.add_argument("--no-calibrate", action="store_true",
+                        help="tune without calibrating first, even where none was done")
     parser.add_argument("--compile-only", action="store_true",
                         help="with --device cuda: no GPU needed; compile every CUDA kernel of "
                              "the search space for sm_80 and sm_90 and print its resources")
     args = parser.parse_args(argv)
     if args.compile_only and args.device != "cuda":
         parser.error("--compile-only applies to --device cuda")
+    if (args.calibrate or args.no_calibrate) and args.device != "cpu":
+        parser.error("--calibrate and --no-calibrate apply to --device cpu")
+    if args.calibrate and args.no_calibrate:
+        parser.error("--calibrate and --no-calibrate exclude each other")
     args.dtypes = [args.dtype] if args.dtype else (["float32", "float64"] if args.compile_only
                                                    else ["float32"])
     args.dtype = args.dtypes[0]
@@ -104,11 +113,18 @@ def main(argv=None) -> int:
     space = load_space(args.space)
     path = (Path(args.config_dir) / f"{backend.key()}.yaml" if args.config_dir
             else configs.user_config_path(args.device))
+    start = time.monotonic()
+    if args.device == "cpu" and not args.no_calibrate:
+        backend.calibration = (configs.calibration() or configs.file_calibration(path)
+                               if not args.calibrate else None)
+        if backend.calibration is None:
+            backend.calibration = run_calibration(path)
+        if args.calibrate:
+            return 0
     problems = [(layer, op) for layer in layers for op in args.ops]
     print(f"numbaconv tune: {len(layers)} layers × {len(args.ops)} primitives, {args.dtype}, "
           f"budget {args.budget:.0f} s, {numba.get_num_threads()} CPU threads, device "
           f"{backend.key()}\nwriting {path}", flush=True)
-    start = time.monotonic()
     deadline = start + args.budget
     outcomes = []
     try:
@@ -133,6 +149,21 @@ def main(argv=None) -> int:
           f"(compilation or cache loads, and verification); {codegen.compiled_variants()} "
           f"generated kernel variants loaded; results in {path}")
     return 0
+
+
+def run_calibration(path: Path) -> dict:
+    """Calibrate this CPU and record it in the config file at ``path``."""
+    from ..cpu.calibration import calibrate
+    from ..machine import this_machine
+
+    machine = this_machine()
+    print(f"numbaconv calibrate: {machine.key} ({machine.cpu}, {machine.vector_bits}-bit "
+          f"vectors, {machine.vector_registers} vector registers)", flush=True)
+    found = calibrate(machine, log=lambda line: print(line, flush=True))
+    configs.save_calibration(path, found)
+    print(f"calibrated in {found['seconds']:.0f} s: FMA peak {found['fma']['peak_gflops']:.0f} "
+          f"GFLOP/s; tiles {found['tiles']['float32']}; written to {path}", flush=True)
+    return found
 
 
 def print_table(outcomes, dtype, with_matmul: bool = True):

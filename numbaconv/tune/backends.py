@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from .. import configs
 from ..cpu import families, layout
 from ..cpu.families import CPU
 from ..cpu.rule import rule
@@ -26,13 +27,18 @@ def _first_and_unique(first, others: list) -> list:
 class CpuBackend:
     device = "cpu"
 
+    def __init__(self, calibration: dict | None = None):
+        #: The calibration the candidates follow (else the config files' one, if any).
+        self.calibration = calibration
+
     def key(self) -> str:
         return this_machine().key
 
     def candidates(self, primitive: str, g: ConvGeometry, itemsize: int, space: dict):
         """(legal schedules, the default rule's first, [(schedule, why pruned)])."""
-        machine = this_machine()
-        found = _first_and_unique(rule(primitive, g, itemsize, machine),
+        calibration = self.calibration or configs.calibration()
+        machine = this_machine().calibrated(calibration)
+        found = _first_and_unique(rule(primitive, g, itemsize, machine, calibration),
                                   CPU.candidates(primitive, g, itemsize, space.get("cpu", {}),
                                                  machine))
         return [s for s in found if CPU.illegal_reason(primitive, g, s, itemsize) is None], []

@@ -30,6 +30,7 @@ import numpy as np
 
 from ...family import Family, run_per_primitive
 from ...geometry import ConvGeometry
+from ...machine import this_machine
 from ...primitives import primitive as primitive_named
 from ...schedule import Schedule
 from .. import layout, partials
@@ -41,6 +42,10 @@ LOOP_ORDERS = ("pixel_tiles_outer", "channel_tiles_outer", "packed_panels")
 #: Backward-data packs its panels per task only for filters at least this large (smaller
 #: ones are packed once per call, which is cheap for them).
 PANEL_FILTER_BYTES = 2**20
+#: Tiles of the machine's menu a search space of ``register_tile: model`` offers.
+MODEL_TILES = 5
+#: Backward-filter tile rows (input channels): divisors of common channel counts.
+ROW_DIVISORS = (1, 2, 3, 4, 6, 8, 12, 16)
 
 
 @dataclass(frozen=True)
@@ -99,28 +104,53 @@ def candidates(primitive: str, g: ConvGeometry, itemsize: int, section: dict, ma
         # Row by row through every tile of a task beats tile by tile through every row on
         # every layer measured: the other order is not timed.
         orders = [order for order in orders if order == "pixel_tiles_outer"]
+    tiles = section.get("register_tile", {}).get(primitive, [])
+    if tiles == "model":
+        tiles = tile_menu(primitive, itemsize, machine)[:MODEL_TILES]
     return [fit(TiledSchedule(loop_order=order, register_tile=tuple(tile)), primitive, g, itemsize)
-            for tile in section.get("register_tile", {}).get(primitive, []) for order in orders]
+            for tile in tiles for order in orders]
 
 
-def preferences(primitive: str, g: ConvGeometry, itemsize: int, machine) -> list:
+def tile_menu(primitive: str, itemsize: int, machine, accumulators: int | None = None) -> list:
+    """Register tiles for this machine, in the order the default rule tries them.
+
+    A tile of ``rows`` × ``vectors`` vectors of channels keeps ``rows · vectors``
+    accumulators and ``vectors`` filter (or dy) vectors live, plus a broadcast: that must
+    fit the vector registers. Tiles are ranked by how close their accumulators come to
+    twice the ``accumulators`` the FMA units need (their latency hidden, loads amortised),
+    short of the last quarter of the registers (which the compiler's broadcasts and
+    addresses take), two vectors wide first; half-vector tiles follow, for channel counts
+    the wide ones do not divide.
+    """
+    lanes = machine.lanes(itemsize)
+    registers = machine.vector_registers
+    needed = accumulators or machine.accumulators_needed
+    target = min(2 * needed, 3 * registers // 4 - 2)
+    # Backward-filter's rows are input channels: counts that divide channel counts.
+    row_counts = ROW_DIVISORS if primitive == "backward_filter" else range(1, 17)
+    fitting = [(rows, vectors) for vectors in (1, 2, 4) for rows in row_counts
+               if rows * vectors + vectors + 1 <= registers
+               and rows * vectors <= 3 * registers // 4]
+    ranked = sorted(fitting, key=lambda t: (abs(t[0] * t[1] - target), abs(t[1] - 2), -t[0]))
+    menu = [(rows, vectors * lanes) for rows, vectors in ranked]
+    half = max(1, lanes // 2)
+    menu += [(rows, half) for rows in (8, 4, 2, 1) if half < lanes]
+    return list(dict.fromkeys(menu))
+
+
+def preferences(primitive: str, g: ConvGeometry, itemsize: int, machine,
+                ranking: list | None = None) -> list:
     """The default rule's tiled schedules, best first (the rule takes the first legal one):
-    tiles of 10-12 accumulator vectors first; for backward-filter on AVX-512 (32 vector
-    registers) 8×16 first; float64 tiles half as wide (the same registers)."""
-    if primitive == "backward_filter":
-        tiles = ((4, 16), (8, 8), (2, 32), (4, 8), (2, 8), (3, 32), (3, 16))
-        if machine.has("avx512f"):
-            tiles = ((8, 16),) + tiles
-    else:
-        tiles = ((5, 16), (3, 32), (4, 16), (8, 8), (2, 32), (4, 8), (2, 8), (1, 8))
+    the calibrated ``ranking`` of tiles if there is one, then the machine's menu; filter
+    panels packed per task for forward, and for backward-data filters of
+    :data:`PANEL_FILTER_BYTES` or more."""
+    tiles = [tuple(tile) for tile in ranking or []] + tile_menu(primitive, itemsize, machine)
     filter_bytes = g.filter_height * g.filter_width * g.in_channels * g.out_channels * itemsize
     panels = primitive == "forward" or (primitive == "backward_data"
                                         and filter_bytes >= PANEL_FILTER_BYTES)
     order = "packed_panels" if panels else "pixel_tiles_outer"
-    scale = 4 / itemsize
-    return [fit(TiledSchedule(loop_order=order, register_tile=(rows, max(1, int(cols * scale)))),
-                primitive, g, itemsize)
-            for rows, cols in tiles]
+    return [fit(TiledSchedule(loop_order=order, register_tile=tile), primitive, g, itemsize)
+            for tile in dict.fromkeys(tiles)]
 
 
 # --- workspace: what the runs below allocate -----------------------------------------------
@@ -215,7 +245,7 @@ def _backward_filter(x, dy, g: ConvGeometry, schedule: TiledSchedule) -> np.ndar
     xp = layout.padded(x, *_input_pads(g))
     tile_in, tile_out = schedule.register_tile
     taps = g.filter_height * g.filter_width
-    backward_filter_kernel(tile_in, tile_out, x.dtype.name)(
+    backward_filter_kernel(tile_in, tile_out, x.dtype.name, this_machine().vector_bits)(
         xp=layout.readonly_flat(xp), dy=layout.readonly_flat(dy), partials=found.reshape(-1),
         batch=g.batch, padded_height=xp.shape[1], padded_width=xp.shape[2],
         in_channels=g.in_channels, filter_height=g.filter_height, filter_width=g.filter_width,

@@ -18,6 +18,7 @@ from typing import NamedTuple
 import numpy as np
 
 from ...geometry import ConvGeometry
+from ...machine import this_machine
 from .. import layout
 from ..tasks import groups_for
 from .templates import PHASE_FIELDS, forward_kernel, forward_panels_kernel
@@ -64,6 +65,7 @@ def run(xp: np.ndarray, out: np.ndarray, phases: list, schedule):
         table.append([fields[name] for name in PHASE_FIELDS])
         first_tile += -(-(batch * phase.size[0] * phase.size[1]) // rows)
     k_groups = max(1, out_channels // schedule.channel_block)
+    vector_bits = this_machine().vector_bits
     arguments = dict(
         xp=layout.readonly_flat(xp), w=shared.data, out=out.reshape(-1),
         phases=layout.readonly(np.array(table, dtype=np.int64)), batch=batch,
@@ -73,11 +75,11 @@ def run(xp: np.ndarray, out: np.ndarray, phases: list, schedule):
         pixel_groups=groups_for(first_tile, k_groups), k_groups=k_groups)
     if schedule.loop_order == "packed_panels":
         arguments["w_lane_stride"] = shared.lane_stride
-        forward_panels_kernel(rows, cols, xp.dtype.name).launch(arguments)
+        forward_panels_kernel(rows, cols, xp.dtype.name, vector_bits).launch(arguments)
     else:
         assert shared.lane_stride == 1
         arguments["pixels_outer"] = schedule.loop_order == "pixel_tiles_outer"
-        forward_kernel(rows, cols, xp.dtype.name).launch(arguments)
+        forward_kernel(rows, cols, xp.dtype.name, vector_bits).launch(arguments)
 
 
 class StridePhase(NamedTuple):

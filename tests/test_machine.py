@@ -1,0 +1,106 @@
+"""The machine model: what the kernels' choices derive from, for machines this one is not."""
+
+import numpy as np
+import pytest
+
+from numbaconv import configs
+from numbaconv.cpu.families import CPU
+from numbaconv.cpu.rule import rule
+from numbaconv.cpu.tiled import tile_menu
+from numbaconv.machine import Machine, this_machine
+from numbaconv.primitives import NAMES as PRIMITIVES
+from numbaconv.workloads import WORKLOAD_DIR, load_workload
+
+MACHINES = {
+    "avx2_16_registers": Machine("AMD EPYC (Zen 3)", "znver3", ("avx2", "fma", "avx"), 2),
+    "avx512_half_rate": Machine("AMD EPYC (Zen 4)", "znver4", ("avx512f", "avx2", "fma"), 2),
+    "avx512_full_rate": Machine("Intel Xeon (Sapphire Rapids)", "sapphirerapids",
+                                ("avx512f", "avx2", "fma"), 2),
+    "unknown_x86": Machine("a future x86", "futurecore", ("avx2", "fma", "avx"), 64),
+    "sse_only": Machine("an old x86", "nehalem", ("sse4.2",), 4),
+}
+
+
+def live_vectors(tile, itemsize, machine):
+    """Vector registers a tile keeps live: its accumulators, its filter vectors, a broadcast."""
+    rows, channels = tile
+    vectors = max(1, channels // machine.lanes(itemsize))
+    return rows * vectors + vectors + 1
+
+
+@pytest.mark.parametrize("machine", MACHINES.values(), ids=MACHINES.keys())
+@pytest.mark.parametrize("itemsize", [4, 8], ids=["f32", "f64"])
+def test_every_tile_of_the_menu_fits_the_vector_registers(machine, itemsize):
+    menu = tile_menu("forward", itemsize, machine)
+    assert menu and len(set(menu)) == len(menu)
+    for tile in menu:
+        assert live_vectors(tile, itemsize, machine) <= machine.vector_registers, tile
+    # Tiles of whole vectors come first; every channel count that is a multiple of half a
+    # vector has some tile.
+    assert menu[0][1] % machine.lanes(itemsize) == 0
+    assert min(channels for _, channels in menu) <= max(1, machine.lanes(itemsize) // 2)
+
+
+def test_the_menu_follows_the_fma_units():
+    """Enough accumulators to hide the FMA latency: more for two full-width units."""
+    full, half = MACHINES["avx512_full_rate"], MACHINES["avx512_half_rate"]
+    accumulators = {name: tile_menu("forward", 4, m)[0][0] * tile_menu("forward", 4, m)[0][1]
+                    // m.lanes(4) for name, m in (("full", full), ("half", half))}
+    assert accumulators["full"] >= full.accumulators_needed
+    assert accumulators["half"] >= half.accumulators_needed
+    assert accumulators["full"] > accumulators["half"]
+    calibrated = half.calibrated({"fma": {"chains_needed": 8}})
+    assert calibrated.accumulators_needed == 8 and calibrated.key == half.key
+
+
+@pytest.mark.parametrize("machine", MACHINES.values(), ids=MACHINES.keys())
+def test_the_rule_is_legal_and_tiled_on_every_machine(machine):
+    for workload in ("resnet50.yaml", "mobilenetv2.yaml"):
+        for layer in load_workload(WORKLOAD_DIR / workload):
+            g = layer.geometry
+            for primitive in PRIMITIVES:
+                for itemsize in (4, 8):
+                    schedule = rule(primitive, g, itemsize, machine)
+                    assert CPU.illegal_reason(primitive, g, schedule, itemsize) is None
+                    if schedule.algorithm == "tiled":
+                        assert live_vectors(schedule.register_tile, itemsize, machine) \
+                            <= machine.vector_registers
+                    pixels = g.batch * g.out_height * g.out_width
+                    if g.in_channels % 8 == 0 and g.out_channels % 8 == 0 and pixels >= 16:
+                        assert schedule.algorithm == "tiled", (layer.name, primitive)
+
+
+def test_a_calibrated_ranking_leads_where_it_is_legal():
+    machine = MACHINES["avx2_16_registers"]
+    g = load_workload(WORKLOAD_DIR / "resnet50.yaml")[4].geometry
+    calibration = {"tiles": {"float32": {"forward": [[3, 32], [5, 16]]}}}
+    assert rule("forward", g, 4, machine, calibration).register_tile == (3, 32)
+    untileable = {"tiles": {"float32": {"forward": [[3, 7]]}}}  # divides no channel count
+    assert rule("forward", g, 4, machine, untileable).register_tile == \
+        rule("forward", g, 4, machine).register_tile
+
+
+def test_this_machine_is_described():
+    machine = this_machine()
+    assert machine.vector_bits in (128, 256, 512)
+    assert machine.vector_registers in (16, 32)
+    assert machine.key == configs.device_info("cpu")["key"]
+    assert machine.lanes(4) == machine.vector_bits // 32
+
+
+def test_calibration_is_kept_beside_the_entries(tmp_path, monkeypatch):
+    from numbaconv.cpu.direct import DirectSchedule
+    from numbaconv.geometry import conv_geometry
+
+    monkeypatch.setenv(configs.CONFIG_ENV, str(tmp_path))
+    configs.forget()
+    path = configs.user_config_path()
+    found = {"fma": {"peak_gflops": 123.0, "chains_needed": 6}, "tiles": {}}
+    configs.save_calibration(path, found)
+    g = conv_geometry((1, 5, 5, 8), (3, 3, 8, 8))
+    configs.save_entries(path, {configs.entry_key("forward", "float32", g): configs.make_entry(
+        "forward", "float32", g, DirectSchedule(), 1e-3, 1e-3)})
+    assert configs.calibration() == found
+    assert configs.entry_count(path) == 1
+    assert np.isclose(configs.file_calibration(path)["fma"]["peak_gflops"], 123.0)
+    configs.forget()
