@@ -6,21 +6,27 @@ blocks, so that no side pays for another's spinning worker threads), it times:
 - the public op as a user calls it (tuned schedule if the config cache has one),
 - the same call with the default heuristic's schedule (what an untuned shape gets),
 - a NumPy float32 matmul of the same flop count (the layer's own im2col GEMM shape),
-- PyTorch's CPU convolution of the same geometry, when ``torch`` is importable (never a
-  dependency), with the same thread count, last in each round, then a long pause,
 
-and prints GFLOP/s, the fraction of the matmul rate, tuned/default and PyTorch/numbaconv
-time ratios (> 1: numbaconv is faster), then the geometric means per primitive. Last, per
-primitive, every layer back to back without pauses, as a network runs them (where one
-runtime's spinning threads do cost the next call), numbaconv and PyTorch.
+and, first, in a process of its own (two OpenMP runtimes in one process take each other's
+cores), PyTorch's CPU convolution of the same geometry when ``torch`` is installed (never a
+dependency), with the same thread count. It prints GFLOP/s, the fraction of the CPU's FMA
+peak (calibrated, else measured), the fraction of the matmul rate, tuned/default and
+PyTorch/numbaconv time ratios (> 1: numbaconv is faster), then the geometric means per
+primitive. Last, per primitive, every layer back to back without pauses, as a network runs
+them. ``--plot FILE.png`` draws the GFLOP/s against the peak (matplotlib, if installed).
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib.util
+import json
 import math
+import os
 import statistics
+import subprocess
 import sys
+import tempfile
 import time
 
 import numba
@@ -34,11 +40,10 @@ from .cpu.rule import rule
 from .machine import this_machine
 from .primitives import NAMES as PRIMITIVES
 from .primitives import random_tensors
-from .timing import SETTLE_SECONDS, alternating_medians
+from .timing import alternating_medians
 from .tune.tuner import with_batch
 from .workloads import WORKLOAD_DIR, Layer, load_workload
 
-TORCH_SETTLE_SECONDS = 1.0
 
 
 def _inputs(layer: Layer, rng, dtype=np.float32):
@@ -100,7 +105,7 @@ def geomean(values):
     return math.exp(sum(math.log(v) for v in values) / len(values)) if values else float("nan")
 
 
-def main(argv=None) -> int:
+def parse_args(argv):
     parser = argparse.ArgumentParser(prog="python -m numbaconv.bench", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--workload", action="append",
@@ -111,52 +116,114 @@ def main(argv=None) -> int:
                         help="comma-separated primitives (default: all three)")
     parser.add_argument("--rounds", type=int, default=3,
                         help="alternating rounds of 3 timed calls each (median of all)")
+    parser.add_argument("--plot", default=None, metavar="FILE.png",
+                        help="draw each layer's GFLOP/s per primitive against the FMA peak "
+                             "(needs matplotlib)")
+    parser.add_argument("--no-torch", action="store_true", help="do not time PyTorch")
+    parser.add_argument("--torch-worker", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
-    primitives = [p.strip() for p in args.ops.split(",") if p.strip()]
-    for primitive in primitives:
+    args.primitives = [p.strip() for p in args.ops.split(",") if p.strip()]
+    for primitive in args.primitives:
         if primitive not in PRIMITIVES:
             parser.error(f"--ops: unknown primitive {primitive!r}; choose from {PRIMITIVES}")
+    return args
+
+
+def _layers(args) -> list:
     layers = []
     for path in args.workload or [str(WORKLOAD_DIR / "resnet50.yaml")]:
         layers += [l for l in load_workload(path) if args.select in l.name]
-    layers = with_batch(layers, args.batch)
+    return with_batch(layers, args.batch)
 
+
+def torch_worker(args) -> int:
+    """In a process of its own (two OpenMP runtimes in one process take each other's
+    cores): PyTorch's time per (layer, primitive), and per primitive back to back, as JSON."""
+    layers = _layers(args)
+    found = {"layers": {}, "sequence": {}}
+    rng = np.random.default_rng(0)
+    for layer in layers:
+        for primitive in args.primitives:
+            call = torch_call(primitive, layer, *_inputs(layer, rng))
+            found["layers"][f"{layer.name}|{primitive}"] = alternating_medians(
+                {"torch": call}, rounds=args.rounds)["torch"]
+    for primitive in args.primitives:
+        calls = [torch_call(primitive, layer, *_inputs(layer, rng)) for layer in layers]
+        found["sequence"][primitive] = in_sequence(calls)
+    with open(args.torch_worker, "w") as handle:
+        json.dump(found, handle)
+    return 0
+
+
+def torch_times(argv) -> dict | None:
+    """PyTorch's times from a child process, or None without torch."""
+    if importlib.util.find_spec("torch") is None:
+        return None
+    with tempfile.TemporaryDirectory() as folder:
+        path = os.path.join(folder, "torch.json")
+        done = subprocess.run([sys.executable, "-m", "numbaconv.bench", *argv,
+                               "--torch-worker", path], capture_output=True, text=True)
+        if done.returncode != 0:
+            print(f"PyTorch not timed: {done.stderr.strip()[-300:]}", flush=True)
+            return None
+        with open(path) as handle:
+            return json.load(handle)
+
+
+def fma_peak() -> float:
+    """The calibrated float32 FMA peak of this CPU (GFLOP/s), measured now if none is."""
+    found = ((configs.calibration() or {}).get("fma") or {}).get("peak_gflops")
+    if found:
+        return float(found)
+    from .cpu.calibration import measure_fma_peak
+
+    return measure_fma_peak(this_machine()).peak
+
+
+def main(argv=None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args = parse_args(argv)
+    if args.torch_worker:
+        return torch_worker(args)
+    layers, primitives = _layers(args), args.primitives
+    machine = this_machine()
+    torch = None if args.no_torch else torch_times(argv)
+    peak = fma_peak()
     rng = np.random.default_rng(0)
     print(f"numbaconv {nc.__version__}, numba {numba.__version__}, numpy {np.__version__}, "
-          f"{numba.get_num_threads()} threads, float32")
+          f"{numba.get_num_threads()} threads, float32; {machine.cpu} ({machine.llvm_cpu}, "
+          f"{machine.vector_bits}-bit vectors), FMA peak {peak:.0f} GFLOP/s"
+          + ("; PyTorch timed in its own process" if torch else "; PyTorch not timed"))
     header = (f"{'layer':<20} {'primitive':<16} {'ms':>7} {'GFLOP/s':>8} {'default':>8} "
-              f"{'matmul':>7} {'tuned/def':>9} {'torch/us':>8}")
+              f"{'peak':>5} {'matmul':>7} {'tuned/def':>9} {'torch/us':>8}")
     print(header + "\n" + "-" * len(header))
     ratios = {p: {"default": [], "torch": [], "torch_strided_or_1x1": []} for p in primitives}
+    rates = {p: [] for p in primitives}  # (layer, tuned, default, torch) GFLOP/s
     for layer in layers:
         g = layer.geometry
         for primitive in primitives:
             x, w, dy = _inputs(layer, rng)
             tuned, default = op_calls(primitive, layer, x, w, dy)
-            functions = {"tuned": tuned, "default": default, "matmul": matmul_call(layer, rng)}
-            torch_fn = torch_call(primitive, layer, x, w, dy)
-            if torch_fn is not None:
-                # In the same rounds as ours, so that a slow spell of the machine hits
-                # both; last in each and followed by a long pause, as PyTorch's OpenMP pool
-                # keeps spinning long after a call.
-                functions["torch"] = torch_fn
-            times = alternating_medians(functions, rounds=args.rounds,
-                                        after={"torch": TORCH_SETTLE_SECONDS})
+            times = alternating_medians({"tuned": tuned, "default": default,
+                                         "matmul": matmul_call(layer, rng)}, rounds=args.rounds)
             rate = g.flops / times["tuned"] / 1e9
             default_rate = g.flops / times["default"] / 1e9
             matmul_rate = g.flops / times["matmul"] / 1e9
             vs_default = times["default"] / times["tuned"]
             ratios[primitive]["default"].append(vs_default)
-            torch_text = f"{'-':>8}"
-            if "torch" in times:
-                vs_torch = times["torch"] / times["tuned"]
+            torch_text, torch_rate = f"{'-':>8}", None
+            if torch:
+                theirs = torch["layers"][f"{layer.name}|{primitive}"]
+                vs_torch = theirs / times["tuned"]
+                torch_rate = g.flops / theirs / 1e9
                 ratios[primitive]["torch"].append(vs_torch)
                 if (g.stride_h, g.stride_w) != (1, 1) or g.filter_height * g.filter_width == 1:
                     ratios[primitive]["torch_strided_or_1x1"].append(vs_torch)
                 torch_text = f"{vs_torch:8.2f}"
+            rates[primitive].append((layer.name, rate, default_rate, torch_rate))
             print(f"{layer.name:<20} {primitive:<16} {times['tuned'] * 1e3:7.2f} {rate:8.1f} "
-                  f"{default_rate:8.1f} {rate / matmul_rate:7.2f} {vs_default:9.2f} {torch_text}",
-                  flush=True)
+                  f"{default_rate:8.1f} {rate / peak:5.2f} {rate / matmul_rate:7.2f} "
+                  f"{vs_default:9.2f} {torch_text}", flush=True)
     print("\ngeometric means (time ratios, > 1: the first is slower)")
     for primitive, found in ratios.items():
         print(f"  {primitive:<16} default/tuned {geomean(found['default']):.2f}   "
@@ -168,14 +235,44 @@ def main(argv=None) -> int:
         inputs = [(layer, *_inputs(layer, rng)) for layer in layers]
         ours = in_sequence([op_calls(primitive, *args)[0] for args in inputs])
         line = f"  {primitive:<16} numbaconv {ours * 1e3:8.2f} ms"
-        torch_calls = [torch_call(primitive, *args) for args in inputs]
-        if None not in torch_calls:
-            time.sleep(SETTLE_SECONDS)
-            theirs = in_sequence(torch_calls)
-            time.sleep(TORCH_SETTLE_SECONDS)
+        if torch:
+            theirs = torch["sequence"][primitive]
             line += f"   torch {theirs * 1e3:8.2f} ms   torch/numbaconv {theirs / ours:.2f}"
         print(line, flush=True)
+    if args.plot:
+        plot(rates, peak, args.plot)
     return 0
+
+
+def plot(rates: dict, peak: float, path: str):
+    """Per primitive, each layer's GFLOP/s (tuned, untuned, PyTorch) against the FMA peak."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        print("--plot needs matplotlib (pip install matplotlib): no plot drawn")
+        return
+    figure, axes = plt.subplots(len(rates), 1, figsize=(12, 3.2 * len(rates)), squeeze=False)
+    for axis, (primitive, rows) in zip(axes[:, 0], rates.items()):
+        names = [row[0] for row in rows]
+        positions = range(len(rows))
+        for column, label, marker in ((1, "numbaconv tuned", "o"),
+                                      (2, "numbaconv untuned", "s"), (3, "PyTorch", "^")):
+            values = [row[column] for row in rows]
+            if any(v is not None for v in values):
+                axis.plot(positions, [v if v is not None else float("nan") for v in values],
+                          marker, label=label)
+        axis.axhline(peak, color="grey", linestyle="--", label=f"FMA peak {peak:.0f}")
+        axis.set_title(primitive)
+        axis.set_ylabel("GFLOP/s")
+        axis.set_xticks(list(positions))
+        axis.set_xticklabels(names, rotation=60, ha="right", fontsize=7)
+        axis.legend(fontsize=7, loc="lower right")
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+    print(f"plot written to {path}")
 
 
 SEQUENCE_PASSES = 5

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import statistics
 import time
+from dataclasses import dataclass
 from typing import Callable
 
 #: Pause before each block: OpenMP and OpenBLAS worker threads spin for a while after a
@@ -51,16 +52,54 @@ def alternating_medians(functions: dict, rounds: int = 3, per_round: int = 3,
     return {name: statistics.median(values) for name, values in samples.items()}
 
 
-def median_seconds(function: Callable[[int], object], variants: int = 1, repeats: int = 5,
-                   settle: float = SETTLE_SECONDS, min_seconds: float = 0.1) -> float:
+#: A call whose process ran this share of its wall time or less of the best call's
+#: (CPU time over wall time: other load took the cores) is disturbed and timed again.
+DISTURBED_SHARE = 0.7
+#: And only when it is this much slower than the fastest call (short calls' CPU share
+#: is noisy).
+DISTURBED_SLOWDOWN = 1.2
+
+
+@dataclass(frozen=True)
+class Measurement:
+    """Median seconds per call, and how many calls were disturbed and timed again."""
+
+    seconds: float
+    disturbed: int = 0
+
+
+def measure(function: Callable[[int], object], variants: int = 1, repeats: int = 5,
+            settle: float = SETTLE_SECONDS, min_seconds: float = 0.1) -> Measurement:
     """Median seconds of ``function(i)``, ``i`` cycling over ``variants`` input sets (so
     that caches hold no more than a real call would find), after a pause and a warm call;
-    at least ``repeats`` calls and at least ``min_seconds`` of them (capped at 50 calls)."""
+    at least ``repeats`` calls and at least ``min_seconds`` of them (capped at 50 calls).
+
+    Each call's process CPU time is read with its wall time: a call that got a much
+    smaller share of the cores than the best one (another process took them) and ran
+    slower is dropped and timed again, up to ``repeats`` more times."""
     time.sleep(settle)
     function(0)
-    samples = []
-    while len(samples) < repeats or (sum(samples) < min_seconds and len(samples) < 50):
-        start = time.perf_counter()
+    samples, disturbed = [], 0
+    while len(samples) < repeats or (sum(s for s, _ in samples) < min_seconds
+                                     and len(samples) < 50):
+        wall, cpu = time.perf_counter(), time.process_time()
         function(len(samples) % variants)
-        samples.append(time.perf_counter() - start)
-    return statistics.median(samples)
+        samples.append((time.perf_counter() - wall, time.process_time() - cpu))
+        if disturbed < repeats and _disturbed(samples[-1], samples):
+            samples.pop()
+            disturbed += 1
+    return Measurement(statistics.median(s for s, _ in samples), disturbed)
+
+
+def _disturbed(sample: tuple, samples: list) -> bool:
+    seconds, cpu = sample
+    fastest = min(s for s, _ in samples)
+    best_share = max(c / s for s, c in samples if s > 0)
+    return (seconds > DISTURBED_SLOWDOWN * fastest
+            and cpu / max(seconds, 1e-12) < DISTURBED_SHARE * best_share)
+
+
+def median_seconds(function: Callable[[int], object], variants: int = 1, repeats: int = 5,
+                   settle: float = SETTLE_SECONDS, min_seconds: float = 0.1) -> float:
+    """:func:`measure`'s seconds."""
+    return measure(function, variants, repeats, settle, min_seconds).seconds

@@ -138,13 +138,16 @@ def main(argv=None) -> int:
             save_outcome(outcome, path, backend)
             outcomes.append(outcome)
             best = f"{outcome.best} {outcome.best_seconds * 1e3:.2f} ms" if outcome.best else "none"
+            retimed = f", {outcome.retimed} re-timed (disturbed)" if outcome.retimed else ""
             print(f"[{index}/{len(problems)}] {layer.name} {op}: {outcome.timed} timed, "
-                  f"{len(outcome.rejected)} rejected, best {best}"
+                  f"{len(outcome.rejected)} rejected{retimed}, best {best}"
                   f" ({time.monotonic() - start:.0f} s)", flush=True)
     except KeyboardInterrupt:
         print("\ninterrupted: every result above is saved", flush=True)
     print_table(outcomes, args.dtype, with_matmul=args.device == "cpu")
     first_calls = sum(o.compile_seconds for o in outcomes)
+    print(f"{sum(o.retimed for o in outcomes)} candidates timed again after calls disturbed "
+          f"by other load")
     print(f"total {time.monotonic() - start:.0f} s, of which {first_calls:.0f} s in first calls "
           f"(compilation or cache loads, and verification); {codegen.compiled_variants()} "
           f"generated kernel variants loaded; results in {path}")

@@ -23,7 +23,7 @@ from ..cpu import direct, families
 from ..geometry import ConvGeometry
 from ..primitives import primitive as primitive_named
 from ..primitives import random_tensors
-from ..timing import alternating_medians, median_seconds
+from ..timing import alternating_medians, measure
 from ..workloads import Layer
 from .backends import CpuBackend
 
@@ -46,6 +46,7 @@ class Outcome:
     best: object | None = None
     best_seconds: float | None = None
     timed: int = 0
+    retimed: int = 0  # candidates with calls disturbed by other load, timed again
     rejected: list = field(default_factory=list)  # (schedule, reason)
     compile_seconds: float = 0.0  # first calls: compilation (or cache load) + verification run
 
@@ -120,8 +121,10 @@ def tune_one(layer: Layer, primitive: str, dtype: str, space: dict, deadline: fl
             outcome.rejected.append((schedule, f"wrong result (relative error {error:.2e})"))
             log(f"    rejected {schedule}: relative error {error:.2e}")
             continue
-        seconds = median_seconds(lambda i: run_in_program(sets[i], schedule), len(sets), repeats,
-                                 settle=settle)
+        measured = measure(lambda i: run_in_program(sets[i], schedule), len(sets), repeats,
+                           settle=settle)
+        seconds = measured.seconds
+        outcome.retimed += measured.disturbed > 0
         settle = backend.settle_after(schedule)
         outcome.timed += 1
         timings[schedule] = seconds
