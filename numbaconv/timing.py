@@ -52,12 +52,13 @@ def alternating_medians(functions: dict, rounds: int = 3, per_round: int = 3,
     return {name: statistics.median(values) for name, values in samples.items()}
 
 
-#: A call whose process ran this share of its wall time or less of the best call's
-#: (CPU time over wall time: other load took the cores) is disturbed and timed again.
+#: A call whose process got this share or less of the typical call's CPU time per wall
+#: second (another process took the cores) is disturbed and timed again...
 DISTURBED_SHARE = 0.7
-#: And only when it is this much slower than the fastest call (short calls' CPU share
-#: is noisy).
-DISTURBED_SLOWDOWN = 1.2
+#: ...when it also ran this much slower than the typical (median) call.
+DISTURBED_SLOWDOWN = 1.3
+#: Calls timed before any is judged against the typical one.
+TYPICAL_AFTER = 3
 
 
 @dataclass(frozen=True)
@@ -75,8 +76,8 @@ def measure(function: Callable[[int], object], variants: int = 1, repeats: int =
     at least ``repeats`` calls and at least ``min_seconds`` of them (capped at 50 calls).
 
     Each call's process CPU time is read with its wall time: a call that got a much
-    smaller share of the cores than the best one (another process took them) and ran
-    slower is dropped and timed again, up to ``repeats`` more times."""
+    smaller share of the cores than the typical one (another process took them) and ran
+    much slower is dropped and timed again, up to ``repeats`` more times."""
     time.sleep(settle)
     function(0)
     samples, disturbed = [], 0
@@ -92,11 +93,13 @@ def measure(function: Callable[[int], object], variants: int = 1, repeats: int =
 
 
 def _disturbed(sample: tuple, samples: list) -> bool:
+    if len(samples) <= TYPICAL_AFTER:
+        return False
     seconds, cpu = sample
-    fastest = min(s for s, _ in samples)
-    best_share = max(c / s for s, c in samples if s > 0)
-    return (seconds > DISTURBED_SLOWDOWN * fastest
-            and cpu / max(seconds, 1e-12) < DISTURBED_SHARE * best_share)
+    typical = statistics.median(s for s, _ in samples)
+    typical_share = statistics.median(c / s for s, c in samples if s > 0)
+    return (seconds > DISTURBED_SLOWDOWN * typical
+            and cpu / max(seconds, 1e-12) < DISTURBED_SHARE * typical_share)
 
 
 def median_seconds(function: Callable[[int], object], variants: int = 1, repeats: int = 5,

@@ -118,16 +118,16 @@ PROBE_LAYERS = (((1, 28, 28, 128), (3, 3, 128, 128)), ((1, 28, 28, 128), (1, 1, 
 TILES_TIMED = 3
 
 
-def rank_tiles(primitive: str, machine: Machine, accumulators: int, log=print) -> list:
-    """The first :data:`TILES_TIMED` tiles of the tiled family's menu for ``primitive``
-    (with the measured ``accumulators``), fastest first on the probe layers (geometric
-    mean of their rates), each checked against the direct family's result first."""
+def rank_tiles(primitive: str, machine: Machine, log=print) -> list:
+    """The first :data:`TILES_TIMED` tiles of the tiled family's menu for ``primitive`` on
+    ``machine`` (calibrated), fastest first on the probe layers (geometric mean of their
+    rates), each checked against the direct family's result first."""
     from ..geometry import conv_geometry
     from ..primitives import primitive as primitive_named
     from ..primitives import random_tensors
     from . import direct, families, tiled
 
-    menu = tiled.tile_menu(primitive, 4, machine, accumulators)
+    menu = tiled.tile_menu(primitive, 4, machine)
     scores = {}
     for tile in menu[:TILES_TIMED]:
         logs = []
@@ -160,12 +160,14 @@ def calibrate(machine: Machine, log=print) -> dict:
     fma = measure_fma_peak(machine)
     log(f"  FMA peak {fma.peak:.0f} GFLOP/s float32 on {fma.threads} threads "
         f"({fma.vector_bits}-bit vectors); {fma.chains_needed} independent chains reach it")
-    forward = rank_tiles("forward", machine, fma.chains_needed, log)
-    backward_filter = rank_tiles("backward_filter", machine, fma.chains_needed, log)
-    return {
-        "fma": {"dtype": fma.dtype, "vector_bits": fma.vector_bits, "threads": fma.threads,
+    measured = {"dtype": fma.dtype, "vector_bits": fma.vector_bits, "threads": fma.threads,
                 "peak_gflops": round(fma.peak, 1), "chains_needed": fma.chains_needed,
-                "gflops_by_chains": {chains: round(rate, 1) for chains, rate in fma.rates.items()}},
+                "gflops_by_chains": {chains: round(rate, 1) for chains, rate in fma.rates.items()}}
+    machine = machine.calibrated({"fma": measured})
+    forward = rank_tiles("forward", machine, log)
+    backward_filter = rank_tiles("backward_filter", machine, log)
+    return {
+        "fma": measured,
         # Backward-data runs the forward kernel on the rotated filter: the same tiles.
         "tiles": {"float32": {"forward": [list(t) for t in forward],
                               "backward_data": [list(t) for t in forward],

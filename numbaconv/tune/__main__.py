@@ -146,8 +146,8 @@ def main(argv=None) -> int:
         print("\ninterrupted: every result above is saved", flush=True)
     print_table(outcomes, args.dtype, with_matmul=args.device == "cpu")
     first_calls = sum(o.compile_seconds for o in outcomes)
-    print(f"{sum(o.retimed for o in outcomes)} candidates timed again after calls disturbed "
-          f"by other load")
+    print(f"{sum(o.retimed for o in outcomes)} candidates had slow calls on a small share of "
+          f"the cores (other load, threads waking) timed again")
     print(f"total {time.monotonic() - start:.0f} s, of which {first_calls:.0f} s in first calls "
           f"(compilation or cache loads, and verification); {codegen.compiled_variants()} "
           f"generated kernel variants loaded; results in {path}")

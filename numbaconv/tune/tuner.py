@@ -46,7 +46,7 @@ class Outcome:
     best: object | None = None
     best_seconds: float | None = None
     timed: int = 0
-    retimed: int = 0  # candidates with calls disturbed by other load, timed again
+    retimed: int = 0  # candidates whose disturbed calls (timing.measure) were timed again
     rejected: list = field(default_factory=list)  # (schedule, reason)
     compile_seconds: float = 0.0  # first calls: compilation (or cache load) + verification run
 

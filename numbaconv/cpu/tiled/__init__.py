@@ -111,21 +111,20 @@ def candidates(primitive: str, g: ConvGeometry, itemsize: int, section: dict, ma
             for tile in tiles for order in orders]
 
 
-def tile_menu(primitive: str, itemsize: int, machine, accumulators: int | None = None) -> list:
+def tile_menu(primitive: str, itemsize: int, machine) -> list:
     """Register tiles for this machine, in the order the default rule tries them.
 
     A tile of ``rows`` × ``vectors`` vectors of channels keeps ``rows · vectors``
     accumulators and ``vectors`` filter (or dy) vectors live, plus a broadcast: that must
     fit the vector registers. Tiles are ranked by how close their accumulators come to
-    twice the ``accumulators`` the FMA units need (their latency hidden, loads amortised),
+    twice the accumulators the FMA units need (their latency hidden, loads amortised),
     short of the last quarter of the registers (which the compiler's broadcasts and
     addresses take), two vectors wide first; half-vector tiles follow, for channel counts
     the wide ones do not divide.
     """
     lanes = machine.lanes(itemsize)
     registers = machine.vector_registers
-    needed = accumulators or machine.accumulators_needed
-    target = min(2 * needed, 3 * registers // 4 - 2)
+    target = min(2 * machine.accumulators_needed, 3 * registers // 4 - 2)
     # Backward-filter's rows are input channels: counts that divide channel counts.
     row_counts = ROW_DIVISORS if primitive == "backward_filter" else range(1, 17)
     fitting = [(rows, vectors) for vectors in (1, 2, 4) for rows in row_counts
