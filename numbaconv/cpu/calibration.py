@@ -18,8 +18,12 @@ from dataclasses import dataclass, field
 import numba
 import numpy as np
 
+from ..geometry import conv_geometry
 from ..machine import Machine
+from ..primitives import primitive as primitive_named
+from ..primitives import random_tensors
 from ..timing import median_seconds
+from . import direct, families, tiled
 from .codegen import KernelParameters, Source, load_kernel
 from .jit import FASTMATH
 from .vector_width import HINTS
@@ -122,11 +126,6 @@ def rank_tiles(primitive: str, machine: Machine, log=print) -> list:
     """The first :data:`TILES_TIMED` tiles of the tiled family's menu for ``primitive`` on
     ``machine`` (calibrated), fastest first on the probe layers (geometric mean of their
     rates), each checked against the direct family's result first."""
-    from ..geometry import conv_geometry
-    from ..primitives import primitive as primitive_named
-    from ..primitives import random_tensors
-    from . import direct, families, tiled
-
     menu = tiled.tile_menu(primitive, 4, machine)
     scores = {}
     for tile in menu[:TILES_TIMED]:

@@ -64,18 +64,13 @@ COLUMN = {name: index for index, name in enumerate(PHASE_FIELDS)}
 
 #: The generated kernels' parameters: their ``def`` lines, Numba signatures and the
 #: arguments their callers pass all come from these lists.
-FORWARD_PARAMETERS = KernelParameters(
+_FORWARD_SHARED = (
     ("xp", "in"), ("w", "in"), ("out", "out"), ("phases", "table"), ("batch", "int"),
     ("padded_height", "int"), ("padded_width", "int"), ("in_channels", "int"),
-    ("out_channels", "int"), ("w_tile_stride", "int"), ("w_channel_stride", "int"),
-    ("total_tiles", "int"), ("pixel_groups", "int"), ("k_groups", "int"),
-    ("pixels_outer", "bool"))
-FORWARD_PANELS_PARAMETERS = KernelParameters(
-    ("xp", "in"), ("w", "in"), ("out", "out"), ("phases", "table"), ("batch", "int"),
-    ("padded_height", "int"), ("padded_width", "int"), ("in_channels", "int"),
-    ("out_channels", "int"), ("w_tile_stride", "int"), ("w_channel_stride", "int"),
-    ("w_lane_stride", "int"), ("total_tiles", "int"), ("pixel_groups", "int"),
-    ("k_groups", "int"))
+    ("out_channels", "int"), ("w_tile_stride", "int"), ("w_channel_stride", "int"))
+_TASKS = (("total_tiles", "int"), ("pixel_groups", "int"), ("k_groups", "int"))
+FORWARD_PARAMETERS = KernelParameters(*_FORWARD_SHARED, *_TASKS, ("pixels_outer", "bool"))
+FORWARD_PANELS_PARAMETERS = KernelParameters(*_FORWARD_SHARED, ("w_lane_stride", "int"), *_TASKS)
 BACKWARD_FILTER_PARAMETERS = KernelParameters(
     ("xp", "in"), ("dy", "in"), ("partials", "out"), ("batch", "int"), ("padded_height", "int"),
     ("padded_width", "int"), ("in_channels", "int"), ("filter_height", "int"),
