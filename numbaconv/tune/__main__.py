@@ -118,7 +118,11 @@ def main(argv=None) -> int:
         backend.calibration = (configs.calibration() or configs.file_calibration(path)
                                if not args.calibrate else None)
         if backend.calibration is None:
-            backend.calibration = run_calibration(path)
+            try:
+                backend.calibration = run_calibration(path)
+            except KeyboardInterrupt:
+                print("\ninterrupted: no calibration recorded", flush=True)
+                return 130
         if args.calibrate:
             return 0
     problems = [(layer, op) for layer in layers for op in args.ops]
