@@ -33,6 +33,7 @@ import fcntl
 import logging
 import os
 import tempfile
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -112,9 +113,26 @@ def _stat_signature(path: Path):
     return (stat.st_mtime_ns, stat.st_size)
 
 
+#: How long a files signature stands for other processes' writes: every op call asks for
+#: one, and two ``stat`` calls cost more than a small layer's bookkeeping. Writes by this
+#: process (and :func:`forget`) are seen at once.
+SIGNATURE_SECONDS = 0.1
+_signatures: dict = {}  # device -> (monotonic time, signature)
+
+
 def files_signature(device: str = "cpu") -> tuple:
-    """Changes whenever a config file appears, disappears or is rewritten (two ``stat``
-    calls: a few microseconds, paid by every op call)."""
+    """Changes whenever a config file appears, disappears or is rewritten (by another
+    process: within :data:`SIGNATURE_SECONDS`)."""
+    now = time.monotonic()
+    found = _signatures.get(device)
+    if found is not None and now - found[0] < SIGNATURE_SECONDS:
+        return found[1]
+    signature = _stat_files(device)
+    _signatures[device] = (now, signature)
+    return signature
+
+
+def _stat_files(device: str) -> tuple:
     signature = []
     for path in _config_file_names(device):
         try:
@@ -273,6 +291,7 @@ def entry_count(path: Path, device: str = "cpu") -> int:
 def forget():
     """Drop the in-memory copies (tests; files are re-read on the next lookup anyway)."""
     _cache.forget()
+    _signatures.clear()
 
 
 @contextlib.contextmanager
@@ -331,6 +350,7 @@ def _update(path: Path, device: str, change):
                 handle.flush()
                 os.fsync(handle.fileno())
             os.replace(tmp, path)
+            _signatures.clear()
         except BaseException:
             with contextlib.suppress(OSError):
                 os.unlink(tmp)

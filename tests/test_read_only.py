@@ -116,5 +116,5 @@ def test_numbaconv_cache_dir_holds_every_cache_of_a_read_only_install(tmp_path):
     result = run_installed_once(tmp_path, cache_dir, CASES[:1])
     assert "numbaconv:" not in result.stderr, result.stderr
     assert_results_correct(tmp_path / "results.npz", CASES[:1])
-    assert list((cache_dir / "numba").rglob("layout.pad_rows_kernel-*.nbi"))
+    assert list((cache_dir / "numba").rglob("*.nbi"))  # the loop-nest kernels compiled code
     assert list((cache_dir / "kernels").glob("numbaconv_forward_*.py"))

@@ -1,12 +1,18 @@
 """Data movement the kernels need: zero-padded copies and filter rearrangements."""
 
 import dataclasses
+import math
 from dataclasses import dataclass
 
 import numpy as np
 from numba import prange
 
 from .jit import parallel_kernel
+
+
+#: Up to this size a padded copy is made by NumPy: a parallel launch costs more than the
+#: copy itself.
+SMALL_COPY_BYTES = 256 * 2**10
 
 
 @parallel_kernel
@@ -39,10 +45,14 @@ def pad(x: np.ndarray, top: int, bottom: int, left: int, right: int) -> np.ndarr
     crop = np.ascontiguousarray(x[:, max(-top, 0): x.shape[1] - max(-bottom, 0),
                                   max(-left, 0): x.shape[2] - max(-right, 0)])
     top, bottom, left, right = (max(v, 0) for v in (top, bottom, left, right))
-    xp = np.empty((crop.shape[0], crop.shape[1] + top + bottom, crop.shape[2] + left + right,
-                   crop.shape[3]), crop.dtype)
-    if xp.size:
-        pad_rows_kernel(crop, xp, top, left)
+    shape = (crop.shape[0], crop.shape[1] + top + bottom, crop.shape[2] + left + right,
+             crop.shape[3])
+    if math.prod(shape) * crop.itemsize <= SMALL_COPY_BYTES:
+        xp = np.zeros(shape, crop.dtype)
+        xp[:, top:top + crop.shape[1], left:left + crop.shape[2]] = crop
+        return xp
+    xp = np.empty(shape, crop.dtype)
+    pad_rows_kernel(crop, xp, top, left)
     return xp
 
 
