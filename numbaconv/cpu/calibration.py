@@ -103,19 +103,6 @@ def measure_fma_peak(machine: Machine, dtype: str = "float32",
     return FmaPeak(dtype, machine.vector_bits, threads, rates)
 
 
-def timed(call, seconds: float = 0.05) -> float:
-    """Median seconds of ``call()`` over a few blocks of about ``seconds`` each."""
-    call()
-    samples = []
-    for _ in range(3):
-        start, count = time.perf_counter(), 0
-        while time.perf_counter() - start < seconds:
-            call()
-            count += 1
-        samples.append((time.perf_counter() - start) / count)
-    return sorted(samples)[1]
-
-
 #: Probe layers per primitive: a mid-sized 3×3 layer and a 1×1 one (batch 1, float32).
 PROBE_LAYERS = (((1, 28, 28, 128), (3, 3, 128, 128)), ((1, 28, 28, 128), (1, 1, 128, 256)))
 #: Tiles of the menu timed per primitive (each is a kernel to compile: seconds).
@@ -125,26 +112,30 @@ TILES_TIMED = 3
 def rank_tiles(primitive: str, machine: Machine, log=print) -> list:
     """The first :data:`TILES_TIMED` tiles of the tiled family's menu for ``primitive`` on
     ``machine`` (calibrated), fastest first on the probe layers (geometric mean of their
-    rates), each checked against the direct family's result first."""
-    menu = tiled.tile_menu(primitive, 4, machine)
+    rates), each verified as the tuner verifies a candidate before it is timed."""
+    from ..tune.tuner import TOLERANCE, relative_error
+
+    probes = []
+    for input_shape, filter_shape in PROBE_LAYERS:
+        g = conv_geometry(input_shape, filter_shape, (1, 1), (1, 1), "SAME")
+        operands = primitive_named(primitive).pick(
+            random_tensors(g, np.float32, np.random.default_rng(0)))
+        probes.append((g, operands, families.run(primitive, operands, g,
+                                                 direct.default(primitive, g, 4))))
+    order = "packed_panels" if primitive == "forward" else "pixel_tiles_outer"
     scores = {}
-    for tile in menu[:TILES_TIMED]:
+    for tile in tiled.tile_menu(primitive, 4, machine)[:TILES_TIMED]:
         logs = []
-        for input_shape, filter_shape in PROBE_LAYERS:
-            g = conv_geometry(input_shape, filter_shape, (1, 1), (1, 1), "SAME")
-            operands = primitive_named(primitive).pick(
-                random_tensors(g, np.float32, np.random.default_rng(0)))
-            order = "packed_panels" if primitive == "forward" else "pixel_tiles_outer"
+        for g, operands, expected in probes:
             schedule = tiled.fit(tiled.TiledSchedule(loop_order=order, register_tile=tile),
                                  primitive, g, 4)
             if families.CPU.illegal_reason(primitive, g, schedule, 4):
                 continue
             result = families.run(primitive, operands, g, schedule)
-            expected = families.run(primitive, operands, g, direct.default(primitive, g, 4))
-            scale = max(float(np.max(np.abs(expected))), 1e-30)
-            if not float(np.max(np.abs(result - expected))) <= 1e-4 * scale:
+            if not relative_error(result, expected) <= TOLERANCE["float32"]:
                 raise RuntimeError(f"calibration: tile {tile} computes a wrong {primitive}")
-            seconds = timed(lambda: families.run(primitive, operands, g, schedule))
+            seconds = median_seconds(lambda i: families.run(primitive, operands, g, schedule),
+                                     settle=0.02, min_seconds=0.15)
             logs.append(math.log(g.flops / seconds / 1e9))
         if logs:
             scores[tile] = math.exp(sum(logs) / len(logs))
