@@ -6,7 +6,8 @@ TensorFlow's (same shapes, padding arithmetic and numbers, to float rounding).
 
 from .api import (bias_add_grad, call_for, conv2d, conv2d_backprop_filter,
                   conv2d_backprop_filter_v2, conv2d_backprop_input, conv2d_backprop_input_v2,
-                  conv2d_transpose, explain)
+                  conv2d_transpose, depthwise_conv2d, depthwise_conv2d_backprop_filter,
+                  depthwise_conv2d_backprop_input, explain)
 from .geometry import ConvGeometry
 from .schedule import Schedule
 
@@ -20,6 +21,9 @@ __all__ = [
     "conv2d_backprop_filter_v2",
     "conv2d_transpose",
     "bias_add_grad",
+    "depthwise_conv2d",
+    "depthwise_conv2d_backprop_input",
+    "depthwise_conv2d_backprop_filter",
     "explain",
     "call_for",
     "ConvGeometry",

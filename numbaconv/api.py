@@ -17,13 +17,15 @@ conv2d_backprop_filter(_v2)    backward_filter      x, dy -> dw (shape of w)
 from __future__ import annotations
 
 import functools
+import math
 from dataclasses import dataclass, field
 
 import numpy as np
 
-from .arguments import (as_array, check_data_format, check_dtypes, check_padding, check_rank,
-                        from_nhwc, from_nhwc_shape, is_shape, pick_alias, require, shape_arg,
-                        spatial_pair, to_nhwc, to_nhwc_shape)
+from .arguments import (FLOAT_NAMES, INTEGER_OPS_DTYPES, as_array, check_data_format,
+                        check_dtypes, check_padding, check_rank, compute_dtype, from_nhwc,
+                        from_nhwc_shape, is_shape, pick_alias, require, shape_arg, spatial_pair,
+                        to_nhwc_shape)
 from .choice import Choice
 from .cpu import bias, families
 from .cpu.heuristic import choose
@@ -52,21 +54,37 @@ class Call:
     operands: tuple
     device: str = "cpu"
     sources: tuple = field(default=(), compare=False)
+    #: The filter's shape as the caller sees it, where it differs from the geometry's
+    #: (a depthwise ``[R, S, C, M]`` is the grouped ``[R, S, 1, C·M]``).
+    filter_shape: tuple | None = None
+    #: ``conv2d``'s leading batch dimensions when its input had rank > 4 (flattened into
+    #: the geometry's batch).
+    batch_shape: tuple | None = None
+
+    @property
+    def compute_dtype(self) -> np.dtype:
+        """What the kernels compute in: float32 for float16 / bfloat16, int64 for int32."""
+        return compute_dtype(self.dtype)
 
     @property
     def result_shape(self) -> tuple:
         p = primitive(self.primitive)
-        shape = p.result_shape(self.geometry)
-        return from_nhwc_shape(shape, self.data_format) if is_activation(p.result) else shape
+        if not is_activation(p.result):
+            return self.filter_shape or p.result_shape(self.geometry)
+        shape = from_nhwc_shape(p.result_shape(self.geometry), self.data_format)
+        return shape if self.batch_shape is None else self.batch_shape + shape[1:]
 
     def choice(self) -> Choice:
         """The schedule this call runs and where it comes from."""
+        dtype = self.compute_dtype
         if self.device == "cuda":
             from .cuda.heuristic import choose as choose_cuda
 
-            return choose_cuda(self.primitive, self.geometry, self.dtype.name,
-                               self.dtype.itemsize)
-        return choose(self.primitive, self.geometry, self.dtype.name, self.dtype.itemsize)
+            return choose_cuda(self.primitive, self.geometry, dtype.name, dtype.itemsize)
+        if dtype.kind == "i":
+            return Choice(families.integer_schedule(self.primitive, self.geometry),
+                          "integer arithmetic: the direct kernels")
+        return choose(self.primitive, self.geometry, dtype.name, dtype.itemsize)
 
     def run(self, schedule=None):
         """The result: a NumPy array, or a numba device array when an operand was on the GPU."""
@@ -77,9 +95,18 @@ class Call:
             return np.zeros(self.result_shape, dtype=self.dtype)
         schedule = schedule or self.choice().schedule
         with kernel_launch():
-            return self._run(schedule)
+            out = self._run(schedule)
+        return out if out.dtype == self.dtype else _rounded(out, self.dtype)
 
     def _run_cuda(self, schedule):
+        if self.compute_dtype != self.dtype:
+            raise TypeError(f"{self.op}: {self.dtype} runs on the CPU only so far (the CUDA "
+                            f"kernels take float32 and float64); pass NumPy arrays or "
+                            f"device='cpu'")
+        if self.geometry.groups > 1:
+            raise ValueError(f"{self.op}: grouped and depthwise convolutions run on the CPU "
+                             f"only so far ({self.geometry.groups} groups); pass NumPy "
+                             f"arrays or device='cpu'")
         from .cuda import launch
         from .cuda.families import CUDA
 
@@ -89,7 +116,8 @@ class Call:
             return CUDA.run(self.primitive, operands, self.geometry, schedule,
                             data_format=self.data_format, stream=stream)
 
-        return _on_cuda(self.sources, self.operands, compute)
+        out = _on_cuda(self.sources, self.operands, compute)
+        return out if self.batch_shape is None else out.reshape(self.result_shape)
 
     def _run(self, schedule: Schedule) -> np.ndarray:
         """NHWC / HWIO C-contiguous operands for the CPU kernels; the result back in
@@ -97,13 +125,23 @@ class Call:
         p = primitive(self.primitive)
         fmt = self.data_format
         (first_tensor, second_tensor), (first, second) = p.operands, self.operands
-        operands = (_kernel_layout(first_tensor, _host(first), fmt),
-                    _kernel_layout(second_tensor, _host(second), fmt))
+        dtype = self.compute_dtype
+        operands = (_kernel_layout(first_tensor, _host(first), fmt, dtype),
+                    _kernel_layout(second_tensor, _host(second), fmt, dtype))
         out = families.run(p.name, operands, self.geometry, schedule)
-        return from_nhwc(out, fmt) if is_activation(p.result) else out
+        if not is_activation(p.result):
+            return out.reshape(self.result_shape)
+        return from_nhwc(out, fmt).reshape(self.result_shape)
 
 
 # --- shared checks ---------------------------------------------------------------------
+
+def _rounded(result: np.ndarray, dtype: np.dtype) -> np.ndarray:
+    """The computed result in the caller's dtype, rounded once (beyond a half type's range:
+    ±inf, as its own arithmetic would give; int64 -> int32 wraps as int32 sums do)."""
+    with np.errstate(over="ignore"):
+        return result.astype(dtype)
+
 
 def _check_device(device):
     if device is not None and device not in DEVICES:
@@ -133,9 +171,15 @@ def _on_cuda(sources, operands, compute):
     return runtime.to_host(out, stream)
 
 
-def _kernel_layout(tensor: str, array: np.ndarray, data_format: str) -> np.ndarray:
-    """C-contiguous NHWC for an activation, C-contiguous HWIO for the filter."""
-    return to_nhwc(array, data_format) if is_activation(tensor) else np.ascontiguousarray(array)
+def _kernel_layout(tensor: str, array: np.ndarray, data_format: str,
+                   dtype: np.dtype) -> np.ndarray:
+    """C-contiguous NHWC for an activation, C-contiguous HWIO for the filter, in ``dtype``:
+    one copy at most (none when the array already is all that)."""
+    if is_activation(tensor) and data_format == "NCHW":
+        array = array.transpose(0, 2, 3, 1)
+    if array.dtype != dtype:
+        return array.astype(dtype, order="C")
+    return np.ascontiguousarray(array)
 
 
 def _host(array):
@@ -212,18 +256,50 @@ def _check_channels(actual: int, expected: int, name: str, what: str, filter_nam
                          f"expects {expected}")
 
 
+def _check_groups(in_channels: int, name: str, filter_name: str, filter_shape):
+    """TensorFlow's grouped convolution: the filter's input channels divide ``name``'s
+    channels (groups = their ratio) and the groups divide the filter's output channels."""
+    filter_in, filter_out = filter_shape[2], filter_shape[3]
+    if in_channels == filter_in:
+        return
+    if filter_in == 0 or in_channels % filter_in:
+        raise ValueError(
+            f"{name} has {in_channels} channels but {filter_name} {tuple(filter_shape)} expects "
+            f"{filter_in} or a multiple of it (grouped: groups = {name} channels / "
+            f"{filter_name}.shape[2])")
+    groups = in_channels // filter_in
+    if filter_out % groups:
+        raise ValueError(
+            f"{filter_name} {tuple(filter_shape)} has {filter_out} output channels, not a "
+            f"multiple of the {groups} groups ({name} channels {in_channels} / {filter_name}"
+            f".shape[2] {filter_in})")
+
+
 # --- call builders: arguments -> Call ----------------------------------------------------
+
+def _batched_input(value, name: str):
+    """``conv2d``'s input of rank >= 4, its leading dimensions flattened into one batch
+    (a view where the strides allow), and those dimensions (None for rank 4)."""
+    array = as_array(value, name)
+    if array.ndim < 4:
+        raise ValueError(f"{name} must have rank 4 or more (batch dimensions, then height, "
+                         f"width, channels in data_format order), got shape {array.shape}")
+    if array.ndim == 4:
+        return array, None
+    batch_shape = tuple(array.shape[:-3])
+    return array.reshape((math.prod(batch_shape),) + tuple(array.shape[-3:])), batch_shape
+
 
 def _conv2d_call(op, input, filters, strides, padding, data_format, dilations, device=None):
     data_format, strides, dilations, padding = _options(strides, padding, data_format, dilations)
-    x = _activation(input, "input")
+    x, batch_shape = _batched_input(input, "input")
     w = _filters(filters, "filters")
-    dtype = check_dtypes(input=x, filters=w)
+    dtype = check_dtypes(op, INTEGER_OPS_DTYPES, input=x, filters=w)
     input_shape = to_nhwc_shape(x.shape, data_format)
-    _check_channels(input_shape[3], w.shape[2], "input", "channels", "filters", w.shape)
+    _check_groups(input_shape[3], "input", "filters", w.shape)
     g = _geometry(input_shape, w.shape, strides, dilations, padding, data_format, "input")
     return Call(op, "forward", g, dtype, data_format, (x, w), _device_for(device, x, w),
-                (input, filters))
+                (input, filters), batch_shape=batch_shape)
 
 
 def _backprop_input_call(op, input_shape_arg, shape_name, filters, out_backprop, strides,
@@ -235,9 +311,9 @@ def _backprop_input_call(op, input_shape_arg, shape_name, filters, out_backprop,
     arrays = {filter_name: w, dy_name: dy}
     if input_array is not None:
         arrays = {shape_name: input_array, **arrays}
-    dtype = check_dtypes(**arrays)
+    dtype = check_dtypes(op, INTEGER_OPS_DTYPES, **arrays)
     input_shape = _input_shape_from_sizes(input_shape_arg, shape_name, dy, w, data_format)
-    _check_channels(input_shape[3], w.shape[2], shape_name, "channels", filter_name, w.shape)
+    _check_groups(input_shape[3], shape_name, filter_name, w.shape)
     _check_channels(_channels(dy.shape, data_format), w.shape[3], dy_name, "channels",
                     filter_name, w.shape)
     g = _geometry(input_shape, w.shape, strides, dilations, padding, data_format, shape_name)
@@ -254,11 +330,10 @@ def _backprop_filter_call(op, input, filter_sizes, sizes_name, out_backprop, str
     arrays = {"input": x, "out_backprop": dy}
     if filter_array is not None:
         arrays[sizes_name] = filter_array
-    dtype = check_dtypes(**arrays)
+    dtype = check_dtypes(op, FLOAT_NAMES, **arrays)
     filter_shape = shape_arg(filter_sizes, sizes_name)
     input_shape = to_nhwc_shape(x.shape, data_format)
-    _check_channels(input_shape[3], filter_shape[2], "input", "channels", sizes_name,
-                    filter_shape)
+    _check_groups(input_shape[3], "input", sizes_name, filter_shape)
     _check_channels(_channels(dy.shape, data_format), filter_shape[3], "out_backprop",
                     "channels", sizes_name, filter_shape)
     g = _geometry(input_shape, filter_shape, strides, dilations, padding, data_format, "input")
@@ -274,6 +349,81 @@ def _shape_or_tensor(value, name: str):
     array = as_array(value, name)
     check_rank(array, name, 4, "tensor or a shape of 4 ints")
     return array.shape, array
+
+
+def _depthwise_filter(value, name: str):
+    """A depthwise filter ``[R, S, C, M]`` and its grouped form ``[R, S, 1, C·M]`` (a view
+    of a contiguous host array; device arrays pass as they are)."""
+    w = as_array(value, name)
+    check_rank(w, name, 4, "[filter_height, filter_width, in_channels, channel_multiplier]")
+    return w, (_grouped(w) if not is_device_array(w) else w)
+
+
+def _grouped(w):
+    r, s, c, m = w.shape
+    return w.reshape(r, s, 1, c * m)
+
+
+def _grouped_shape(shape) -> tuple:
+    r, s, c, m = shape
+    return (r, s, 1, c * m)
+
+
+def _depthwise_options(strides, padding, data_format, dilations):
+    return _options(strides, padding, "NHWC" if data_format is None else data_format, dilations)
+
+
+def _depthwise_call(op, input, filter, strides, padding, data_format, dilations, device):
+    data_format, strides, dilations, padding = _depthwise_options(strides, padding, data_format,
+                                                                  dilations)
+    x = _activation(input, "input")
+    w, grouped = _depthwise_filter(filter, "filter")
+    dtype = check_dtypes(op, FLOAT_NAMES, input=x, filter=w)
+    input_shape = to_nhwc_shape(x.shape, data_format)
+    _check_channels(input_shape[3], w.shape[2], "input", "channels", "filter", w.shape)
+    g = _geometry(input_shape, _grouped_shape(w.shape), strides, dilations, padding,
+                  data_format, "input")
+    return Call(op, "forward", g, dtype, data_format, (x, grouped), _device_for(device, x, w),
+                (input, filter))
+
+
+def _depthwise_backprop_input_call(op, input_sizes, filter, out_backprop, strides, padding,
+                                   data_format, dilations, device):
+    data_format, strides, dilations, padding = _depthwise_options(strides, padding, data_format,
+                                                                  dilations)
+    w, grouped = _depthwise_filter(filter, "filter")
+    dy = _activation(out_backprop, "out_backprop")
+    dtype = check_dtypes(op, FLOAT_NAMES, filter=w, out_backprop=dy)
+    input_shape = _input_shape_from_sizes(input_sizes, "input_sizes", dy, w, data_format)
+    _check_channels(input_shape[3], w.shape[2], "input_sizes", "channels", "filter", w.shape)
+    _check_channels(_channels(dy.shape, data_format), w.shape[2] * w.shape[3], "out_backprop",
+                    "channels (in_channels · channel_multiplier)", "filter", w.shape)
+    g = _geometry(input_shape, _grouped_shape(w.shape), strides, dilations, padding,
+                  data_format, "input_sizes")
+    _expect_output(dy, "out_backprop", g, padding, data_format, "input_sizes")
+    return Call(op, "backward_data", g, dtype, data_format, (dy, grouped),
+                _device_for(device, dy, w), (out_backprop, filter))
+
+
+def _depthwise_backprop_filter_call(op, input, filter_sizes, out_backprop, strides, padding,
+                                    data_format, dilations, device):
+    data_format, strides, dilations, padding = _depthwise_options(strides, padding, data_format,
+                                                                  dilations)
+    x = _activation(input, "input")
+    dy = _activation(out_backprop, "out_backprop")
+    dtype = check_dtypes(op, FLOAT_NAMES, input=x, out_backprop=dy)
+    filter_shape = shape_arg(filter_sizes, "filter_sizes")
+    input_shape = to_nhwc_shape(x.shape, data_format)
+    _check_channels(input_shape[3], filter_shape[2], "input", "channels", "filter_sizes",
+                    filter_shape)
+    _check_channels(_channels(dy.shape, data_format), filter_shape[2] * filter_shape[3],
+                    "out_backprop", "channels (in_channels · channel_multiplier)",
+                    "filter_sizes", filter_shape)
+    g = _geometry(input_shape, _grouped_shape(filter_shape), strides, dilations, padding,
+                  data_format, "input")
+    _expect_output(dy, "out_backprop", g, padding, data_format, "input")
+    return Call(op, "backward_filter", g, dtype, data_format, (x, dy),
+                _device_for(device, x, dy), (input, out_backprop), filter_shape=filter_shape)
 
 
 # --- the public ops ---------------------------------------------------------------------
@@ -410,6 +560,56 @@ def conv2d_transpose(input=None, filters=None, output_shape=None, strides=None,
                                 dy_name="input", device=device)
 
 
+@_op
+def depthwise_conv2d(input=None, filter=None, strides=None, padding=None, data_format=None,
+                     dilations=None, name=None, *, device=None):
+    """Depthwise 2-D convolution, as ``tf.nn.depthwise_conv2d`` (TF2).
+
+    input [N, H, W, C] (NHWC, the default) or [N, C, H, W]; filter [R, S, C, M] (M: the
+    channel multiplier); returns [N, OH, OW, C·M], output channel ``c·M + m`` from input
+    channel c. ``dilations`` is TF's ``rate`` (1, 2 or 4 entries). Unlike TensorFlow, any
+    strides combine with any dilations, and the two strides may differ.
+    """
+    _check_device(device)
+    input = require(input, "input")
+    filter = require(filter, "filter")
+    return _depthwise_call("depthwise_conv2d", input, filter, strides, padding, data_format,
+                           dilations, device)
+
+
+@_op
+def depthwise_conv2d_backprop_input(input_sizes=None, filter=None, out_backprop=None,
+                                    strides=None, padding=None, data_format="NHWC",
+                                    dilations=None, name=None, *, device=None):
+    """Gradient of :func:`depthwise_conv2d` with respect to its input, as
+    ``tf.nn.depthwise_conv2d_backprop_input``; with ``dilations`` the true gradient of the
+    dilated op (TensorFlow's CPU kernel ignores them)."""
+    _check_device(device)
+    input_sizes = require(input_sizes, "input_sizes")
+    filter = require(filter, "filter")
+    out_backprop = require(out_backprop, "out_backprop")
+    return _depthwise_backprop_input_call("depthwise_conv2d_backprop_input", input_sizes,
+                                          filter, out_backprop, strides, padding, data_format,
+                                          dilations, device)
+
+
+@_op
+def depthwise_conv2d_backprop_filter(input=None, filter_sizes=None, out_backprop=None,
+                                     strides=None, padding=None, data_format="NHWC",
+                                     dilations=None, name=None, *, device=None):
+    """Gradient of :func:`depthwise_conv2d` with respect to its filter, as
+    ``tf.nn.depthwise_conv2d_backprop_filter``: returns dw of shape ``filter_sizes``
+    [R, S, C, M]; with ``dilations`` the true gradient of the dilated op (TensorFlow's CPU
+    kernel ignores them)."""
+    _check_device(device)
+    input = require(input, "input")
+    filter_sizes = require(filter_sizes, "filter_sizes")
+    out_backprop = require(out_backprop, "out_backprop")
+    return _depthwise_backprop_filter_call("depthwise_conv2d_backprop_filter", input,
+                                           filter_sizes, out_backprop, strides, padding,
+                                           data_format, dilations, device)
+
+
 def bias_add_grad(out_backprop=None, data_format="NHWC", name=None, *, device=None):
     """Gradient of ``bias_add``: ``out_backprop`` summed over every axis but the channel
     axis (the last for NHWC, the third from last for NCHW). Returns [C]."""
@@ -421,7 +621,7 @@ def bias_add_grad(out_backprop=None, data_format="NHWC", name=None, *, device=No
     if dy.ndim < min_rank:
         raise ValueError(f"out_backprop must have at least {min_rank} dimensions for "
                          f"{data_format}, got shape {tuple(dy.shape)}")
-    check_dtypes(out_backprop=dy)
+    check_dtypes("bias_add_grad", FLOAT_NAMES, out_backprop=dy)
     shape = tuple(dy.shape)
     if data_format == "NHWC":
         channels, inner = shape[-1], 1
@@ -432,9 +632,12 @@ def bias_add_grad(out_backprop=None, data_format="NHWC", name=None, *, device=No
     dy = _host(dy)
     if dy.size == 0:
         return np.zeros(channels, dtype=dy.dtype)
-    x3 = np.ascontiguousarray(dy).reshape(-1, channels, inner)
+    compute = compute_dtype(dy.dtype)
+    x3 = (np.ascontiguousarray(dy) if dy.dtype == compute
+          else dy.astype(compute, order="C")).reshape(-1, channels, inner)
     with kernel_launch():
-        return bias.run(x3)
+        total = bias.run(x3)
+    return total if total.dtype == dy.dtype else _rounded(total, dy.dtype)
 
 
 def _bias_add_grad_cuda(dy, source, channels: int, inner: int):

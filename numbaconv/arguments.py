@@ -13,6 +13,22 @@ from .geometry import Padding
 
 DATA_FORMATS = ("NHWC", "NCHW")
 FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
+#: Storage types computed in float32 and rounded once (bfloat16: ``ml_dtypes.bfloat16``,
+#: recognised by name so that ml_dtypes is never imported here).
+HALF_DTYPES = ("float16", "bfloat16")
+#: What every conv op takes; :data:`INTEGER_OPS_DTYPES` adds int32 (exact, in int64).
+FLOAT_NAMES = ("float32", "float64") + HALF_DTYPES
+INTEGER_OPS_DTYPES = FLOAT_NAMES + ("int32",)
+
+
+def compute_dtype(dtype: np.dtype) -> np.dtype:
+    """The dtype the kernels run in for arrays of ``dtype``: float32 for the half types,
+    int64 for int32 (its sums wrap modulo 2**32 exactly as int32's do once cast back)."""
+    if dtype.name in HALF_DTYPES:
+        return np.dtype(np.float32)
+    if dtype == np.int32:
+        return np.dtype(np.int64)
+    return dtype
 
 
 def pick_alias(value, alias, name: str, alias_name: str, required: bool = True):
@@ -133,11 +149,12 @@ def check_rank(array: np.ndarray, name: str, rank: int, what: str):
         raise ValueError(f"{name} must be {rank}-D {what}, got shape {array.shape}")
 
 
-def check_dtypes(**arrays: np.ndarray) -> np.dtype:
-    """All float32 or all float64; returns the common dtype."""
+def check_dtypes(op: str, allowed, /, **arrays: np.ndarray) -> np.dtype:
+    """All of one dtype among ``allowed`` (names) for ``op``; returns it."""
     for name, array in arrays.items():
-        if array.dtype not in FLOAT_DTYPES:
-            raise TypeError(f"{name} must be float32 or float64, got {array.dtype}")
+        if np.dtype(array.dtype).name not in allowed:
+            raise TypeError(f"{name} must be one of {', '.join(allowed)} for {op}, "
+                            f"got {array.dtype}")
     dtypes = {name: array.dtype for name, array in arrays.items()}
     if len(set(dtypes.values())) > 1:
         listed = ", ".join(f"{name} {dtype}" for name, dtype in dtypes.items())

@@ -32,12 +32,14 @@ def _key(prefix: str, joiner: str = "", omit_default: bool = False) -> dict:
 
 @dataclass(frozen=True)
 class ConvGeometry:
-    """A 2-D convolution ``out[n, oh, ow, k] = Σ_{r,s,c} x[n, ih, iw, c] · w[r, s, c, k]``
+    """A 2-D convolution ``out[n, oh, ow, k] = Σ_{r,s,c} x[n, ih, iw, g·Cg + c] · w[r, s, c, k]``
     with ``ih = oh·stride_h + r·dilation_h − pad_top`` and
-    ``iw = ow·stride_w + s·dilation_w − pad_left`` (terms outside the input are zero).
+    ``iw = ow·stride_w + s·dilation_w − pad_left`` (terms outside the input are zero);
+    ``c`` runs over the ``Cg = in_channels / groups`` channels of output channel ``k``'s
+    group ``g = k // (out_channels / groups)`` (one group: the dense convolution).
 
     Input ``[batch, in_height, in_width, in_channels]`` (NHWC), filter
-    ``[filter_height, filter_width, in_channels, out_channels]`` (HWIO), output
+    ``[filter_height, filter_width, in_channels / groups, out_channels]`` (HWIO), output
     ``[batch, out_height, out_width, out_channels]`` (NHWC).
     """
 
@@ -56,6 +58,22 @@ class ConvGeometry:
     pad_bottom: int = field(default=0, metadata=_key("p", ","))
     pad_left: int = field(default=0, metadata=_key("p", ","))
     pad_right: int = field(default=0, metadata=_key("p", ","))
+    groups: int = field(default=1, metadata=_key("g", omit_default=True))
+
+    @property
+    def in_channels_per_group(self) -> int:
+        """The filter's input channels: each group reads its own slice of the input."""
+        return self.in_channels // self.groups
+
+    @property
+    def out_channels_per_group(self) -> int:
+        return self.out_channels // self.groups
+
+    @property
+    def is_depthwise(self) -> bool:
+        """One input channel per group (``depthwise_conv2d``: groups = C, multiplier =
+        K / C)."""
+        return self.groups > 1 and self.in_channels_per_group == 1
 
     @property
     def out_height(self) -> int:
@@ -85,7 +103,8 @@ class ConvGeometry:
 
     @property
     def filter_shape(self) -> tuple[int, int, int, int]:
-        return (self.filter_height, self.filter_width, self.in_channels, self.out_channels)
+        return (self.filter_height, self.filter_width, self.in_channels_per_group,
+                self.out_channels)
 
     @property
     def output_shape(self) -> tuple[int, int, int, int]:
@@ -95,7 +114,7 @@ class ConvGeometry:
     def flops(self) -> int:
         """Multiply-adds × 2 of the forward convolution (padding taps included, as is usual)."""
         return (2 * self.batch * self.out_height * self.out_width * self.out_channels
-                * self.filter_height * self.filter_width * self.in_channels)
+                * self.filter_height * self.filter_width * self.in_channels_per_group)
 
     def describe(self) -> str:
         """One line for error messages and reports."""
@@ -103,7 +122,8 @@ class ConvGeometry:
                 f"strides ({self.stride_h}, {self.stride_w}), "
                 f"dilations ({self.dilation_h}, {self.dilation_w}), "
                 f"pads (top {self.pad_top}, bottom {self.pad_bottom}, "
-                f"left {self.pad_left}, right {self.pad_right})")
+                f"left {self.pad_left}, right {self.pad_right})"
+                + (f", groups {self.groups}" if self.groups > 1 else ""))
 
 
 def geometry_key(g: ConvGeometry) -> str:
@@ -144,12 +164,20 @@ def padding_amounts(padding: Padding, in_size: int, k: int, stride: int, dilatio
     return tuple(padding[axis])  # explicit, validated by the caller
 
 
+def groups_of(in_channels: int, filter_in_channels: int) -> int:
+    """TensorFlow's group count: the input's channels over the filter's (1 when either is 0)."""
+    if in_channels == 0 or filter_in_channels == 0:
+        return 1
+    return in_channels // filter_in_channels
+
+
 def conv_geometry(input_shape, filter_shape, strides=(1, 1), dilations=(1, 1),
                   padding: Padding = "VALID") -> ConvGeometry:
-    """The geometry of ``conv2d(input, filter)``: ``input_shape`` NHWC, ``filter_shape`` HWIO,
-    ``strides`` and ``dilations`` as ``(h, w)``. Does not validate: the API layer does."""
+    """The geometry of ``conv2d(input, filter)``: ``input_shape`` NHWC, ``filter_shape`` HWIO
+    (its input channels a divisor of the input's: grouped), ``strides`` and ``dilations`` as
+    ``(h, w)``. Does not validate: the API layer does."""
     batch, in_height, in_width, in_channels = (int(v) for v in input_shape)
-    filter_height, filter_width, _, out_channels = (int(v) for v in filter_shape)
+    filter_height, filter_width, filter_in_channels, out_channels = (int(v) for v in filter_shape)
     stride_h, stride_w = strides
     dilation_h, dilation_w = dilations
     pad_top, pad_bottom = padding_amounts(padding, in_height, filter_height, stride_h,
@@ -158,4 +186,5 @@ def conv_geometry(input_shape, filter_shape, strides=(1, 1), dilations=(1, 1),
                                           dilation_w, 1)
     return ConvGeometry(batch, in_height, in_width, in_channels, out_channels,
                         filter_height, filter_width, stride_h, stride_w,
-                        dilation_h, dilation_w, pad_top, pad_bottom, pad_left, pad_right)
+                        dilation_h, dilation_w, pad_top, pad_bottom, pad_left, pad_right,
+                        groups_of(in_channels, filter_in_channels))

@@ -57,6 +57,10 @@ class Primitive:
         """The contiguous channel axis this primitive's tasks write."""
         return getattr(g, self.written_channels)
 
+    def group_channels(self, g: ConvGeometry) -> int:
+        """The channels of one group along that axis (all of them when not grouped)."""
+        return self.channels(g) // g.groups
+
     def pick(self, tensors: dict) -> tuple:
         """This primitive's operands out of ``tensors`` (tensor name -> array)."""
         return tuple(tensors[tensor] for tensor in self.operands)

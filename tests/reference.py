@@ -95,3 +95,99 @@ def bias_add_grad(dy, channel_axis):
     dy = np.asarray(dy, np.float64)
     axes = tuple(a for a in range(dy.ndim) if a != channel_axis % dy.ndim)
     return dy.sum(axis=axes)
+
+
+# --- grouped and depthwise: each group's channels as an axis of its own ------------------
+
+def _patches(x, filter_hw, strides, dilations, pads, out_hw):
+    """(r, s) -> the input pixels tap (r, s) of every output reads: [N, OH, OW, C]."""
+    (pt, pb), (pl, pr) = pads
+    xp = np.pad(np.asarray(x, np.float64), ((0, 0), (pt, pb), (pl, pr), (0, 0)))
+    (sh, sw), (dh, dw), (OH, OW) = strides, dilations, out_hw
+    return {(r, s): xp[:, r * dh: r * dh + (OH - 1) * sh + 1: sh,
+                       s * dw: s * dw + (OW - 1) * sw + 1: sw, :]
+            for r in range(filter_hw[0]) for s in range(filter_hw[1])}
+
+
+def grouped_conv2d(x, w, strides, dilations, pads):
+    """Grouped: x [N, H, W, G·Cg], w [R, S, Cg, G·Kg];
+    out[n, oh, ow, g, kg] = Σ x[n, ·, ·, g, c] · w[r, s, c, g, kg]."""
+    w = np.asarray(w, np.float64)
+    R, S, Cg, K = w.shape
+    N, C = x.shape[0], x.shape[3]
+    G = C // Cg
+    out_hw = output_hw(x.shape[1:3], (R, S), strides, dilations, pads)
+    out = np.zeros((N,) + out_hw + (G, K // G))
+    for (r, s), patch in _patches(x, (R, S), strides, dilations, pads, out_hw).items():
+        out += np.einsum("nhwgc,cgk->nhwgk", patch.reshape(patch.shape[:3] + (G, Cg)),
+                         w[r, s].reshape(Cg, G, K // G))
+    return out.reshape((N,) + out_hw + (K,))
+
+
+def grouped_conv2d_backprop_input(input_shape, w, dy, strides, dilations, pads):
+    """The adjoint of :func:`grouped_conv2d` in x, by scattering onto the padded input."""
+    w = np.asarray(w, np.float64)
+    dy = np.asarray(dy, np.float64)
+    N, H, W, C = input_shape
+    R, S, Cg, K = w.shape
+    G = C // Cg
+    (pt, pb), (pl, pr) = pads
+    (sh, sw), (dh, dw) = strides, dilations
+    OH, OW = dy.shape[1:3]
+    dxp = np.zeros((N, H + pt + pb, W + pl + pr, G, Cg))
+    dy_groups = dy.reshape(N, OH, OW, G, K // G)
+    for r in range(R):
+        for s in range(S):
+            dxp[:, r * dh: r * dh + (OH - 1) * sh + 1: sh, s * dw: s * dw + (OW - 1) * sw + 1: sw] \
+                += np.einsum("nhwgk,cgk->nhwgc", dy_groups, w[r, s].reshape(Cg, G, K // G))
+    return dxp[:, pt: pt + H, pl: pl + W].reshape(N, H, W, C)
+
+
+def grouped_conv2d_backprop_filter(x, filter_shape, dy, strides, dilations, pads):
+    """dw[r, s, c, g·Kg + kg] = Σ x[n, ·, ·, g·Cg + c] · dy[n, oh, ow, g·Kg + kg]."""
+    dy = np.asarray(dy, np.float64)
+    R, S, Cg, K = filter_shape
+    G = x.shape[3] // Cg
+    N, OH, OW = dy.shape[:3]
+    out = np.zeros((R, S, Cg, G, K // G))
+    dy_groups = dy.reshape(N, OH, OW, G, K // G)
+    for (r, s), patch in _patches(x, (R, S), strides, dilations, pads, (OH, OW)).items():
+        out[r, s] = np.einsum("nhwgc,nhwgk->cgk", patch.reshape(N, OH, OW, G, Cg), dy_groups)
+    return out.reshape(filter_shape)
+
+
+def depthwise_conv2d(x, w, strides, dilations, pads):
+    """x [N, H, W, C], w [R, S, C, M] -> out[n, oh, ow, c·M + m] = Σ x[n, ·, ·, c] · w[r, s, c, m]."""
+    w = np.asarray(w, np.float64)
+    R, S, C, M = w.shape
+    out_hw = output_hw(x.shape[1:3], (R, S), strides, dilations, pads)
+    out = np.zeros((x.shape[0],) + out_hw + (C, M))
+    for (r, s), patch in _patches(x, (R, S), strides, dilations, pads, out_hw).items():
+        out += patch[..., :, None] * w[r, s]
+    return out.reshape((x.shape[0],) + out_hw + (C * M,))
+
+
+def depthwise_conv2d_backprop_input(input_shape, w, dy, strides, dilations, pads):
+    w = np.asarray(w, np.float64)
+    N, H, W, C = input_shape
+    R, S, _, M = w.shape
+    (pt, pb), (pl, pr) = pads
+    (sh, sw), (dh, dw) = strides, dilations
+    OH, OW = dy.shape[1:3]
+    dy_cm = np.asarray(dy, np.float64).reshape(N, OH, OW, C, M)
+    dxp = np.zeros((N, H + pt + pb, W + pl + pr, C))
+    for r in range(R):
+        for s in range(S):
+            dxp[:, r * dh: r * dh + (OH - 1) * sh + 1: sh, s * dw: s * dw + (OW - 1) * sw + 1: sw] \
+                += (dy_cm * w[r, s]).sum(axis=-1)
+    return dxp[:, pt: pt + H, pl: pl + W]
+
+
+def depthwise_conv2d_backprop_filter(x, filter_shape, dy, strides, dilations, pads):
+    R, S, C, M = filter_shape
+    N, OH, OW = dy.shape[:3]
+    dy_cm = np.asarray(dy, np.float64).reshape(N, OH, OW, C, M)
+    out = np.zeros(filter_shape)
+    for (r, s), patch in _patches(x, (R, S), strides, dilations, pads, (OH, OW)).items():
+        out[r, s] = np.einsum("nhwc,nhwcm->cm", patch, dy_cm)
+    return out

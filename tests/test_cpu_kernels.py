@@ -167,7 +167,7 @@ def test_forward_kernel_writes_every_output_element(rng):
         out = np.full(g.output_shape, np.nan)
         forward.forward_direct(x, w, out, g.stride_h, g.stride_w, g.dilation_h, g.dilation_w,
                                g.pad_top, g.pad_left, schedule.channel_block,
-                               schedule.loop_order == "tap_channel_pixel")
+                               schedule.loop_order == "tap_channel_pixel", 1)
         assert_matches(out, reference_result("forward", g, x, w, dy), np.float64)
 
 
@@ -179,7 +179,7 @@ def test_backward_data_kernel_writes_every_input_element(rng):
         backward_data.backward_data_direct(dy, wt, dx, g.stride_h, g.stride_w, g.dilation_h,
                                            g.dilation_w, g.pad_top, g.pad_left,
                                            schedule.channel_block,
-                                           schedule.loop_order == "tap_channel_pixel")
+                                           schedule.loop_order == "tap_channel_pixel", 1)
         assert_matches(dx, reference_result("backward_data", g, x, w, dy), np.float64)
 
 
@@ -190,7 +190,7 @@ def test_backward_filter_kernel_writes_every_partial(rng):
         backward_filter.backward_filter_direct(
             x, dy, partials, g.stride_h, g.stride_w, g.dilation_h, g.dilation_w, g.pad_top,
             g.pad_left, schedule.channel_block, schedule.in_channel_block,
-            schedule.loop_order == "tap_channel_pixel")
+            schedule.loop_order == "tap_channel_pixel", 1)
         assert_matches(partials.sum(axis=0), reference_result("backward_filter", g, x, w, dy),
                        np.float64)
 

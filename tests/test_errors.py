@@ -11,7 +11,22 @@ DY = np.ones((1, 5, 5, 4), np.float32)      # SAME, stride 1
 
 CASES = {
     # rank
-    "input_rank": (lambda: nc.conv2d(X[0], W, 1, "SAME"), ValueError, r"input must be 4-D.*\(5, 5, 2\)"),
+    "input_rank": (lambda: nc.conv2d(X[0], W, 1, "SAME"), ValueError,
+                   r"input must have rank 4 or more .*\(5, 5, 2\)"),
+    "depthwise_filter_rank": (lambda: nc.depthwise_conv2d(X, W[0], [1, 1, 1, 1], "SAME"),
+                              ValueError, r"filter must be 4-D \[filter_height, filter_width, "
+                                          r"in_channels, channel_multiplier\]"),
+    "depthwise_input_channels": (lambda: nc.depthwise_conv2d(np.ones((1, 5, 5, 3), np.float32),
+                                                             W, [1, 1, 1, 1], "SAME"),
+                                 ValueError, r"input has 3 channels but filter \(3, 3, 2, 4\) "
+                                             r"expects 2"),
+    "depthwise_out_backprop_channels": (
+        lambda: nc.depthwise_conv2d_backprop_input((1, 5, 5, 2), W, DY, 1, "SAME"), ValueError,
+        r"out_backprop has 4 channels \(in_channels · channel_multiplier\) but filter "
+        r"\(3, 3, 2, 4\) expects 8"),
+    "depthwise_filter_sizes_channels": (
+        lambda: nc.depthwise_conv2d_backprop_filter(X, (3, 3, 3, 1), DY, 1, "SAME"), ValueError,
+        r"input has 2 channels but filter_sizes \(3, 3, 3, 1\) expects 3"),
     "filters_rank": (lambda: nc.conv2d(X, W[0], 1, "SAME"), ValueError, r"filters must be 4-D"),
     "out_backprop_rank": (lambda: nc.conv2d_backprop_input((1, 5, 5, 2), W, DY[0], 1, "SAME"),
                           ValueError, r"out_backprop must be 4-D"),
@@ -19,7 +34,15 @@ CASES = {
                              r"input must be 4-D"),
     # channels
     "input_channels": (lambda: nc.conv2d(np.ones((1, 5, 5, 3), np.float32), W, 1, "SAME"),
-                       ValueError, r"input has 3 channels but filters \(3, 3, 2, 4\) expects 2"),
+                       ValueError, r"input has 3 channels but filters \(3, 3, 2, 4\) expects 2 or a "
+                                   r"multiple of it"),
+    "groups_not_dividing_output": (lambda: nc.conv2d(np.ones((1, 5, 5, 6), np.float32), W, 1,
+                                                     "SAME"),
+                                   ValueError, r"filters \(3, 3, 2, 4\) has 4 output channels, "
+                                               r"not a multiple of the 3 groups"),
+    "groups_filter_sizes": (lambda: nc.conv2d_backprop_filter(
+        np.ones((1, 5, 5, 4), np.float32), (3, 3, 2, 3), np.ones((1, 5, 5, 3), np.float32), 1,
+        "SAME"), ValueError, r"filter_sizes \(3, 3, 2, 3\) has 3 output channels"),
     "nchw_channels": (lambda: nc.conv2d(np.ones((1, 5, 5, 2), np.float32), W, 1, "SAME",
                                         data_format="NCHW"), ValueError, r"input has 5 channels"),
     "input_sizes_channels": (lambda: nc.conv2d_backprop_input((1, 5, 5, 3), W, DY, 1, "SAME"),
@@ -101,10 +124,19 @@ CASES = {
         lambda: nc.conv2d_backprop_filter(X, (6, 6, 2, 4), DY, 1, "VALID"), ValueError,
         r"output would be empty"),
     # dtypes and types
-    "integer_input": (lambda: nc.conv2d(X.astype(np.int32), W, 1, "SAME"), TypeError,
-                      r"input must be float32 or float64, got int32"),
-    "float16_filters": (lambda: nc.conv2d(X, W.astype(np.float16), 1, "SAME"), TypeError,
-                        r"filters must be float32 or float64, got float16"),
+    "integer_input": (lambda: nc.conv2d_backprop_filter(X.astype(np.int32), W.shape,
+                                                        DY.astype(np.int32), 1, "SAME"), TypeError,
+                      r"input must be one of float32, float64, float16, bfloat16 for "
+                      r"conv2d_backprop_filter, got int32"),
+    "int64_filters": (lambda: nc.conv2d(X, W.astype(np.int64), 1, "SAME"), TypeError,
+                      r"filters must be one of float32, float64, float16, bfloat16, int32 for "
+                      r"conv2d, got int64"),
+    "integer_depthwise": (lambda: nc.depthwise_conv2d(X.astype(np.int32), W.astype(np.int32),
+                                                      1, "SAME"), TypeError,
+                          r"input must be one of float32, float64, float16, bfloat16 for "
+                          r"depthwise_conv2d, got int32"),
+    "mixed_half_dtypes": (lambda: nc.conv2d(X.astype(np.float16), W, 1, "SAME"), TypeError,
+                          r"dtypes must match, got input float16, filters float32"),
     "mixed_dtypes": (lambda: nc.conv2d(X, W.astype(np.float64), 1, "SAME"), TypeError,
                      r"dtypes must match, got input float32, filters float64"),
     "mixed_dtypes_backprop": (lambda: nc.conv2d_backprop_input((1, 5, 5, 2), W, DY.astype(np.float64),
@@ -114,7 +146,7 @@ CASES = {
                                                                    "SAME"),
                                TypeError, r"input float64"),
     "complex_input": (lambda: nc.conv2d(X.astype(np.complex64), W, 1, "SAME"), TypeError,
-                      r"input must be float32 or float64"),
+                      r"input must be one of float32, .* got complex64"),
     "list_input": (lambda: nc.conv2d(X.tolist(), W, 1, "SAME"), TypeError,
                    r"input must be a NumPy array.*got list"),
     "none_filters": (lambda: nc.conv2d(X, None, 1, "SAME"), TypeError, r"filters"),
@@ -129,7 +161,8 @@ CASES = {
     "bias_rank_nchw": (lambda: nc.bias_add_grad(np.ones((2, 4), np.float32), "NCHW"), ValueError,
                        r"out_backprop must have at least 3 dimensions"),
     "bias_dtype": (lambda: nc.bias_add_grad(np.ones((2, 4), np.int64)), TypeError,
-                   r"out_backprop must be float32 or float64"),
+                   r"out_backprop must be one of float32, float64, float16, bfloat16 for "
+                   r"bias_add_grad, got int64"),
     "device_unknown": (lambda: nc.conv2d(X, W, 1, "SAME", device="tpu"), ValueError, r"device"),
 }
 

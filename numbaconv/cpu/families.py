@@ -13,10 +13,18 @@ from .. import memory
 from ..family import Registry
 from ..geometry import ConvGeometry
 from ..primitives import primitive as primitive_named
-from . import direct, gemm, tiled
+from . import depthwise, direct, gemm, tiled
 
-CPU = Registry(direct.FAMILY, tiled.FAMILY, gemm.FAMILY,
+CPU = Registry(direct.FAMILY, tiled.FAMILY, gemm.FAMILY, depthwise.FAMILY,
                workspace_cap=lambda: memory.WORKSPACE_BYTES_CAP)
+
+
+def integer_schedule(primitive: str, g: ConvGeometry):
+    """The schedule of integer operands: the direct (or depthwise) loops, the kernels
+    written over any dtype; the generated tiles are float-only."""
+    if g.is_depthwise:
+        return depthwise.default(primitive, g, 8)
+    return direct.default(primitive, g, 8)
 
 
 def run(primitive: str, operands, g: ConvGeometry, schedule) -> np.ndarray:

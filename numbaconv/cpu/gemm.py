@@ -228,6 +228,8 @@ def workspace_bytes(primitive: str, g: ConvGeometry, schedule: GemmSchedule,
 
 def illegal_reason(primitive: str, g: ConvGeometry, schedule: GemmSchedule,
                    itemsize: int) -> str | None:
+    if g.groups > 1:
+        return "grouped convolution: one matmul spans every channel"
     return None
 
 

@@ -28,7 +28,8 @@ NEAREST_MAX_DISTANCE = 1.0
 def _features(primitive: str, g: ConvGeometry) -> tuple:
     pixels = g.batch * g.out_height * g.out_width
     return (math.log2(pixels), math.log2(max(g.in_channels, 1)), math.log2(max(g.out_channels, 1)),
-            math.log2(g.filter_height * g.filter_width), 2.0 * math.log2(g.stride_h * g.stride_w))
+            math.log2(g.filter_height * g.filter_width), 2.0 * math.log2(g.stride_h * g.stride_w),
+            2.0 * math.log2(g.groups))
 
 
 def distance(primitive: str, a: ConvGeometry, b: ConvGeometry) -> float:
@@ -48,14 +49,16 @@ class Regime(NamedTuple):
     few_rows: bool            # < 8 task rows: register tiles cannot fill the cores
     streamed_reduction: bool  # backward-filter whose x and dy no longer fit in cache
     tileable: bool            # both channel counts are multiples of 8
+    grouping: str             # "dense", "grouped" or "depthwise": different families
 
 
 def regime(primitive: str, g: ConvGeometry, itemsize: int) -> Regime:
     pixels = g.batch * g.out_height * g.out_width
     streamed = pixels * (g.in_channels + g.out_channels) * itemsize > STREAMED_BYTES
     rows = g.batch * (g.in_height if primitive == "backward_data" else g.out_height)
+    grouping = "depthwise" if g.is_depthwise else "grouped" if g.groups > 1 else "dense"
     return Regime(g.is_one_by_one, rows < 8, primitive == "backward_filter" and streamed,
-                  g.in_channels % 8 == 0 and g.out_channels % 8 == 0)
+                  g.in_channels % 8 == 0 and g.out_channels % 8 == 0, grouping)
 
 
 _choices: dict = {}

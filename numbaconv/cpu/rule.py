@@ -1,6 +1,7 @@
 """The CPU's default schedule where nothing tuned applies: a rule over the families.
 
-Register tiles where they fit (the tiled family's preferences, in order); the direct loop
+The depthwise kernels for depthwise layers, the direct loop for other grouped ones;
+register tiles where they fit (the tiled family's preferences, in order); the direct loop
 for tiny images; im2col with the matmul on the tiled kernel where no tile fits (an RGB
 input, say); never BLAS, whose spinning worker threads stall the Numba kernels after it.
 """
@@ -9,7 +10,7 @@ from __future__ import annotations
 
 from ..geometry import ConvGeometry
 from ..machine import Machine
-from . import direct, gemm, tiled
+from . import depthwise, direct, gemm, tiled
 from .families import CPU
 
 #: Below this many output pixels, with at most this many channel pairs, the direct loop
@@ -32,6 +33,10 @@ def rule(primitive: str, g: ConvGeometry, itemsize: int, machine: Machine,
          calibration: dict | None = None):
     """The default schedule: ``machine`` decides the tile menu, ``calibration`` (the device
     config's section, if any) its order."""
+    if g.is_depthwise:
+        return depthwise.default(primitive, g, itemsize)
+    if g.groups > 1:
+        return direct.default(primitive, g, itemsize)  # the other family that takes groups
     machine = machine.calibrated(calibration)
     pixels = g.batch * g.out_height * g.out_width
     if (primitive != "backward_filter" and pixels < TINY_PIXELS

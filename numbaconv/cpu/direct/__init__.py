@@ -22,6 +22,7 @@ blocks × channel blocks) for backward-filter.
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass
 from typing import ClassVar
 
@@ -61,25 +62,31 @@ class DirectSchedule(Schedule):
 
 
 def default(primitive: str, g: ConvGeometry, itemsize: int = 4) -> DirectSchedule:
-    """A schedule for any geometry, its task split and loop order from the shape."""
-    channels = primitive_named(primitive).channels(g)
+    """A schedule for any geometry, its task split and loop order from the shape (blocks
+    are cut within a group's channels)."""
+    channels = primitive_named(primitive).group_channels(g)
+    in_channels = g.in_channels_per_group
     if primitive == "backward_filter":
         rows = g.batch * g.out_height
-        filter_bytes = g.filter_height * g.filter_width * g.in_channels * g.out_channels * itemsize
-        most_splits = max(1, memory.WORKSPACE_BYTES_CAP // 2 // max(filter_bytes, 1))
+        most_splits = max(1, memory.WORKSPACE_BYTES_CAP // 2 // max(_filter_bytes(g, itemsize), 1))
         # Input-channel blocks supply the tasks; reduction splits (extra memory, an extra
         # pass) only make up what is still missing.
         k_block = min(FILTER_ROW_CHANNELS, max(channels, 1))
-        k_blocks = -(-channels // k_block)
-        c_block = channel_block_for(g.in_channels, k_blocks)
-        blocks = k_blocks * -(-g.in_channels // c_block)
+        k_blocks = g.groups * -(-channels // k_block)
+        c_block = channel_block_for(in_channels, k_blocks)
+        blocks = k_blocks * -(-in_channels // c_block)
         return DirectSchedule(loop_order="tap_channel_pixel", channel_block=k_block,
                               in_channel_block=c_block,
                               reduction_splits=min(most_splits, groups_for(rows, blocks)))
     rows = g.batch * (g.out_height if primitive == "forward" else g.in_height)
-    filter_slice = g.filter_height * g.filter_width * g.in_channels * min(channels, 64) * itemsize
+    filter_slice = g.filter_height * g.filter_width * in_channels * min(channels, 64) * itemsize
     order = "tap_channel_pixel" if filter_slice > STREAMED_FILTER_BYTES else "pixel_tap_channel"
-    return DirectSchedule(loop_order=order, channel_block=channel_block_for(channels, rows))
+    return DirectSchedule(loop_order=order,
+                          channel_block=channel_block_for(channels, rows * g.groups))
+
+
+def _filter_bytes(g: ConvGeometry, itemsize: int) -> int:
+    return math.prod(g.filter_shape) * itemsize
 
 
 def fit(schedule: DirectSchedule, primitive: str, g: ConvGeometry, itemsize: int) -> DirectSchedule:
@@ -102,11 +109,10 @@ def _splits(schedule: DirectSchedule, g: ConvGeometry) -> int:
 
 def workspace_bytes(primitive: str, g: ConvGeometry, schedule: DirectSchedule,
                     itemsize: int) -> int:
-    filter_elements = g.filter_height * g.filter_width * g.in_channels * g.out_channels
     if primitive == "backward_data":
-        return filter_elements * itemsize  # the channel-swapped filter
+        return _filter_bytes(g, itemsize)  # the channel-swapped filter
     if primitive == "backward_filter" and _splits(schedule, g) > 1:
-        return _splits(schedule, g) * filter_elements * itemsize  # the partial filters
+        return _splits(schedule, g) * _filter_bytes(g, itemsize)  # the partial filters
     return 0
 
 
@@ -114,7 +120,7 @@ def _forward(x, w, g: ConvGeometry, schedule: DirectSchedule) -> np.ndarray:
     out = np.empty(g.output_shape, dtype=x.dtype)
     forward_direct(layout.readonly(x), layout.readonly(w), out, g.stride_h, g.stride_w,
                    g.dilation_h, g.dilation_w, g.pad_top, g.pad_left, schedule.channel_block,
-                   schedule.loop_order == "tap_channel_pixel")
+                   schedule.loop_order == "tap_channel_pixel", g.groups)
     return out
 
 
@@ -123,7 +129,7 @@ def _backward_data(dy, w, g: ConvGeometry, schedule: DirectSchedule) -> np.ndarr
     backward_data_direct(layout.readonly(dy), layout.readonly(layout.swap_channels(w)), dx,
                          g.stride_h, g.stride_w, g.dilation_h, g.dilation_w, g.pad_top,
                          g.pad_left, schedule.channel_block,
-                         schedule.loop_order == "tap_channel_pixel")
+                         schedule.loop_order == "tap_channel_pixel", g.groups)
     return dx
 
 
@@ -132,7 +138,7 @@ def _backward_filter(x, dy, g: ConvGeometry, schedule: DirectSchedule) -> np.nda
     backward_filter_direct(layout.readonly(x), layout.readonly(dy), found, g.stride_h,
                            g.stride_w, g.dilation_h, g.dilation_w, g.pad_top, g.pad_left,
                            schedule.channel_block, schedule.in_channel_block,
-                           schedule.loop_order == "tap_channel_pixel")
+                           schedule.loop_order == "tap_channel_pixel", g.groups)
     return partials.reduced(found)
 
 

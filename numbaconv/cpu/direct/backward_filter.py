@@ -1,6 +1,7 @@
 """The direct family's backward-filter kernel (``conv2d_backprop_filter``).
 
-``dw[r, s, c, k] = Σ_{n,oh,ow} x[n, oh·sh + r·dh − pt, ow·sw + s·dw − pl, c] · dy[n, oh, ow, k]``
+``dw[r, s, c, k] = Σ_{n,oh,ow} x[n, oh·sh + r·dh − pt, ow·sw + s·dw − pl, g·Cg + c] · dy[n, oh, ow, k]``
+with ``g`` the group of ``k`` (``Cg`` = the filter's input channels).
 
 Tasks own disjoint (input-channel block × output-channel block) tiles of the filter. When
 those are too few to keep the cores busy, the reduction over the N·OH rows is also split
@@ -15,24 +16,30 @@ from ..jit import axpy, axpy4, parallel_kernel, valid_range
 
 @parallel_kernel
 def backward_filter_direct(x, dy, partials, stride_h, stride_w, dilation_h, dilation_w,
-                           pad_top, pad_left, channel_block, in_channel_block, tap_outer):
-    """x [N, H, W, C], dy [N, OH, OW, K] -> partials [splits, R, S, C, K] (C-contiguous).
+                           pad_top, pad_left, channel_block, in_channel_block, tap_outer,
+                           groups):
+    """x [N, H, W, groups·Cg], dy [N, OH, OW, K] -> partials [splits, R, S, Cg, K]
+    (C-contiguous).
 
-    One task per (split, block of input channels, block of output channels); every
-    element is summed over its chunk's (row, ow) in that order, whatever the loop order.
+    One task per (split, group, block of its input channels, block of its output
+    channels); every element is summed over its chunk's (row, ow) in that order, whatever
+    the loop order.
     """
-    batch, in_height, in_width, in_channels = x.shape
+    batch, in_height, in_width = x.shape[0], x.shape[1], x.shape[2]
     out_height, out_width, out_channels = dy.shape[1], dy.shape[2], dy.shape[3]
-    splits, filter_height, filter_width = partials.shape[0], partials.shape[1], partials.shape[2]
+    splits, filter_height, filter_width, in_channels = partials.shape[:4]
+    group_channels = out_channels // groups
     rows = batch * out_height
-    k_blocks = (out_channels + channel_block - 1) // channel_block
+    k_blocks = (group_channels + channel_block - 1) // channel_block
     c_blocks = (in_channels + in_channel_block - 1) // in_channel_block
-    for task in prange(splits * c_blocks * k_blocks):
-        split = task // (c_blocks * k_blocks)
-        c0 = (task // k_blocks % c_blocks) * in_channel_block
+    for task in prange(splits * groups * c_blocks * k_blocks):
+        split = task // (groups * c_blocks * k_blocks)
+        group = task // (c_blocks * k_blocks) % groups
+        c0 = (task // k_blocks % c_blocks) * in_channel_block  # within the group's channels
         c1 = min(c0 + in_channel_block, in_channels)
-        k0 = (task % k_blocks) * channel_block
-        k1 = min(k0 + channel_block, out_channels)
+        k0 = group * group_channels + (task % k_blocks) * channel_block
+        k1 = min(k0 + channel_block, (group + 1) * group_channels)
+        c_first = group * in_channels  # the group's slice of the input channels
         row0 = split * rows // splits
         row1 = (split + 1) * rows // splits
         dw = partials[split]
@@ -53,13 +60,14 @@ def backward_filter_direct(x, dy, partials, stride_h, stride_w, dilation_h, dila
                             ow = ow0
                             while ow + 4 <= ow1:
                                 iw = ow * stride_w + offset
-                                axpy4(dw_row, x[n, ih, iw, c], dy[n, oh, ow, k0:k1],
-                                      x[n, ih, iw + stride_w, c], dy[n, oh, ow + 1, k0:k1],
-                                      x[n, ih, iw + 2 * stride_w, c], dy[n, oh, ow + 2, k0:k1],
-                                      x[n, ih, iw + 3 * stride_w, c], dy[n, oh, ow + 3, k0:k1])
+                                xc = c_first + c
+                                axpy4(dw_row, x[n, ih, iw, xc], dy[n, oh, ow, k0:k1],
+                                      x[n, ih, iw + stride_w, xc], dy[n, oh, ow + 1, k0:k1],
+                                      x[n, ih, iw + 2 * stride_w, xc], dy[n, oh, ow + 2, k0:k1],
+                                      x[n, ih, iw + 3 * stride_w, xc], dy[n, oh, ow + 3, k0:k1])
                                 ow += 4
                             for ow in range(ow, ow1):
-                                axpy(dw_row, x[n, ih, ow * stride_w + offset, c],
+                                axpy(dw_row, x[n, ih, ow * stride_w + offset, c_first + c],
                                      dy[n, oh, ow, k0:k1])
         else:
             for row in range(row0, row1):
@@ -73,7 +81,7 @@ def backward_filter_direct(x, dy, partials, stride_h, stride_w, dilation_h, dila
                         offset = s * dilation_w - pad_left
                         ow0, ow1 = valid_range(offset, stride_w, in_width, out_width)
                         for ow in range(ow0, ow1):
-                            x_row = x[n, ih, ow * stride_w + offset]
+                            x_row = x[n, ih, ow * stride_w + offset, c_first:]
                             dy_row = dy[n, oh, ow, k0:k1]
                             for c in range(c0, c1):
                                 axpy(dw[r, s, c, k0:k1], x_row[c], dy_row)

@@ -1,6 +1,7 @@
 """The direct family's forward kernel (``conv2d``).
 
-``out[n, oh, ow, k] = Σ_{r,s,c} x[n, oh·sh + r·dh − pt, ow·sw + s·dw − pl, c] · w[r, s, c, k]``
+``out[n, oh, ow, k] = Σ_{r,s,c} x[n, oh·sh + r·dh − pt, ow·sw + s·dw − pl, g·Cg + c] · w[r, s, c, k]``
+with ``g`` the group of ``k`` (``Cg`` = the filter's input channels).
 """
 
 import numpy as np
@@ -11,20 +12,24 @@ from ..jit import axpy, axpy4, parallel_kernel, valid_range
 
 @parallel_kernel
 def forward_direct(x, w, out, stride_h, stride_w, dilation_h, dilation_w, pad_top,
-                   pad_left, channel_block, tap_outer):
-    """x [N, H, W, C], w [R, S, C, K] -> out [N, OH, OW, K] (all C-contiguous).
+                   pad_left, channel_block, tap_outer, groups):
+    """x [N, H, W, groups·Cg], w [R, S, Cg, K] -> out [N, OH, OW, K] (all C-contiguous).
 
-    One task per (n, oh, block of ``channel_block`` output channels); every element it
-    owns is summed over (r, s, c) in that order, whatever the loop order.
+    One task per (n, oh, block of ``channel_block`` output channels of one group); every
+    element it owns is summed over (r, s, c) in that order, whatever the loop order.
     """
-    batch, in_height, in_width, in_channels = x.shape
-    filter_height, filter_width, _, out_channels = w.shape
+    batch, in_height, in_width = x.shape[0], x.shape[1], x.shape[2]
+    filter_height, filter_width, in_channels, out_channels = w.shape
     out_height, out_width = out.shape[1], out.shape[2]
-    blocks = (out_channels + channel_block - 1) // channel_block
+    group_channels = out_channels // groups
+    group_blocks = (group_channels + channel_block - 1) // channel_block
+    blocks = groups * group_blocks
     for task in prange(batch * out_height * blocks):
         row = task // blocks
-        k0 = (task % blocks) * channel_block
-        k1 = min(k0 + channel_block, out_channels)
+        group = task % blocks // group_blocks
+        k0 = group * group_channels + (task % group_blocks) * channel_block
+        k1 = min(k0 + channel_block, (group + 1) * group_channels)
+        c_first = group * in_channels  # the group's slice of the input channels
         n = row // out_height
         oh = row % out_height
         if tap_outer:
@@ -39,7 +44,7 @@ def forward_direct(x, w, out, stride_h, stride_w, dilation_h, dilation_w, pad_to
                     c = 0
                     while c + 4 <= in_channels:
                         for ow in range(ow0, ow1):
-                            x_row = x[n, ih, ow * stride_w + offset]
+                            x_row = x[n, ih, ow * stride_w + offset, c_first:]
                             axpy4(out[n, oh, ow, k0:k1], x_row[c], w[r, s, c, k0:k1],
                                   x_row[c + 1], w[r, s, c + 1, k0:k1],
                                   x_row[c + 2], w[r, s, c + 2, k0:k1],
@@ -47,8 +52,8 @@ def forward_direct(x, w, out, stride_h, stride_w, dilation_h, dilation_w, pad_to
                         c += 4
                     for c in range(c, in_channels):
                         for ow in range(ow0, ow1):
-                            axpy(out[n, oh, ow, k0:k1], x[n, ih, ow * stride_w + offset, c],
-                                 w[r, s, c, k0:k1])
+                            axpy(out[n, oh, ow, k0:k1],
+                                 x[n, ih, ow * stride_w + offset, c_first + c], w[r, s, c, k0:k1])
         else:
             # Row views starting at 0 (no offset index LLVM cannot prove non-negative) and
             # a reused accumulator let LLVM vectorise the k loop.
@@ -63,7 +68,7 @@ def forward_direct(x, w, out, stride_h, stride_w, dilation_h, dilation_w, pad_to
                         iw = ow * stride_w + s * dilation_w - pad_left
                         if iw < 0 or iw >= in_width:
                             continue
-                        x_row = x[n, ih, iw]
+                        x_row = x[n, ih, iw, c_first:]
                         c = 0
                         while c + 4 <= in_channels:
                             axpy4(acc, x_row[c], w[r, s, c, k0:k1], x_row[c + 1],

@@ -66,6 +66,8 @@ class TiledSchedule(Schedule):
 
 def illegal_reason(primitive: str, g: ConvGeometry, schedule: TiledSchedule,
                    itemsize: int) -> str | None:
+    if g.groups > 1:
+        return "grouped convolution: the tiled kernels read every channel of a pixel"
     rows, cols = schedule.register_tile
     if primitive == "backward_filter":
         if schedule.loop_order == "packed_panels":

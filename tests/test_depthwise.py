@@ -1,0 +1,159 @@
+"""``depthwise_conv2d`` and its two gradients, against the float64 reference; with
+dilations the true gradients of the dilated op (TensorFlow's CPU kernels ignore them)."""
+
+import numpy as np
+import pytest
+from conftest import assert_matches, random
+from test_ops import EXPLICIT, padding_arg, shape_in, to_format
+
+import numbaconv as nc
+import reference as ref
+from numbaconv.cpu import depthwise, direct
+from numbaconv.cpu.families import CPU
+from numbaconv.machine import this_machine
+from numbaconv.tune.space import load_space
+
+OPS = ["depthwise_conv2d", "depthwise_conv2d_backprop_input", "depthwise_conv2d_backprop_filter"]
+
+
+class DepthwiseProblem:
+    def __init__(self, rng, input_shape, filter_shape, strides, dilations, padding, dtype):
+        self.x = random(rng, input_shape, dtype)
+        self.w = random(rng, filter_shape, dtype)
+        pads = ref.pads_for(EXPLICIT if padding == "EXPLICIT" else padding, input_shape[1:3],
+                            filter_shape[:2], strides, dilations)
+        self.args = (strides, dilations, pads)
+        oh, ow = ref.output_hw(input_shape[1:3], filter_shape[:2], strides, dilations, pads)
+        channels = filter_shape[2] * filter_shape[3]
+        self.dy = random(rng, (input_shape[0], oh, ow, channels), dtype)
+
+    def expected(self, op):
+        if op == "depthwise_conv2d":
+            return ref.depthwise_conv2d(self.x, self.w, *self.args)
+        if op == "depthwise_conv2d_backprop_input":
+            return ref.depthwise_conv2d_backprop_input(self.x.shape, self.w, self.dy, *self.args)
+        return ref.depthwise_conv2d_backprop_filter(self.x, self.w.shape, self.dy, *self.args)
+
+
+def run_op(op, p, strides, padding, data_format, dilations):
+    """As a TF2 user writes it: strides of 4 entries in data_format order."""
+    x, dy = to_format(p.x, data_format), to_format(p.dy, data_format)
+    sh, sw = strides
+    strides4 = [1, sh, sw, 1] if data_format == "NHWC" else [1, 1, sh, sw]
+    options = dict(strides=strides4, padding=padding_arg(padding, data_format),
+                   data_format=data_format, dilations=list(dilations))
+    if op == "depthwise_conv2d":
+        result = nc.depthwise_conv2d(x, p.w, **options)
+    elif op == "depthwise_conv2d_backprop_input":
+        result = nc.depthwise_conv2d_backprop_input(shape_in(p.x.shape, data_format), p.w, dy,
+                                                    **options)
+    else:
+        return nc.depthwise_conv2d_backprop_filter(x, p.w.shape, dy, **options)
+    return result if data_format == "NHWC" else result.transpose(0, 2, 3, 1)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=["f32", "f64"])
+@pytest.mark.parametrize("multiplier", [1, 3], ids=lambda m: f"M{m}")
+@pytest.mark.parametrize("strides, dilations", [((1, 1), (1, 1)), ((2, 2), (1, 1)),
+                                                ((2, 1), (1, 1)), ((1, 1), (2, 2)),
+                                                ((2, 3), (2, 1))],
+                         ids=["s1", "s2", "s2x1", "d2", "s2x3_d2x1"])
+@pytest.mark.parametrize("padding", ["SAME", "VALID", "EXPLICIT"])
+@pytest.mark.parametrize("data_format", ["NHWC", "NCHW"])
+@pytest.mark.parametrize("op", OPS)
+def test_depthwise_op_matches_reference(rng, op, data_format, padding, strides, dilations,
+                                        multiplier, dtype):
+    """Unequal strides and strides with dilations too: TensorFlow refuses both."""
+    p = DepthwiseProblem(rng, (2, 9, 8, 5), (3, 2, 5, multiplier), strides, dilations, padding,
+                         dtype)
+    assert_matches(run_op(op, p, strides, padding, data_format, dilations), p.expected(op),
+                   dtype)
+
+
+EDGES = {
+    "kernel_larger_than_input_same": ((2, 3, 2, 4), (5, 4, 4, 2), (1, 1), (1, 1), "SAME"),
+    "stride_larger_than_kernel": ((1, 11, 10, 3), (2, 2, 3, 1), (4, 3), (1, 1), "VALID"),
+    "one_channel": ((2, 6, 7, 1), (3, 3, 1, 4), (1, 1), (1, 1), "SAME"),
+    "batch_1_odd": ((1, 7, 5, 35), (3, 3, 35, 1), (2, 2), (1, 1), "SAME"),
+    "mobilenet_like": ((1, 14, 14, 96), (3, 3, 96, 1), (2, 2), (1, 1), "SAME"),
+    "wide_filter": ((1, 9, 9, 16), (5, 5, 16, 1), (1, 1), (1, 1), "SAME"),
+}
+
+
+@pytest.mark.parametrize("op", OPS)
+@pytest.mark.parametrize("case", EDGES.values(), ids=EDGES.keys())
+def test_depthwise_edge_shapes(rng, case, op):
+    input_shape, filter_shape, strides, dilations, padding = case
+    p = DepthwiseProblem(rng, input_shape, filter_shape, strides, dilations, padding, np.float32)
+    assert_matches(run_op(op, p, strides, padding, "NHWC", dilations), p.expected(op),
+                   np.float32)
+
+
+def test_depthwise_is_grouped_convolution_with_one_channel_per_group(rng):
+    x = random(rng, (2, 8, 7, 6), np.float64)
+    w = random(rng, (3, 3, 6, 2), np.float64)
+    grouped_filter = w.reshape(3, 3, 1, 12)
+    y = nc.depthwise_conv2d(x, w, [1, 2, 2, 1], "SAME")
+    np.testing.assert_allclose(y, nc.conv2d(x, grouped_filter, 2, "SAME"), rtol=1e-12, atol=1e-12)
+    dy = random(rng, y.shape, np.float64)
+    np.testing.assert_allclose(nc.depthwise_conv2d_backprop_input(x.shape, w, dy, 2, "SAME"),
+                               nc.conv2d_backprop_input(x.shape, grouped_filter, dy, 2, "SAME"),
+                               rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(
+        nc.depthwise_conv2d_backprop_filter(x, w.shape, dy, 2, "SAME"),
+        nc.conv2d_backprop_filter(x, grouped_filter.shape, dy, 2, "SAME").reshape(w.shape),
+        rtol=1e-12, atol=1e-12)
+
+
+def test_dilated_gradients_are_the_adjoints_of_the_dilated_op(rng):
+    """<depthwise_conv2d(x, w), dy> = <x, dx> = <w, dw> with dilation 2: the true gradient
+    (TensorFlow's CPU backprops would give the undilated one)."""
+    x = random(rng, (1, 9, 9, 4), np.float64)
+    w = random(rng, (3, 3, 4, 2), np.float64)
+    y = nc.depthwise_conv2d(x, w, [1, 1, 1, 1], "SAME", dilations=[2, 2])
+    dy = random(rng, y.shape, np.float64)
+    dx = nc.depthwise_conv2d_backprop_input(x.shape, w, dy, 1, "SAME", dilations=[2, 2])
+    dw = nc.depthwise_conv2d_backprop_filter(x, w.shape, dy, 1, "SAME", dilations=[2, 2])
+    inner = float((y * dy).sum())
+    assert abs(float((x * dx).sum()) - inner) < 1e-9 * abs(inner)
+    assert abs(float((w * dw).sum()) - inner) < 1e-9 * abs(inner)
+    undilated = nc.depthwise_conv2d_backprop_input(x.shape, w, dy, 1, "SAME")
+    assert not np.allclose(dx, undilated)
+
+
+@pytest.mark.parametrize("primitive", ["forward", "backward_data", "backward_filter"])
+def test_every_offered_schedule_computes_the_same(rng, primitive):
+    x = random(rng, (2, 9, 10, 24), np.float32)
+    w = random(rng, (3, 3, 24, 2), np.float32)
+    dy = random(rng, (2, 5, 5, 48), np.float32)
+    call = {"forward": lambda: nc.call_for("depthwise_conv2d", x, w, 2, "SAME"),
+            "backward_data": lambda: nc.call_for("depthwise_conv2d_backprop_input", x.shape, w,
+                                                 dy, 2, "SAME"),
+            "backward_filter": lambda: nc.call_for("depthwise_conv2d_backprop_filter", x, w.shape,
+                                                   dy, 2, "SAME")}[primitive]()
+    schedules = CPU.candidates(primitive, call.geometry, 4, load_space()["cpu"], this_machine())
+    assert {s.algorithm for s in schedules} == {"direct", "depthwise"}
+    assert call.choice().schedule.algorithm == "depthwise"
+    expected = call.run(direct.default(primitive, call.geometry))
+    for schedule in schedules + [depthwise.DepthwiseSchedule(channel_block=16,
+                                                             reduction_splits=3)]:
+        np.testing.assert_allclose(call.run(schedule), expected, rtol=2e-5, atol=2e-5)
+
+
+def test_depthwise_nan_and_inf_stay_in_their_channel():
+    x = np.ones((1, 5, 5, 3))
+    x[0, 2, 2, 0] = np.nan
+    x[0, 0, 0, 2] = -np.inf
+    y = nc.depthwise_conv2d(x, np.ones((3, 3, 3, 2)), [1, 1, 1, 1], "SAME")
+    assert np.isnan(y[0, 1:4, 1:4, 0:2]).all() and np.isfinite(y[0, 0, 0, 0:2]).all()
+    assert np.isneginf(y[0, 0, 0, 4:6]).all() and np.isfinite(y[0, 4, 4, 4:6]).all()
+    assert np.isfinite(y[0, :, :, 2:4]).all()
+
+
+def test_data_format_none_is_nhwc_and_rate_is_dilations(rng):
+    x = random(rng, (1, 7, 7, 3), np.float32)
+    w = random(rng, (3, 3, 3, 1), np.float32)
+    np.testing.assert_array_equal(nc.depthwise_conv2d(x, w, [1, 1, 1, 1], "VALID"),
+                                  nc.depthwise_conv2d(x, w, [1, 1, 1, 1], "VALID",
+                                                      data_format="NHWC"))
+    assert nc.depthwise_conv2d(x, w, [1, 1, 1, 1], "VALID", dilations=[2, 2]).shape == (1, 3, 3, 3)

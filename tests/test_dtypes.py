@@ -1,0 +1,153 @@
+"""float16 and bfloat16 on every op (computed in float32, rounded once), int32 on conv2d
+and the input-gradient ops (exact), and conv2d's leading batch dimensions."""
+
+import ml_dtypes
+import numpy as np
+import pytest
+from conftest import random
+
+import numbaconv as nc
+import reference as ref
+
+HALVES = {"float16": np.float16, "bfloat16": ml_dtypes.bfloat16}
+X_SHAPE, W_SHAPE = (2, 9, 8, 6), (3, 3, 6, 4)
+PADS = ref.pads_for("SAME", X_SHAPE[1:3], W_SHAPE[:2], (2, 2), (1, 1))
+ARGS = ((2, 2), (1, 1), PADS)
+
+
+def half_problem(rng, dtype):
+    x, w = random(rng, X_SHAPE).astype(dtype), random(rng, W_SHAPE).astype(dtype)
+    dy = random(rng, (2, 5, 4, 4)).astype(dtype)
+    return x, w, dy
+
+
+def ulp(value: float, dtype) -> float:
+    """The spacing of ``dtype`` at ``value``."""
+    eps = float(ml_dtypes.finfo(dtype).eps)
+    return eps * 2.0 ** np.floor(np.log2(value))
+
+
+def assert_within_two_ulp(actual, exact, dtype, op):
+    """Two ulp of the output's largest value: the float32 sum rounded once to ``dtype``."""
+    assert actual.dtype == np.dtype(dtype) and actual.shape == exact.shape, op
+    error = np.abs(actual.astype(np.float64) - exact).max()
+    assert error <= 2 * ulp(np.abs(exact).max(), dtype), f"{op}: error {error:.3g}"
+
+
+def half_cases(x, w, dy):
+    """op name -> (its result, the float64 reference of the same (rounded) operands)."""
+    x64, w64, dy64 = (a.astype(np.float64) for a in (x, w, dy))
+    dw_ref = ref.depthwise_conv2d_backprop_filter(x64, (3, 3, 6, 1), _depthwise_dy(dy64), *ARGS)
+    depthwise_w = w[:, :, :, :1]
+    return {
+        "conv2d": (nc.conv2d(x, w, 2, "SAME"), ref.conv2d(x64, w64, *ARGS)),
+        "conv2d_backprop_input": (nc.conv2d_backprop_input(x.shape, w, dy, 2, "SAME"),
+                                  ref.conv2d_backprop_input(x.shape, w64, dy64, *ARGS)),
+        "conv2d_backprop_input_v2": (nc.conv2d_backprop_input_v2(x, w, dy, 2, "SAME"),
+                                     ref.conv2d_backprop_input(x.shape, w64, dy64, *ARGS)),
+        "conv2d_transpose": (nc.conv2d_transpose(dy, w, x.shape, 2, "SAME"),
+                             ref.conv2d_backprop_input(x.shape, w64, dy64, *ARGS)),
+        "conv2d_backprop_filter": (nc.conv2d_backprop_filter(x, w.shape, dy, 2, "SAME"),
+                                   ref.conv2d_backprop_filter(x64, w.shape, dy64, *ARGS)),
+        "conv2d_backprop_filter_v2": (nc.conv2d_backprop_filter_v2(x, w, dy, 2, "SAME"),
+                                      ref.conv2d_backprop_filter(x64, w.shape, dy64, *ARGS)),
+        "bias_add_grad": (nc.bias_add_grad(dy), ref.bias_add_grad(dy64, -1)),
+        "depthwise_conv2d": (nc.depthwise_conv2d(x, depthwise_w, 2, "SAME"),
+                             ref.depthwise_conv2d(x64, depthwise_w.astype(np.float64), *ARGS)),
+        "depthwise_conv2d_backprop_input": (
+            nc.depthwise_conv2d_backprop_input(x.shape, depthwise_w, _depthwise_dy(dy), 2, "SAME"),
+            ref.depthwise_conv2d_backprop_input(x.shape, depthwise_w.astype(np.float64),
+                                                _depthwise_dy(dy64), *ARGS)),
+        "depthwise_conv2d_backprop_filter": (
+            nc.depthwise_conv2d_backprop_filter(x, (3, 3, 6, 1), _depthwise_dy(dy), 2, "SAME"),
+            dw_ref),
+    }
+
+
+def _depthwise_dy(dy):
+    """A [2, 5, 4, 6] out_backprop for the 6-channel depthwise layer (multiplier 1)."""
+    return np.concatenate([dy, dy[..., :2]], axis=-1)
+
+
+@pytest.mark.parametrize("dtype_name", HALVES)
+def test_half_precision_on_every_op_is_the_exact_result_rounded(rng, dtype_name):
+    dtype = HALVES[dtype_name]
+    for op, (actual, exact) in half_cases(*half_problem(rng, dtype)).items():
+        assert_within_two_ulp(actual, exact, dtype, op)
+
+
+def test_half_precision_nchw_and_nan(rng):
+    x, w, _ = half_problem(rng, np.float16)
+    x[0, 4, 4, 0] = np.nan
+    y = nc.conv2d(np.ascontiguousarray(x.transpose(0, 3, 1, 2)), w, 2, "SAME",
+                  data_format="NCHW")
+    assert y.dtype == np.float16 and np.isnan(y[0, :, 2, 2]).all()
+    assert np.isfinite(y[1]).all()
+
+
+def test_float16_overflow_rounds_to_inf_as_a_float16_sum_would():
+    x = np.full((1, 3, 3, 1), 200.0, np.float16)
+    w = np.full((3, 3, 1, 1), 100.0, np.float16)   # 9 · 20000 > 65504
+    assert np.isposinf(nc.conv2d(x, w, 1, "VALID")).all()
+
+
+INTEGER_OPS = ["conv2d", "conv2d_backprop_input", "conv2d_backprop_input_v2",
+               "conv2d_transpose"]
+
+
+def integer_call(op, x, w, dy):
+    return {"conv2d": lambda: nc.conv2d(x, w, 2, "SAME"),
+            "conv2d_backprop_input": lambda: nc.conv2d_backprop_input(x.shape, w, dy, 2, "SAME"),
+            "conv2d_backprop_input_v2": lambda: nc.conv2d_backprop_input_v2(x, w, dy, 2, "SAME"),
+            "conv2d_transpose": lambda: nc.conv2d_transpose(dy, w, x.shape, 2, "SAME")}[op]()
+
+
+@pytest.mark.parametrize("op", INTEGER_OPS)
+def test_int32_is_exact(rng, op):
+    x = rng.integers(-1000, 1000, X_SHAPE).astype(np.int32)
+    w = rng.integers(-1000, 1000, W_SHAPE).astype(np.int32)
+    dy = rng.integers(-1000, 1000, (2, 5, 4, 4)).astype(np.int32)
+    actual = integer_call(op, x, w, dy)
+    expected = (ref.conv2d(x, w, *ARGS) if op == "conv2d"
+                else ref.conv2d_backprop_input(x.shape, w, dy, *ARGS))
+    assert actual.dtype == np.int32
+    np.testing.assert_array_equal(actual, expected.astype(np.int64))
+
+
+def test_int32_sums_that_overflow_wrap_as_int32_arithmetic_does():
+    x = np.full((1, 3, 3, 2), 2**20, np.int32)
+    w = np.full((3, 3, 2, 1), 2**12, np.int32)       # 18 · 2**32: wraps to 0
+    assert (nc.conv2d(x, w, 1, "VALID") == 0).all()
+    w[0, 0, 0, 0] += 1
+    assert (nc.conv2d(x, w, 1, "VALID") == 2**20).all()
+
+
+def test_int32_nchw_and_explain(rng):
+    x = rng.integers(-9, 9, (1, 3, 6, 6)).astype(np.int32)
+    w = rng.integers(-9, 9, (3, 3, 3, 2)).astype(np.int32)
+    y = nc.conv2d(x, w, 1, "SAME", data_format="NCHW")
+    expected = ref.conv2d(x.transpose(0, 2, 3, 1), w, (1, 1), (1, 1), ((1, 1), (1, 1)))
+    np.testing.assert_array_equal(y, expected.transpose(0, 3, 1, 2).astype(np.int64))
+    assert "integer arithmetic" in str(nc.explain("conv2d", x, w, 1, "SAME", data_format="NCHW"))
+
+
+@pytest.mark.parametrize("data_format", ["NHWC", "NCHW"])
+def test_leading_batch_dimensions_are_flattened_into_the_batch(rng, data_format):
+    x = random(rng, (3, 2, 7, 6, 4), np.float32)  # batch_shape (3, 2)
+    if data_format == "NCHW":
+        x = np.ascontiguousarray(np.moveaxis(x, -1, -3))
+    w = random(rng, (3, 3, 4, 5), np.float32)
+    y = nc.conv2d(x, w, 2, "SAME", data_format=data_format)
+    flat = nc.conv2d(x.reshape((6,) + x.shape[2:]), w, 2, "SAME", data_format=data_format)
+    assert y.shape == (3, 2) + flat.shape[1:]
+    np.testing.assert_array_equal(y.reshape(flat.shape), flat)
+    deeper = nc.conv2d(x[None], w, 2, "SAME", data_format=data_format)
+    assert deeper.shape == (1,) + y.shape
+
+
+def test_batch_dimensions_of_a_non_contiguous_input(rng):
+    x = random(rng, (2, 3, 6, 12, 4), np.float64)[:, :, :, ::2]
+    w = random(rng, (3, 3, 4, 2), np.float64)
+    y = nc.conv2d(x, w, 1, "VALID")
+    for i in range(2):
+        np.testing.assert_allclose(y[i], nc.conv2d(x[i], w, 1, "VALID"), rtol=1e-13, atol=1e-13)
