@@ -11,7 +11,8 @@ and, first, in a process of its own (two OpenMP runtimes in one process take eac
 cores), PyTorch's CPU convolution of the same geometry when ``torch`` is installed (never a
 dependency), with the same thread count. It prints GFLOP/s, the fraction of the CPU's FMA
 peak (calibrated, else measured), the fraction of the matmul rate, tuned/default and
-PyTorch/numbaconv time ratios (> 1: numbaconv is faster), then the geometric means per
+PyTorch/numbaconv time ratios (> 1: numbaconv is faster), GB/s (the three tensors moved
+once: what memory-bound depthwise layers are judged by), then the geometric means per
 primitive. Last, per primitive, every layer back to back without pauses, as a network runs
 them. ``--plot FILE.png`` draws the GFLOP/s against the peak (matplotlib, if installed).
 """
@@ -39,7 +40,7 @@ from .api import call_for
 from .cpu.rule import rule
 from .machine import this_machine
 from .primitives import NAMES as PRIMITIVES
-from .primitives import random_tensors
+from .primitives import random_tensors, tensor_shape
 from .timing import alternating_medians
 from .tune.tuner import with_batch
 from .workloads import WORKLOAD_DIR, Layer, load_workload
@@ -74,7 +75,8 @@ def matmul_call(layer: Layer, rng, dtype=np.float32):
     """The layer's forward as one GEMM: [N·OH·OW, R·S·C] @ [R·S·C, K] (same flops)."""
     g = layer.geometry
     a = rng.standard_normal((g.batch * g.out_height * g.out_width,
-                             g.filter_height * g.filter_width * g.in_channels)).astype(dtype)
+                             g.filter_height * g.filter_width * g.in_channels_per_group)
+                            ).astype(dtype)
     b = rng.standard_normal((a.shape[1], g.out_channels)).astype(dtype)
     return lambda: a @ b
 
@@ -92,12 +94,19 @@ def torch_call(primitive: str, layer: Layer, x, w, dy):
     xt = torch.from_numpy(np.ascontiguousarray(xp.transpose(0, 3, 1, 2)))
     wt = torch.from_numpy(np.ascontiguousarray(w.transpose(3, 2, 0, 1)))
     dyt = torch.from_numpy(np.ascontiguousarray(dy.transpose(0, 3, 1, 2)))
-    options = dict(stride=(g.stride_h, g.stride_w), dilation=(g.dilation_h, g.dilation_w))
+    options = dict(stride=(g.stride_h, g.stride_w), dilation=(g.dilation_h, g.dilation_w),
+                   groups=g.groups)
     if primitive == "forward":
         return lambda: torch.nn.functional.conv2d(xt, wt, **options)
     if primitive == "backward_data":
         return lambda: torch.nn.grad.conv2d_input(xt.shape, wt, dyt, **options)
     return lambda: torch.nn.grad.conv2d_weight(xt, wt.shape, dyt, **options)
+
+
+def traffic_bytes(g, itemsize: int) -> int:
+    """What any schedule must move at least: the three tensors once (memory-bound layers,
+    depthwise ones, are judged by GB/s)."""
+    return sum(math.prod(tensor_shape(t, g)) for t in ("input", "filter", "output")) * itemsize
 
 
 def geomean(values):
@@ -194,7 +203,8 @@ def main(argv=None) -> int:
           f"{numba.get_num_threads()} threads, float32; {machine.cpu} ({machine.llvm_cpu}, "
           f"{machine.vector_bits}-bit vectors), FMA peak {peak:.0f} GFLOP/s"
           + ("; PyTorch timed in its own process" if torch else "; PyTorch not timed"))
-    header = (f"{'layer':<20} {'primitive':<16} {'ms':>7} {'GFLOP/s':>8} {'default':>8} "
+    header = (f"{'layer':<20} {'primitive':<16} {'ms':>7} {'GFLOP/s':>8} {'GB/s':>6} "
+              f"{'default':>8} "
               f"{'peak':>5} {'matmul':>7} {'tuned/def':>9} {'torch/us':>8}")
     print(header + "\n" + "-" * len(header))
     ratios = {p: {"default": [], "torch": [], "torch_strided_or_1x1": []} for p in primitives}
@@ -221,8 +231,10 @@ def main(argv=None) -> int:
                     ratios[primitive]["torch_strided_or_1x1"].append(vs_torch)
                 torch_text = f"{vs_torch:8.2f}"
             rates[primitive].append((layer.name, rate, default_rate, torch_rate))
+            bandwidth = traffic_bytes(g, x.itemsize) / times["tuned"] / 1e9
             print(f"{layer.name:<20} {primitive:<16} {times['tuned'] * 1e3:7.2f} {rate:8.1f} "
-                  f"{default_rate:8.1f} {rate / peak:5.2f} {rate / matmul_rate:7.2f} "
+                  f"{bandwidth:6.1f} {default_rate:8.1f} {rate / peak:5.2f} "
+                  f"{rate / matmul_rate:7.2f} "
                   f"{vs_default:9.2f} {torch_text}", flush=True)
     print("\ngeometric means (time ratios, > 1: the first is slower)")
     for primitive, found in ratios.items():

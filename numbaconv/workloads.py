@@ -2,7 +2,9 @@
 
 Each entry is a mapping with keys ``name, N, H, W, C, K, R, S, strides, padding,
 dilations`` (input NHWC, filter HWIO); ``strides``/``dilations`` are an int or ``[h, w]``,
-``padding`` is ``SAME``, ``VALID`` or ``[[top, bottom], [left, right]]``.
+``padding`` is ``SAME``, ``VALID`` or ``[[top, bottom], [left, right]]``. Optional
+``groups`` (default 1) dividing C and K: a grouped layer, its filter R×S×(C/groups)×K; a
+depthwise layer has ``groups: C`` and K = C × the channel multiplier.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import yaml
 from .geometry import ConvGeometry, conv_geometry
 
 KEYS = ("name", "N", "H", "W", "C", "K", "R", "S", "strides", "padding", "dilations")
+OPTIONAL_KEYS = ("groups",)
 WORKLOAD_DIR = Path(__file__).resolve().parent.parent / "tuning" / "workloads"
 
 
@@ -63,7 +66,7 @@ def parse_layer(entry, index: int, source: str) -> Layer:
     for key in KEYS:
         if key not in entry:
             raise WorkloadError(f"{label}: missing key {key!r}")
-    unknown = sorted(set(entry) - set(KEYS))
+    unknown = sorted(set(entry) - set(KEYS) - set(OPTIONAL_KEYS))
     if unknown:
         raise WorkloadError(f"{label}: unknown key {unknown[0]!r}")
     if not isinstance(entry["name"], str) or not entry["name"]:
@@ -72,8 +75,13 @@ def parse_layer(entry, index: int, source: str) -> Layer:
     strides = _pair(entry["strides"], f"{label}: key 'strides'")
     dilations = _pair(entry["dilations"], f"{label}: key 'dilations'")
     padding = _padding(entry["padding"], f"{label}: key 'padding'")
+    groups = _positive_int(entry.get("groups", 1), f"{label}: key 'groups'")
+    if sizes["C"] % groups or sizes["K"] % groups:
+        raise WorkloadError(f"{label}: key 'groups' ({groups}) must divide C ({sizes['C']}) "
+                            f"and K ({sizes['K']})")
     g = conv_geometry((sizes["N"], sizes["H"], sizes["W"], sizes["C"]),
-                      (sizes["R"], sizes["S"], sizes["C"], sizes["K"]), strides, dilations, padding)
+                      (sizes["R"], sizes["S"], sizes["C"] // groups, sizes["K"]), strides,
+                      dilations, padding)
     if g.out_height == 0 or g.out_width == 0:
         raise WorkloadError(f"{label}: impossible geometry, the filter (R, S) = "
                             f"({sizes['R']}, {sizes['S']}) with dilations {dilations} does not "

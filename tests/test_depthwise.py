@@ -121,22 +121,27 @@ def test_dilated_gradients_are_the_adjoints_of_the_dilated_op(rng):
     assert not np.allclose(dx, undilated)
 
 
+@pytest.mark.parametrize("multiplier, stride", [(2, 2), (1, 1)], ids=["M2_s2", "M1_s1"])
 @pytest.mark.parametrize("primitive", ["forward", "backward_data", "backward_filter"])
-def test_every_offered_schedule_computes_the_same(rng, primitive):
+def test_every_offered_schedule_computes_the_same(rng, primitive, multiplier, stride):
     x = random(rng, (2, 9, 10, 24), np.float32)
-    w = random(rng, (3, 3, 24, 2), np.float32)
-    dy = random(rng, (2, 5, 5, 48), np.float32)
-    call = {"forward": lambda: nc.call_for("depthwise_conv2d", x, w, 2, "SAME"),
+    w = random(rng, (3, 3, 24, multiplier), np.float32)
+    dy = random(rng, nc.depthwise_conv2d(x, w, stride, "SAME").shape, np.float32)
+    call = {"forward": lambda: nc.call_for("depthwise_conv2d", x, w, stride, "SAME"),
             "backward_data": lambda: nc.call_for("depthwise_conv2d_backprop_input", x.shape, w,
-                                                 dy, 2, "SAME"),
-            "backward_filter": lambda: nc.call_for("depthwise_conv2d_backprop_filter", x, w.shape,
-                                                   dy, 2, "SAME")}[primitive]()
+                                                 dy, stride, "SAME"),
+            "backward_filter": lambda: nc.call_for("depthwise_conv2d_backprop_filter", x,
+                                                   w.shape, dy, stride, "SAME")}[primitive]()
     schedules = CPU.candidates(primitive, call.geometry, 4, load_space()["cpu"], this_machine())
     assert {s.algorithm for s in schedules} == {"direct", "depthwise"}
+    orders = {s.loop_order for s in schedules if s.algorithm == "depthwise"}
+    assert ("flat_rows" in orders) == (multiplier == stride == 1)
     assert call.choice().schedule.algorithm == "depthwise"
     expected = call.run(direct.default(primitive, call.geometry))
-    for schedule in schedules + [depthwise.DepthwiseSchedule(channel_block=16,
-                                                             reduction_splits=3)]:
+    split = [depthwise.DepthwiseSchedule(order, channel_block=16, reduction_splits=3)
+             for order in orders]
+    for schedule in schedules + split:
+        assert CPU.illegal_reason(primitive, call.geometry, schedule, 4) is None
         np.testing.assert_allclose(call.run(schedule), expected, rtol=2e-5, atol=2e-5)
 
 

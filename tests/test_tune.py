@@ -100,17 +100,22 @@ def load_workload_text(tmp_path, text):
     return load_workload(path)
 
 
-@pytest.mark.parametrize("workload", ["resnet50.yaml", "vgg16.yaml", "mobilenetv2.yaml"])
+@pytest.mark.parametrize("workload", ["resnet50.yaml", "vgg16.yaml", "mobilenetv2.yaml",
+                                      "resnext50.yaml"])
 def test_rule_gives_register_tiles_wherever_channels_allow(workload):
     """The untuned default is legal for every shipped layer, and register-tiled wherever
-    both channel counts are multiples of 8 (the im2col fallback is for RGB inputs)."""
+    both channel counts are multiples of 8 (the im2col fallback is for RGB inputs); the
+    depthwise kernels for depthwise layers, the direct ones for other grouped layers."""
     for layer in load_workload(WORKLOAD_DIR / workload):
         g = layer.geometry
         for primitive in PRIMITIVES:
             schedule = rule(primitive, g, 4, this_machine())
             assert CPU.illegal_reason(primitive, g, schedule) is None, (layer.name, primitive)
             pixels = g.batch * g.out_height * g.out_width
-            if g.in_channels % 8 == 0 and g.out_channels % 8 == 0 and pixels >= 16:
+            if g.groups > 1:
+                expected = "depthwise" if g.is_depthwise else "direct"
+                assert schedule.algorithm == expected, (layer.name, primitive, schedule)
+            elif g.in_channels % 8 == 0 and g.out_channels % 8 == 0 and pixels >= 16:
                 assert schedule.algorithm == "tiled", (layer.name, primitive, schedule)
 
 

@@ -23,8 +23,11 @@ def multiply_add(acc, x_row, w_row, first, multiplier):
     """acc[j] += x_row[(first + j) // multiplier] · w_row[j]; ``x_row`` is one pixel's
     input channels, ``w_row`` the taps of channels ``first ...``."""
     if multiplier == 1:
+        # A view starting at 0: an offset index LLVM cannot prove non-negative keeps
+        # Numba's negative-index wraparound in the loop, and the loop scalar.
+        x_part = x_row[first:first + acc.shape[0]]
         for j in range(acc.shape[0]):
-            acc[j] += x_row[first + j] * w_row[j]
+            acc[j] += x_part[j] * w_row[j]
     else:
         for j in range(acc.shape[0]):
             acc[j] += x_row[(first + j) // multiplier] * w_row[j]
@@ -34,8 +37,10 @@ def multiply_add(acc, x_row, w_row, first, multiplier):
 def gather_multiply_add(acc, dy_row, w_row, first, multiplier):
     """acc[j] += Σ_m dy_row[(first + j)·M + m] · w_row[(first + j)·M + m] (M = multiplier)."""
     if multiplier == 1:
+        dy_part = dy_row[first:first + acc.shape[0]]
+        w_part = w_row[first:first + acc.shape[0]]
         for j in range(acc.shape[0]):
-            acc[j] += dy_row[first + j] * w_row[first + j]
+            acc[j] += dy_part[j] * w_part[j]
     else:
         for j in range(acc.shape[0]):
             k = (first + j) * multiplier
