@@ -202,6 +202,15 @@ def test_swap_channels_kernel(rng):
     np.testing.assert_array_equal(wt, w.transpose(0, 1, 3, 2))
 
 
+def test_grouped_swap_exchanges_channel_roles_within_each_group(rng):
+    w = random(rng, (3, 2, 5, 4 * 7))  # 4 groups of 5 input and 7 output channels
+    wt = layout.swap_channels(w, groups=4)
+    assert wt.shape == (3, 2, 7, 20)
+    for group in range(4):
+        np.testing.assert_array_equal(wt[:, :, :, 5 * group:5 * group + 5],
+                                      w[:, :, :, 7 * group:7 * group + 7].transpose(0, 1, 3, 2))
+
+
 @pytest.mark.parametrize("shape", [(1, 1, 1), (37, 5, 1), (3, 4, 49), (100, 7, 3)])
 def test_bias_kernel(rng, shape):
     x3 = random(rng, shape, np.float32)

@@ -129,16 +129,47 @@ def test_groups_are_part_of_the_geometry_and_its_key():
 
 
 def test_only_the_families_that_take_groups_are_offered(rng):
-    g = conv_geometry((1, 8, 8, 16), (3, 3, 4, 32), padding="SAME")
+    """Direct loops and register tiles that stay inside a group; never one matmul."""
+    g = conv_geometry((1, 8, 8, 64), (3, 3, 16, 32), padding="SAME")  # 4 groups of 8 outputs
     space = load_space()["cpu"]
     from numbaconv.machine import this_machine
 
     for primitive in ("forward", "backward_data", "backward_filter"):
-        offered = {s.algorithm for s in CPU.candidates(primitive, g, 4, space, this_machine())}
-        assert offered == {"direct"}, primitive
-        explained = str(nc.explain("conv2d", np.ones((1, 8, 8, 16), np.float32),
-                                   np.ones((3, 3, 4, 32), np.float32), 1, "SAME"))
-        assert "groups 4" in explained and "algorithm=direct" in explained
+        offered = CPU.candidates(primitive, g, 4, space, this_machine())
+        assert {s.algorithm for s in offered} == {"direct", "tiled"}, primitive
+    explained = str(nc.explain("conv2d", np.ones((1, 8, 8, 64), np.float32),
+                               np.ones((3, 3, 16, 32), np.float32), 1, "SAME"))
+    assert "groups 4" in explained and "algorithm=tiled" in explained
+
+
+@pytest.mark.parametrize("primitive", ["forward", "backward_data", "backward_filter"])
+@pytest.mark.parametrize("filter_shape", [(3, 3, 16, 64), (3, 3, 4, 32), (1, 1, 8, 16)],
+                         ids=["2_groups", "4_outputs_per_group", "1x1_4_outputs_per_group"])
+def test_every_grouped_schedule_computes_the_same(rng, primitive, filter_shape):
+    """Every legal candidate and the narrow tiles the rule adds for small groups."""
+    from numbaconv.cpu import direct, tiled
+    from numbaconv.machine import this_machine
+
+    x_shape = (2, 9, 10, 32)
+    p = GroupedProblem(rng, x_shape, filter_shape, (1, 1), (1, 1), "SAME", np.float32)
+    call = {"forward": lambda: nc.call_for("conv2d", p.x, p.w, 1, "SAME"),
+            "backward_data": lambda: nc.call_for("conv2d_backprop_input", x_shape, p.w, p.dy, 1,
+                                                 "SAME"),
+            "backward_filter": lambda: nc.call_for("conv2d_backprop_filter", p.x, filter_shape,
+                                                   p.dy, 1, "SAME")}[primitive]()
+    expected = p.expected({"forward": "conv2d", "backward_data": "conv2d_backprop_input",
+                           "backward_filter": "conv2d_backprop_filter"}[primitive])
+    machine = this_machine()
+    schedules = CPU.candidates(primitive, call.geometry, 4, load_space()["cpu"], machine)
+    schedules += [tiled.fit(tiled.TiledSchedule(loop_order=order, register_tile=tile),
+                            primitive, call.geometry, 4)
+                  for tile in tiled.narrow_tiles(primitive, 4, machine)
+                  for order in ("pixel_tiles_outer", "packed_panels")]
+    legal = [s for s in schedules if CPU.illegal_reason(primitive, call.geometry, s, 4) is None]
+    assert any(s.algorithm == "tiled" for s in legal)
+    assert call.choice().schedule.algorithm == "tiled"
+    for schedule in legal + [direct.default(primitive, call.geometry)]:
+        assert_matches(call.run(schedule), expected, np.float32)
 
 
 def test_grouped_nan_and_inf_stay_in_their_group():

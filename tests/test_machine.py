@@ -55,7 +55,7 @@ def test_the_menu_follows_the_fma_units():
 
 @pytest.mark.parametrize("machine", MACHINES.values(), ids=MACHINES.keys())
 def test_the_rule_is_legal_and_tiled_on_every_machine(machine):
-    for workload in ("resnet50.yaml", "mobilenetv2.yaml"):
+    for workload in ("resnet50.yaml", "mobilenetv2.yaml", "resnext50.yaml"):
         for layer in load_workload(WORKLOAD_DIR / workload):
             g = layer.geometry
             for primitive in PRIMITIVES:
@@ -66,7 +66,9 @@ def test_the_rule_is_legal_and_tiled_on_every_machine(machine):
                         assert live_vectors(schedule.register_tile, itemsize, machine) \
                             <= machine.vector_registers
                     pixels = g.batch * g.out_height * g.out_width
-                    if g.in_channels % 8 == 0 and g.out_channels % 8 == 0 and pixels >= 16:
+                    if g.is_depthwise:
+                        assert schedule.algorithm == "depthwise", (layer.name, primitive)
+                    elif g.in_channels % 8 == 0 and g.out_channels % 8 == 0 and pixels >= 16:
                         assert schedule.algorithm == "tiled", (layer.name, primitive)
 
 

@@ -105,16 +105,17 @@ def load_workload_text(tmp_path, text):
 def test_rule_gives_register_tiles_wherever_channels_allow(workload):
     """The untuned default is legal for every shipped layer, and register-tiled wherever
     both channel counts are multiples of 8 (the im2col fallback is for RGB inputs); the
-    depthwise kernels for depthwise layers, the direct ones for other grouped layers."""
+    depthwise kernels for depthwise layers."""
     for layer in load_workload(WORKLOAD_DIR / workload):
         g = layer.geometry
         for primitive in PRIMITIVES:
             schedule = rule(primitive, g, 4, this_machine())
             assert CPU.illegal_reason(primitive, g, schedule) is None, (layer.name, primitive)
             pixels = g.batch * g.out_height * g.out_width
-            if g.groups > 1:
-                expected = "depthwise" if g.is_depthwise else "direct"
-                assert schedule.algorithm == expected, (layer.name, primitive, schedule)
+            if g.is_depthwise:
+                assert schedule.algorithm == "depthwise", (layer.name, primitive, schedule)
+            elif g.groups > 1:  # register tiles within a group, even for 4 channels a group
+                assert schedule.algorithm == "tiled", (layer.name, primitive, schedule)
             elif g.in_channels % 8 == 0 and g.out_channels % 8 == 0 and pixels >= 16:
                 assert schedule.algorithm == "tiled", (layer.name, primitive, schedule)
 

@@ -76,11 +76,32 @@ def swap_channels_kernel(w, wt):
                 wt[r, s, k, c] = row[k]
 
 
-def swap_channels(w: np.ndarray) -> np.ndarray:
-    """[R, S, C, K] -> [R, S, K, C], fresh."""
-    wt = np.empty((w.shape[0], w.shape[1], w.shape[3], w.shape[2]), w.dtype)
+@parallel_kernel
+def swap_group_channels_kernel(w, wt):
+    """Grouped (K = G·Kg): wt[r, s, kk, g·C + c] = w[r, s, c, g·Kg + kk], the channel roles
+    exchanged within each group; one task per (tap, group), a C × Kg block."""
+    filter_height, filter_width, in_channels, out_channels = w.shape
+    group_out = wt.shape[2]
+    groups = out_channels // group_out
+    for task in prange(filter_height * filter_width * groups):
+        r = task // (filter_width * groups)
+        s = task // groups % filter_width
+        first = task % groups * group_out
+        target = task % groups * in_channels
+        source, destination = w[r, s], wt[r, s]  # integer indexing: no slice to build
+        for kk in range(group_out):  # rows of ``wt`` written whole, one after another
+            row = destination[kk]
+            for c in range(in_channels):
+                row[target + c] = source[c, first + kk]
+
+
+def swap_channels(w: np.ndarray, groups: int = 1) -> np.ndarray:
+    """[R, S, C, G·Kg] -> [R, S, Kg, G·C], fresh: the filter of backward-data, whose input
+    channel g·C + c reduces over group g's Kg channels (one group: [R, S, K, C])."""
+    height, width, in_channels, out_channels = w.shape
+    wt = np.empty((height, width, out_channels // groups, groups * in_channels), w.dtype)
     if wt.size:
-        swap_channels_kernel(readonly(w), wt)
+        (swap_channels_kernel if groups == 1 else swap_group_channels_kernel)(readonly(w), wt)
     return wt
 
 

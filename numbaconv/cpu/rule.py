@@ -1,8 +1,8 @@
 """The CPU's default schedule where nothing tuned applies: a rule over the families.
 
-The depthwise kernels for depthwise layers, the direct loop for other grouped ones;
-register tiles where they fit (the tiled family's preferences, in order); the direct loop
-for tiny images; im2col with the matmul on the tiled kernel where no tile fits (an RGB
+The depthwise kernels for depthwise layers; register tiles where they fit (the tiled
+family's preferences, in order; a grouped layer's within its groups); the direct loop for
+tiny images and for groups too narrow for a tile; im2col with the matmul on the tiled kernel where no tile fits (an RGB
 input, say); never BLAS, whose spinning worker threads stall the Numba kernels after it.
 """
 
@@ -35,8 +35,6 @@ def rule(primitive: str, g: ConvGeometry, itemsize: int, machine: Machine,
     config's section, if any) its order."""
     if g.is_depthwise:
         return depthwise.default(primitive, g, itemsize)
-    if g.groups > 1:
-        return direct.default(primitive, g, itemsize)  # the other family that takes groups
     machine = machine.calibrated(calibration)
     pixels = g.batch * g.out_height * g.out_width
     if (primitive != "backward_filter" and pixels < TINY_PIXELS
@@ -46,6 +44,8 @@ def rule(primitive: str, g: ConvGeometry, itemsize: int, machine: Machine,
     for schedule in tiled.preferences(primitive, g, itemsize, machine, ranking):
         if CPU.illegal_reason(primitive, g, schedule, itemsize) is None:
             return schedule
+    if g.groups > 1:  # groups too narrow for any tile: the direct loops
+        return direct.default(primitive, g, itemsize)
     fallback = gemm.GemmSchedule(matmul="tiled")
     if CPU.illegal_reason(primitive, g, fallback, itemsize) is None:
         return fallback

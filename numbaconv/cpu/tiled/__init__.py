@@ -23,6 +23,7 @@ input-channel groups) for backward-filter (:func:`fit` and the launches).
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass, field
 from typing import ClassVar
 
@@ -66,16 +67,15 @@ class TiledSchedule(Schedule):
 
 def illegal_reason(primitive: str, g: ConvGeometry, schedule: TiledSchedule,
                    itemsize: int) -> str | None:
-    if g.groups > 1:
-        return "grouped convolution: the tiled kernels read every channel of a pixel"
     rows, cols = schedule.register_tile
     if primitive == "backward_filter":
         if schedule.loop_order == "packed_panels":
             return "packed_panels is not a backward-filter loop order"
-        if g.in_channels % rows or g.out_channels % cols:
-            return f"register tile {schedule.register_tile} does not divide (C, K)"
+        if g.in_channels_per_group % rows or g.out_channels_per_group % cols:
+            return (f"register tile {schedule.register_tile} does not divide (C, K) of a "
+                    f"group, ({g.in_channels_per_group}, {g.out_channels_per_group})")
         return None
-    channels = primitive_named(primitive).channels(g)
+    channels = primitive_named(primitive).group_channels(g)  # a tile stays in its group
     if channels % cols or schedule.channel_block % cols:
         return f"tile channels {cols} do not divide {channels} channels or the channel block"
     return None
@@ -86,7 +86,7 @@ def fit(schedule: TiledSchedule, primitive: str, g: ConvGeometry, itemsize: int)
     rows, cols = schedule.register_tile
     if primitive == "backward_filter":
         taps = g.filter_height * g.filter_width
-        tiles = taps * (g.in_channels // rows) * (g.out_channels // cols)
+        tiles = taps * (g.in_channels_per_group // rows) * (g.out_channels // cols)
         return dataclasses.replace(schedule,
                                    reduction_splits=groups_for(g.batch * g.out_height, tiles))
     channels = primitive_named(primitive).channels(g)
@@ -108,9 +108,20 @@ def candidates(primitive: str, g: ConvGeometry, itemsize: int, section: dict, ma
         orders = [order for order in orders if order == "pixel_tiles_outer"]
     tiles = section.get("register_tile", {}).get(primitive, [])
     if tiles == "model":
-        tiles = tile_menu(primitive, itemsize, machine)[:MODEL_TILES]
+        tiles = tile_menu(primitive, itemsize, machine)
+        if g.groups > 1:  # the tiles that fit a group's channels
+            tiles = [tile for tile in tiles + narrow_tiles(primitive, itemsize, machine)
+                     if _fits_groups(primitive, g, tile)]
+        tiles = tiles[:MODEL_TILES]
     return [fit(TiledSchedule(loop_order=order, register_tile=tuple(tile)), primitive, g, itemsize)
             for tile in tiles for order in orders]
+
+
+def _fits_groups(primitive: str, g: ConvGeometry, tile: tuple) -> bool:
+    rows, cols = tile
+    if primitive == "backward_filter":
+        return g.in_channels_per_group % rows == 0 and g.out_channels_per_group % cols == 0
+    return primitive_named(primitive).group_channels(g) % cols == 0
 
 
 def tile_menu(primitive: str, itemsize: int, machine) -> list:
@@ -139,6 +150,14 @@ def tile_menu(primitive: str, itemsize: int, machine) -> list:
     return list(dict.fromkeys(menu))
 
 
+def narrow_tiles(primitive: str, itemsize: int, machine) -> list:
+    """Quarter-vector tiles, for groups of fewer channels than a half vector (ResNeXt's
+    4 per group): their lanes are wasted, but far less than the direct loop's time."""
+    quarter = max(1, machine.lanes(itemsize) // 4)
+    rows = (4, 2, 1) if primitive == "backward_filter" else (8, 12, 16)
+    return [(count, quarter) for count in rows]
+
+
 def preferences(primitive: str, g: ConvGeometry, itemsize: int, machine,
                 ranking: list | None = None) -> list:
     """The default rule's tiled schedules, best first (the rule takes the first legal one):
@@ -146,9 +165,12 @@ def preferences(primitive: str, g: ConvGeometry, itemsize: int, machine,
     panels packed per task for forward, and for backward-data filters of
     :data:`PANEL_FILTER_BYTES` or more."""
     tiles = [tuple(tile) for tile in ranking or []] + tile_menu(primitive, itemsize, machine)
-    filter_bytes = g.filter_height * g.filter_width * g.in_channels * g.out_channels * itemsize
-    panels = primitive == "forward" or (primitive == "backward_data"
-                                        and filter_bytes >= PANEL_FILTER_BYTES)
+    if g.groups > 1:
+        tiles += narrow_tiles(primitive, itemsize, machine)
+    filter_bytes = math.prod(g.filter_shape) * itemsize
+    # Grouped filters are small per task: packing them once per call beats per-task panels.
+    panels = (primitive == "forward" and g.groups == 1) or (
+        primitive != "backward_filter" and filter_bytes >= PANEL_FILTER_BYTES)
     order = "packed_panels" if panels else "pixel_tiles_outer"
     return [fit(TiledSchedule(loop_order=order, register_tile=tile), primitive, g, itemsize)
             for tile in dict.fromkeys(tiles)]
@@ -185,7 +207,7 @@ def _splits(schedule: TiledSchedule, g: ConvGeometry) -> int:
 def workspace_bytes(primitive: str, g: ConvGeometry, schedule: TiledSchedule,
                     itemsize: int) -> int:
     rows = schedule.register_tile[0]
-    filter_elements = g.filter_height * g.filter_width * g.in_channels * g.out_channels
+    filter_elements = math.prod(g.filter_shape)
     panels = schedule.loop_order == "packed_panels"
     if primitive == "backward_filter":
         splits = _splits(schedule, g)
@@ -195,7 +217,7 @@ def workspace_bytes(primitive: str, g: ConvGeometry, schedule: TiledSchedule,
         padded = _padded_elements(g.input_shape, _input_pads(g))
         pixel_tiles = -(-(g.batch * g.out_height * g.out_width) // rows)
         filter_copy = (_panel_elements([g.filter_height * g.filter_width], schedule,
-                                       g.out_channels, g.in_channels, pixel_tiles)
+                                       g.out_channels, g.in_channels_per_group, pixel_tiles)
                        if panels else filter_elements)
         return (padded + filter_copy) * itemsize
     reached, _ = phases.stride_phases(g)
@@ -204,9 +226,10 @@ def workspace_bytes(primitive: str, g: ConvGeometry, schedule: TiledSchedule,
     padded = _padded_elements(g.output_shape, phases.dy_padding(reached))
     pixel_tiles = sum(-(-(g.batch * p.size[0] * p.size[1]) // rows) for p in reached)
     filter_copy = (_panel_elements([len(p.rows) * len(p.cols) for p in reached], schedule,
-                                   g.in_channels, g.out_channels, pixel_tiles)
+                                   g.in_channels, g.out_channels_per_group, pixel_tiles)
                    if panels else filter_elements)
-    return (padded + filter_copy) * itemsize
+    group_swapped = filter_elements if g.groups > 1 else 0
+    return (padded + filter_copy + group_swapped) * itemsize
 
 
 # --- runs ---------------------------------------------------------------------------------
@@ -218,7 +241,7 @@ def _forward(x, w, g: ConvGeometry, schedule: TiledSchedule) -> np.ndarray:
                                    schedule.loop_order == "packed_panels")
     phases.run(xp, out, [phases.Phase(filter_, (g.out_height, g.out_width),
                                       (g.stride_h, g.stride_w), (g.dilation_h, g.dilation_w))],
-               schedule)
+               schedule, g.groups)
     return out
 
 
@@ -231,10 +254,14 @@ def _backward_data(dy, w, g: ConvGeometry, schedule: TiledSchedule) -> np.ndarra
         return dx
     padding = phases.dy_padding(reached)
     dyp = layout.padded(dy, *padding)
-    packed = layout.kernel_filter(w, schedule.register_tile[1],
-                                  schedule.loop_order == "packed_panels", swap=True)
+    panels = schedule.loop_order == "packed_panels"
+    if g.groups == 1:
+        packed = layout.kernel_filter(w, schedule.register_tile[1], panels, swap=True)
+    else:
+        packed = layout.kernel_filter(layout.swap_channels(w, g.groups),
+                                      schedule.register_tile[1], panels)
     phases.run(dyp, dx, phases.backward_data_phases(reached, packed, g, padding, dyp.shape),
-               schedule)
+               schedule, g.groups)
     return dx
 
 
@@ -249,11 +276,13 @@ def _backward_filter(x, dy, g: ConvGeometry, schedule: TiledSchedule) -> np.ndar
     backward_filter_kernel(tile_in, tile_out, x.dtype.name, this_machine().vector_bits)(
         xp=layout.readonly_flat(xp), dy=layout.readonly_flat(dy), partials=found.reshape(-1),
         batch=g.batch, padded_height=xp.shape[1], padded_width=xp.shape[2],
-        in_channels=g.in_channels, filter_height=g.filter_height, filter_width=g.filter_width,
-        out_channels=g.out_channels, out_height=g.out_height, out_width=g.out_width,
-        stride_h=g.stride_h, stride_w=g.stride_w, dilation_h=g.dilation_h,
-        dilation_w=g.dilation_w, splits=splits,
-        c_groups=groups_for(g.in_channels // tile_in, splits * taps), pixels_outer=pixels_outer)
+        x_channels=g.in_channels, in_channels=g.in_channels_per_group,
+        filter_height=g.filter_height, filter_width=g.filter_width,
+        out_channels=g.out_channels, group_out_channels=g.out_channels_per_group,
+        out_height=g.out_height, out_width=g.out_width, stride_h=g.stride_h,
+        stride_w=g.stride_w, dilation_h=g.dilation_h, dilation_w=g.dilation_w, splits=splits,
+        c_groups=groups_for(g.in_channels_per_group // tile_in, splits * taps),
+        pixels_outer=pixels_outer)
     return partials.reduced(found)
 
 

@@ -40,18 +40,19 @@ class Phase:
     step: tuple = (1, 1)
 
 
-def run(xp: np.ndarray, out: np.ndarray, phases: list, schedule):
+def run(xp: np.ndarray, out: np.ndarray, phases: list, schedule, groups: int = 1):
     """xp [N, Hp, Wp, C] (padded) -> ``out`` [N, H, W, K] (C-contiguous), every phase in one
-    kernel launch, written in place; ``schedule`` a tiled schedule."""
-    batch, padded_height, padded_width, in_channels = xp.shape
+    kernel launch, written in place; ``schedule`` a tiled schedule; ``groups``: output
+    channel k of group g reads input channels [g·C/groups, (g + 1)·C/groups)."""
+    batch, padded_height, padded_width, x_channels = xp.shape
     _, height, width, out_channels = out.shape
     rows, cols = schedule.register_tile
     shared = phases[0].filter
     table, first_tile = [], 0
     for phase in phases:
         f = phase.filter
-        assert (f.data is shared.data and f.tile == cols and f.in_channels == in_channels
-                and f.out_channels == out_channels)
+        assert (f.data is shared.data and f.tile == cols
+                and f.in_channels * groups == x_channels and f.out_channels == out_channels)
         fields = dict(
             first_tile=first_tile, out_height=phase.size[0], out_width=phase.size[1],
             stride_h=phase.stride[0], stride_w=phase.stride[1], dilation_h=phase.dilation[0],
@@ -69,8 +70,9 @@ def run(xp: np.ndarray, out: np.ndarray, phases: list, schedule):
     arguments = dict(
         xp=layout.readonly_flat(xp), w=shared.data, out=out.reshape(-1),
         phases=layout.readonly(np.array(table, dtype=np.int64)), batch=batch,
-        padded_height=padded_height, padded_width=padded_width, in_channels=in_channels,
-        out_channels=out_channels, w_tile_stride=shared.tile_stride,
+        padded_height=padded_height, padded_width=padded_width, x_channels=x_channels,
+        in_channels=shared.in_channels, out_channels=out_channels,
+        group_out_channels=out_channels // groups, w_tile_stride=shared.tile_stride,
         w_channel_stride=shared.channel_stride, total_tiles=first_tile,
         pixel_groups=groups_for(first_tile, k_groups), k_groups=k_groups)
     if schedule.loop_order == "packed_panels":

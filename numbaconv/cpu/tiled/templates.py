@@ -66,15 +66,17 @@ COLUMN = {name: index for index, name in enumerate(PHASE_FIELDS)}
 #: arguments their callers pass all come from these lists.
 _FORWARD_SHARED = (
     ("xp", "in"), ("w", "in"), ("out", "out"), ("phases", "table"), ("batch", "int"),
-    ("padded_height", "int"), ("padded_width", "int"), ("in_channels", "int"),
-    ("out_channels", "int"), ("w_tile_stride", "int"), ("w_channel_stride", "int"))
+    ("padded_height", "int"), ("padded_width", "int"), ("x_channels", "int"),
+    ("in_channels", "int"), ("out_channels", "int"), ("group_out_channels", "int"),
+    ("w_tile_stride", "int"), ("w_channel_stride", "int"))
 _TASKS = (("total_tiles", "int"), ("pixel_groups", "int"), ("k_groups", "int"))
 FORWARD_PARAMETERS = KernelParameters(*_FORWARD_SHARED, *_TASKS, ("pixels_outer", "bool"))
 FORWARD_PANELS_PARAMETERS = KernelParameters(*_FORWARD_SHARED, ("w_lane_stride", "int"), *_TASKS)
 BACKWARD_FILTER_PARAMETERS = KernelParameters(
     ("xp", "in"), ("dy", "in"), ("partials", "out"), ("batch", "int"), ("padded_height", "int"),
-    ("padded_width", "int"), ("in_channels", "int"), ("filter_height", "int"),
-    ("filter_width", "int"), ("out_channels", "int"), ("out_height", "int"),
+    ("padded_width", "int"), ("x_channels", "int"), ("in_channels", "int"),
+    ("filter_height", "int"), ("filter_width", "int"), ("out_channels", "int"),
+    ("group_out_channels", "int"), ("out_height", "int"),
     ("out_width", "int"), ("stride_h", "int"), ("stride_w", "int"), ("dilation_h", "int"),
     ("dilation_w", "int"), ("splits", "int"), ("c_groups", "int"), ("pixels_outer", "bool"))
 
@@ -86,8 +88,11 @@ def render_forward(tile_pixels: int, tile_channels: int, dtype: str, vector_bits
                    f"{vector_bits}): a {P}-pixel × {KB}-channel register tile.", dtype,
               vector_bits)
     with src.block(FORWARD_PARAMETERS.header()):
-        src('"""xp [N, Hp, Wp, C] (zero-padded input), w (filter), phases [P, F] -> out, all'
-            ' flat but phases.',
+        src('"""xp [N, Hp, Wp, x_channels] (zero-padded input), w (filter), phases [P, F] ->'
+            ' out, all flat but phases.',
+            "",
+            "    Grouped: output channel k reads the in_channels input channels from",
+            "    (k // group_out_channels) · in_channels on (one group: all of them).",
             "",
             "    One launch runs every phase (a row of ``phases``, columns PHASE_FIELDS): a",
             "    convolution of the (N, out_height, out_width) output grid whose input starts",
@@ -142,11 +147,11 @@ def _phase_setup(src: Source, fused: str | None):
     """Per phase: ``fused`` (None: always) says when the (s, c) taps of a filter row are
     one run of the filter."""
     src("pixels = batch * out_height * out_width",
-        "tap_row = dilation_h * padded_width * in_channels",
-        "tap_col = dilation_w * in_channels",
-        "# Undilated columns of a packed filter: the (s, c) taps of one filter row",
-        "# are one contiguous run in both xp and the filter, summed in the same order.",
-        "fused = dilation_w == 1" + (f" and {fused}" if fused else ""),
+        "tap_row = dilation_h * padded_width * x_channels",
+        "tap_col = dilation_w * x_channels",
+        "# Undilated columns of a packed filter, ungrouped: the (s, c) taps of one filter",
+        "# row are one contiguous run in both xp and the filter, summed in the same order.",
+        "fused = dilation_w == 1 and x_channels == in_channels" + (f" and {fused}" if fused else ""),
         "column_taps = 1 if fused else filter_width",
         "run = filter_width * in_channels if fused else in_channels")
 
@@ -176,12 +181,13 @@ def _forward_tile(src: Source, P: int, KB: int, dtype: str, weights: str, tap_of
     tile's first pixel (the next pixels by stepping: divisions per pixel are dear on small
     tiles)."""
     src(f"m0 = (tile - first_tile) * {P}",
-        f"k0 = kt * {KB}")
+        f"k0 = kt * {KB}",
+        "x_group = x_offset + k0 // group_out_channels * in_channels")
     for p in range(P):
         if p:
             _next_pixel(src, f"m0 + {p}")
-        src(f"b{p} = uint64(x_offset + ((n * padded_height + oh * stride_h)"
-            f" * padded_width + ow * stride_w) * in_channels)",
+        src(f"b{p} = uint64(x_group + ((n * padded_height + oh * stride_h)"
+            f" * padded_width + ow * stride_w) * x_channels)",
             f"d{p} = uint64(out_offset + n * out_image_stride + oh * out_row_stride"
             f" + ow * out_col_stride + k0)")
     if step_on:
@@ -310,8 +316,11 @@ def render_backward_filter(tile_in_channels: int, tile_channels: int, dtype: str
                 for c in range(CB) for k in range(KB)]
 
     with src.block(BACKWARD_FILTER_PARAMETERS.header()):
-        src('"""xp [N, Hp, Wp, C] (zero-padded input), dy [N, OH, OW, K] -> partials'
-            ' [splits, R, S, C, K], all flat.',
+        src('"""xp [N, Hp, Wp, x_channels] (zero-padded input), dy [N, OH, OW, K] ->'
+            ' partials [splits, R, S, C, K] (C = in_channels), all flat.',
+            "",
+            "    Grouped: output channel k reads the C input channels from",
+            "    (k // group_out_channels) · C on (one group: all of them).",
             "",
             "    Each split sums its rows of output pixels in row-major order. pixels_outer:",
             "    a task (split, tap, group of c tiles) walks its rows once and, per row, runs",
@@ -324,7 +333,7 @@ def render_backward_filter(tile_in_channels: int, tile_channels: int, dtype: str
             "taps = filter_height * filter_width",
             "rows = batch * out_height",
             "tiles = taps * c_tiles * k_tiles",
-            "pixel_step = uint64(stride_w * in_channels)")
+            "pixel_step = uint64(stride_w * x_channels)")
         with src.block("if pixels_outer:"):
             with _tasks(src, "splits * taps * c_groups", vector_bits):
                 src("split = task // (taps * c_groups)",
@@ -337,7 +346,7 @@ def render_backward_filter(tile_in_channels: int, tile_channels: int, dtype: str
                     src("n = row // out_height",
                         "ih = (row % out_height) * stride_h + r * dilation_h",
                         "x_row = uint64(((n * padded_height + ih) * padded_width"
-                        " + s * dilation_w) * in_channels)",
+                        " + s * dilation_w) * x_channels)",
                         "dy_row = uint64(row * out_width * out_channels)")
                     with src.block("for ct in range(ct0, ct1):"):
                         with src.block("for kt in range(k_tiles):"):
@@ -345,7 +354,8 @@ def render_backward_filter(tile_in_channels: int, tile_channels: int, dtype: str
                                 "p = uint64((split * taps + tap) * in_channels * out_channels"
                                 " + c0 * out_channels + k0)")
                             src(*(f"{name} = {slot}" for name, slot in tile_slots()))
-                            pixel_row("x_row + uint64(c0)", "dy_row + uint64(k0)")
+                            pixel_row("x_row + uint64(k0 // group_out_channels * in_channels"
+                                      " + c0)", "dy_row + uint64(k0)")
                             src(*(f"{slot} = {name}" for name, slot in tile_slots()))
         with src.block("else:"):
             with _tasks(src, "splits * tiles", vector_bits):
@@ -360,7 +370,8 @@ def render_backward_filter(tile_in_channels: int, tile_channels: int, dtype: str
                     src("n = row // out_height",
                         "ih = (row % out_height) * stride_h + r * dilation_h")
                     pixel_row("uint64(((n * padded_height + ih) * padded_width + s * dilation_w)"
-                              " * in_channels + c0)", "uint64(row * out_width * out_channels + k0)")
+                              " * x_channels + k0 // group_out_channels * in_channels + c0)",
+                              "uint64(row * out_width * out_channels + k0)")
                 src("p = uint64((split * taps + tap) * in_channels * out_channels"
                     " + c0 * out_channels + k0)")
                 src(*(f"{slot} = {name}" for name, slot in tile_slots()))
