@@ -27,7 +27,7 @@ from .arguments import (FLOAT_NAMES, INTEGER_OPS_DTYPES, as_array, check_data_fo
                         from_nhwc_shape, is_shape, pick_alias, require, shape_arg, spatial_pair,
                         to_nhwc_shape)
 from .choice import Choice
-from .cpu import bias, families
+from .cpu import bias, families, half
 from .cpu.heuristic import choose
 from .cuda.runtime import is_device_array
 from .geometry import ConvGeometry, Padding, conv_geometry
@@ -138,9 +138,10 @@ class Call:
 
 def _rounded(result: np.ndarray, dtype: np.dtype) -> np.ndarray:
     """The computed result in the caller's dtype, rounded once (beyond a half type's range:
-    ±inf, as its own arithmetic would give; int64 -> int32 wraps as int32 sums do)."""
-    with np.errstate(over="ignore"):
-        return result.astype(dtype)
+    ±Inf, as its own arithmetic would give; int64 -> int32 wraps as int32 sums do)."""
+    if half.is_half(dtype):
+        return half.from_float32(result, dtype)
+    return result.astype(dtype)
 
 
 def _check_device(device):
@@ -177,6 +178,8 @@ def _kernel_layout(tensor: str, array: np.ndarray, data_format: str,
     one copy at most (none when the array already is all that)."""
     if is_activation(tensor) and data_format == "NCHW":
         array = array.transpose(0, 2, 3, 1)
+    if half.is_half(array.dtype):
+        return half.to_float32(array)
     if array.dtype != dtype:
         return array.astype(dtype, order="C")
     return np.ascontiguousarray(array)
@@ -632,9 +635,8 @@ def bias_add_grad(out_backprop=None, data_format="NHWC", name=None, *, device=No
     dy = _host(dy)
     if dy.size == 0:
         return np.zeros(channels, dtype=dy.dtype)
-    compute = compute_dtype(dy.dtype)
-    x3 = (np.ascontiguousarray(dy) if dy.dtype == compute
-          else dy.astype(compute, order="C")).reshape(-1, channels, inner)
+    x3 = (half.to_float32(dy) if half.is_half(dy.dtype)
+          else np.ascontiguousarray(dy)).reshape(-1, channels, inner)
     with kernel_launch():
         total = bias.run(x3)
     return total if total.dtype == dy.dtype else _rounded(total, dy.dtype)

@@ -151,3 +151,36 @@ def test_batch_dimensions_of_a_non_contiguous_input(rng):
     y = nc.conv2d(x, w, 1, "VALID")
     for i in range(2):
         np.testing.assert_allclose(y[i], nc.conv2d(x[i], w, 1, "VALID"), rtol=1e-13, atol=1e-13)
+
+
+@pytest.mark.parametrize("dtype_name", HALVES)
+def test_widening_is_exact_for_every_half_value(dtype_name):
+    from numbaconv.cpu import half
+
+    every = np.arange(2**16, dtype=np.uint32).astype(np.uint16).view(HALVES[dtype_name])
+    widened = half.to_float32(every)
+    assert widened.dtype == np.float32
+    np.testing.assert_array_equal(widened.view(np.uint32),
+                                  every.astype(np.float32).view(np.uint32))
+
+
+@pytest.mark.parametrize("dtype_name", HALVES)
+def test_rounding_to_a_half_type_matches_numpy_and_ml_dtypes(rng, dtype_name):
+    """Round to nearest even, ties, subnormals, overflow to Inf, NaN kept: bit for bit."""
+    from numbaconv.cpu import half
+
+    dtype = HALVES[dtype_name]
+    edges = np.array([65504, 65519.99, 65520, 7e4, 3.4e38, np.inf, -np.inf, 1e-8, 2.98e-8,
+                      2.99e-8, 5.96e-8, 6e-8, 6.1035156e-05, 6.097555e-05, -0.0, 0.0, 1.0,
+                      1.0009765625, 1.00048828125, 1.00146484375, 1.00390625, 1.005859375,
+                      9.2e-41], np.float32)
+    values = np.concatenate([
+        edges, rng.integers(0, 2**32, 200_000, dtype=np.uint64).astype(np.uint32).view(np.float32),
+        (rng.standard_normal(100_000) * 1e3).astype(np.float32),
+        (rng.standard_normal(100_000) * 1e-6).astype(np.float32)])
+    ours = half.from_float32(values, dtype)
+    with np.errstate(all="ignore"):
+        theirs = values.astype(dtype)
+    nan = np.isnan(values)
+    assert np.isnan(ours[nan].astype(np.float32)).all()
+    np.testing.assert_array_equal(ours[~nan].view(np.uint16), theirs[~nan].view(np.uint16))

@@ -1,0 +1,130 @@
+"""float16 and bfloat16, the storage types: conversion to and from float32 as parallel
+kernels on their bits (Numba has no half types; NumPy's and ml_dtypes' casts run on one
+core), rounding to nearest even, NaN and Inf kept, overflow to Inf, as NumPy's and
+ml_dtypes' casts do.
+
+The arrays arrive as any dtype named ``float16`` or ``bfloat16`` (``ml_dtypes.bfloat16``
+is never imported here): the kernels read and write them as ``uint16``.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from llvmlite import ir
+from numba import prange, types
+from numba.extending import intrinsic
+
+from .jit import helper, parallel_kernel
+
+#: Elements one task converts.
+CHUNK = 1 << 15
+
+
+@intrinsic
+def _as_float32(typingctx, bits):
+    """The float32 whose bits are the uint32 ``bits``."""
+    def codegen(context, builder, signature, args):
+        return builder.bitcast(args[0], ir.FloatType())
+
+    return types.float32(types.uint32), codegen
+
+
+@intrinsic
+def _float32_bits(typingctx, value):
+    """The bits of the float32 ``value``, as a uint32."""
+    def codegen(context, builder, signature, args):
+        return builder.bitcast(args[0], ir.IntType(32))
+
+    return types.uint32(types.float32), codegen
+
+
+#: 2**112: moves a half's exponent (bias 15) to float32's (bias 127), subnormals included.
+_EXPONENT_SHIFT = np.float32(2.0 ** 112)
+
+
+@helper
+def float16_bits_to_float32_bits(h):
+    """Branch-free (the loop vectorises): the half's exponent and mantissa placed as a
+    float32's, scaled by 2**112 (exact for normals and subnormals alike; float32
+    subnormals are not flushed here), Inf and NaN given float32's top exponent."""
+    magnitude = (h & 0x7FFF) << 13
+    scaled = _float32_bits(_as_float32(magnitude) * _EXPONENT_SHIFT)
+    special = magnitude | 0x7F800000
+    value = special if (h & 0x7C00) == 0x7C00 else scaled
+    return value | ((h & 0x8000) << 16)
+
+
+@helper
+def float32_bits_to_float16_bits(f):
+    """NumPy's ``npy_floatbits_to_halfbits``: round to nearest even."""
+    sign = (f >> 16) & 0x8000
+    exponent = f & 0x7F800000
+    if exponent >= 0x47800000:  # beyond the half range: Inf, or NaN kept a NaN
+        significand = f & 0x007FFFFF
+        if exponent == 0x7F800000 and significand != 0:
+            half = 0x7C00 + (significand >> 13)
+            return sign + (half + 1 if half == 0x7C00 else half)
+        return sign + 0x7C00
+    if exponent <= 0x38000000:  # a half subnormal, or zero
+        if exponent < 0x33000000:
+            return sign
+        significand = 0x00800000 + (f & 0x007FFFFF)
+        significand >>= 113 - (exponent >> 23)
+        if (significand & 0x3FFF) != 0x1000 or (f & 0x7FF) != 0:
+            significand += 0x1000
+        return sign + (significand >> 13)
+    significand = f & 0x007FFFFF
+    if (significand & 0x3FFF) != 0x1000:
+        significand += 0x1000
+    # A carry out of the significand bumps the exponent (to Inf at the top): correct.
+    return sign + (((exponent - 0x38000000) >> 13) + (significand >> 13))
+
+
+@helper
+def float32_bits_to_bfloat16_bits(f):
+    if (f & 0x7FFFFFFF) > 0x7F800000:  # NaN: keep it one
+        return (f >> 16) | 0x0040
+    return (f + 0x7FFF + ((f >> 16) & 1)) >> 16
+
+
+@parallel_kernel
+def widen_kernel(bits, out, brain):
+    """out (uint32 view of float32) <- bits (uint16 of float16, or bfloat16 if ``brain``)."""
+    size = bits.shape[0]
+    for task in prange((size + CHUNK - 1) // CHUNK):
+        for i in range(task * CHUNK, min(size, (task + 1) * CHUNK)):
+            h = np.uint32(bits[i])
+            out[i] = h << 16 if brain else float16_bits_to_float32_bits(h)
+
+
+@parallel_kernel
+def narrow_kernel(bits, out, brain):
+    """out (uint16 of float16, or bfloat16 if ``brain``) <- bits (uint32 view of float32)."""
+    size = bits.shape[0]
+    for task in prange((size + CHUNK - 1) // CHUNK):
+        for i in range(task * CHUNK, min(size, (task + 1) * CHUNK)):
+            f = bits[i]
+            out[i] = np.uint16(float32_bits_to_bfloat16_bits(f) if brain
+                               else float32_bits_to_float16_bits(f))
+
+
+def is_half(dtype) -> bool:
+    return np.dtype(dtype).name in ("float16", "bfloat16")
+
+
+def to_float32(array: np.ndarray) -> np.ndarray:
+    """A fresh C-contiguous float32 array with ``array``'s values (a half type)."""
+    source = np.ascontiguousarray(array)
+    out = np.empty(source.shape, np.float32)
+    widen_kernel(source.reshape(-1).view(np.uint16), out.reshape(-1).view(np.uint32),
+                 source.dtype.name == "bfloat16")
+    return out
+
+
+def from_float32(array: np.ndarray, dtype) -> np.ndarray:
+    """``array`` (C-contiguous float32) rounded once to ``dtype`` (a half type)."""
+    dtype = np.dtype(dtype)
+    out = np.empty(array.shape, dtype)
+    narrow_kernel(np.ascontiguousarray(array).reshape(-1).view(np.uint32),
+                  out.reshape(-1).view(np.uint16), dtype.name == "bfloat16")
+    return out
