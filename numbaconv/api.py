@@ -99,10 +99,9 @@ class Call:
         return out if out.dtype == self.dtype else _rounded(out, self.dtype)
 
     def _run_cuda(self, schedule):
-        if self.compute_dtype != self.dtype:
-            raise TypeError(f"{self.op}: {self.dtype} runs on the CPU only so far (the CUDA "
-                            f"kernels take float32 and float64); pass NumPy arrays or "
-                            f"device='cpu'")
+        if self.dtype.kind == "i":
+            raise TypeError(f"{self.op}: {self.dtype} runs on the CPU only so far; pass NumPy "
+                            f"arrays or device='cpu'")
         if self.geometry.groups > 1:
             raise ValueError(f"{self.op}: grouped and depthwise convolutions run on the CPU "
                              f"only so far ({self.geometry.groups} groups); pass NumPy "
@@ -110,13 +109,28 @@ class Call:
         from .cuda import launch
         from .cuda.families import CUDA
 
-        def compute(stream, *operands):
-            if 0 in self.result_shape:
-                return launch.zeros(self.result_shape, self.dtype, stream)
-            return CUDA.run(self.primitive, operands, self.geometry, schedule,
-                            data_format=self.data_format, stream=stream)
+        # Half types in float32: float16 device arrays cast on the GPU, host half arrays
+        # (bfloat16 exists only on the host: numba has no such device dtype) before upload.
+        compute_dtype = self.compute_dtype
+        operands = tuple(half.to_float32(a) if not is_device_array(a) and half.is_half(a.dtype)
+                         else a for a in self.operands)
+        on_device = any(is_device_array(a) for a in self.operands)
+        result_dtype = self.dtype if on_device else compute_dtype
+        names = primitive(self.primitive).operands
 
-        out = _on_cuda(self.sources, self.operands, compute)
+        def compute(stream, *arrays):
+            if 0 in self.result_shape:
+                return launch.zeros(self.result_shape, result_dtype, stream)
+            arrays = tuple(launch.cast(a, compute_dtype, stream, name) if a.dtype != compute_dtype
+                           else a for a, name in zip(arrays, names))
+            out = CUDA.run(self.primitive, arrays, self.geometry, schedule,
+                           data_format=self.data_format, stream=stream)
+            return out if out.dtype == result_dtype else launch.cast(out, result_dtype, stream,
+                                                                     "result")
+
+        out = _on_cuda(self.sources, operands, compute)
+        if not on_device and out.dtype != self.dtype:
+            out = _rounded(out, self.dtype)
         return out if self.batch_shape is None else out.reshape(self.result_shape)
 
     def _run(self, schedule: Schedule) -> np.ndarray:

@@ -309,3 +309,40 @@ def test_cuda_tuner_verifies_rejects_and_caches(tmp_path, monkeypatch):
     tuned = configs.lookup("backward_filter", "float32", layer.geometry, device="cuda")
     assert tuned is not None and tuned.schedule == outcome.best
     assert tuned.path.name == "cudasim.yaml"
+
+
+@pytest.mark.parametrize("op", ["conv2d", "conv2d_backprop_input", "conv2d_backprop_filter"])
+def test_float16_device_arrays_compute_in_float32_and_come_back_float16(rng, op):
+    """The CPU's float16 result: both sum in float32 (in their own orders) and round once."""
+    p = problem(rng)
+    x, w, dy = (a.astype(np.float16) for a in (p.x, p.w, p.dy))
+    calls = {"conv2d": lambda d, *a: nc.conv2d(a[0], a[1], [2, 1], "SAME", dilations=[1, 2],
+                                               device=d),
+             "conv2d_backprop_input": lambda d, *a: nc.conv2d_backprop_input(
+                 x.shape, a[1], a[2], [2, 1], "SAME", dilations=[1, 2], device=d),
+             "conv2d_backprop_filter": lambda d, *a: nc.conv2d_backprop_filter(
+                 a[0], w.shape, a[2], [2, 1], "SAME", dilations=[1, 2], device=d)}
+    on_cpu = calls[op]("cpu", x, w, dy)
+    out = calls[op](None, on_device(x), on_device(w), on_device(dy))
+    assert runtime.is_device_array(out) and out.dtype == np.float16
+    np.testing.assert_allclose(out.copy_to_host().astype(np.float32), on_cpu.astype(np.float32),
+                               rtol=2e-3, atol=2e-3)
+
+
+def test_host_bfloat16_on_cuda_returns_bfloat16(rng):
+    ml_dtypes = pytest.importorskip("ml_dtypes")
+    p = problem(rng)
+    x, w = p.x.astype(ml_dtypes.bfloat16), p.w.astype(ml_dtypes.bfloat16)
+    out = nc.conv2d(x, w, [2, 1], "SAME", dilations=[1, 2], device="cuda")
+    assert isinstance(out, np.ndarray) and out.dtype == ml_dtypes.bfloat16
+    np.testing.assert_allclose(out.astype(np.float32),
+                               nc.conv2d(x, w, [2, 1], "SAME", dilations=[1, 2]).astype(np.float32),
+                               rtol=1e-2, atol=1e-2)
+
+
+def test_what_runs_on_the_cpu_only_says_so(rng):
+    x = np.ones((1, 5, 5, 4), np.float32)
+    with pytest.raises(ValueError, match=r"grouped and depthwise convolutions run on the CPU"):
+        nc.conv2d(x, np.ones((3, 3, 2, 4), np.float32), 1, "SAME", device="cuda")
+    with pytest.raises(TypeError, match=r"int32 runs on the CPU only"):
+        nc.conv2d(x.astype(np.int32), np.ones((3, 3, 4, 4), np.int32), 1, "SAME", device="cuda")

@@ -91,7 +91,8 @@ def test_every_kernel_fits_shared_memory_and_an_sm(compiled):
 
 def test_helper_kernels_compile(compiled):
     names = {row[0] for row in compiled["rows"] if row[1] == "helper"}
-    assert names == {"split_sum", "bias_partial_sums", "zero_fill"}
+    assert names == {"split_sum", "bias_partial_sums", "zero_fill", "cast_from_float16",
+                     "cast_to_float16"}
 
 
 def test_a_kernel_with_too_much_shared_memory_is_refused_clearly(compiled):

@@ -30,6 +30,30 @@ def fill_zero_kernel(python: bool = False):
     return fill_zero if python else cuda.jit(fill_zero)
 
 
+@functools.lru_cache(maxsize=None)
+def cast_kernel(python: bool = False):
+    """target[i] = source[i], converted to target's dtype (float16 <-> float32)."""
+    def cast(source, target):
+        i = cuda.grid(1)
+        if i < target.shape[0]:
+            target[i] = source[i]
+
+    return cast if python else cuda.jit(cast)
+
+
+def cast(array, dtype, stream, name: str):
+    """A fresh C-contiguous device array of ``array``'s values in ``dtype``."""
+    if not array.is_c_contiguous():
+        raise ValueError(f"{name}: a non-contiguous {array.dtype} device array (shape "
+                         f"{array.shape}) is not supported on CUDA; pass a contiguous one")
+    out = cuda.device_array(array.shape, dtype=dtype, stream=stream)
+    size = int(np.prod(array.shape))
+    if size:
+        cast_kernel()[-(-size // SUM_THREADS), SUM_THREADS, stream](array.reshape(size),
+                                                                   out.reshape(size))
+    return out
+
+
 def zeros(shape, dtype, stream):
     out = cuda.device_array(shape, dtype=dtype, stream=stream)
     flat = out.reshape(int(np.prod(shape)))

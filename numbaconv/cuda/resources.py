@@ -216,7 +216,7 @@ def tile_resources(primitive: str, schedule: CudaSchedule, dtype: str, cc=(9, 0)
 
 
 def helper_resources(dtype: str, cc=(9, 0)) -> dict[str, Resources]:
-    """The small kernels: split-K sum, bias partial sums, zero fill."""
+    """The small kernels: split-K sum, bias partial sums, zero fill, float16 casts."""
     from numba import types
 
     return {
@@ -227,6 +227,12 @@ def helper_resources(dtype: str, cc=(9, 0)) -> dict[str, Resources]:
         "bias_partial_sums": measure(bias.kernel(dtype, python=True),
                                      (_array(dtype, 3), _array(dtype, 2), types.int64),
                                      bias.THREADS, cc),
+        "cast_from_float16": measure(launch.cast_kernel(python=True),
+                                     (_array("float16", 1), _array(dtype, 1)),
+                                     launch.SUM_THREADS, cc),
+        "cast_to_float16": measure(launch.cast_kernel(python=True),
+                                   (_array(dtype, 1), _array("float16", 1)),
+                                   launch.SUM_THREADS, cc),
     }
 
 
