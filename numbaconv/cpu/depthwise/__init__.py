@@ -4,8 +4,9 @@ axis (:mod:`.kernels`). Memory-bound: what counts is reading each row once.
 
 Knobs (:class:`DepthwiseSchedule`):
 
-- ``loop_order``: ``flat_rows`` (channel multiplier 1 and unit horizontal stride only,
-  :mod:`.rows`): each filter tap is one multiply-add over a whole flattened row; forward and
+- ``loop_order``: ``flat_rows`` (channel multiplier 1 and, but for backward-filter, unit
+  horizontal stride, :mod:`.rows`): each filter tap is one multiply-add over a whole
+  flattened row; forward and
   backward-data also ``row_taps``, each tap sweeps an output row pixel by pixel, or
   ``pixel_taps``, each pixel sums its taps in one accumulator (:mod:`.kernels`).
 - ``channel_block``: the contiguous channels one task writes (a task split, derived).
@@ -59,7 +60,7 @@ def default(primitive: str, g: ConvGeometry, itemsize: int = 4) -> DepthwiseSche
     too few to fill the cores."""
     row_bytes = max(g.in_width, g.out_width) * g.out_channels * itemsize
     if primitive == "backward_filter":  # its flat rows accumulate in place: no size limit
-        order = "flat_rows" if _flat_rows_apply(g) else "row_taps"
+        order = "flat_rows" if _flat_rows_apply(g, primitive) else "row_taps"
     else:
         order = ("flat_rows" if _flat_rows_apply(g) and row_bytes <= FLAT_ROW_BYTES
                  else "pixel_taps")
@@ -71,13 +72,16 @@ def default(primitive: str, g: ConvGeometry, itemsize: int = 4) -> DepthwiseSche
         most_splits = max(1, memory.WORKSPACE_BYTES_CAP // 2 // max(per_split, 1))
         blocks = 1 if order == "flat_rows" else -(-channels // block)
         splits = min(most_splits, groups_for(rows, blocks))
+        if order == "flat_rows":  # a split's buffer costs about a row: give it two or more
+            splits = max(1, min(splits, rows // 2))
         return DepthwiseSchedule(order, channel_block=block, reduction_splits=splits)
     rows = g.batch * (g.out_height if primitive == "forward" else g.in_height)
     return DepthwiseSchedule(order, channel_block=channel_block_for(channels, rows, multiple=16))
 
 
-def _flat_rows_apply(g: ConvGeometry) -> bool:
-    return g.out_channels == g.in_channels and g.stride_w == 1
+def _flat_rows_apply(g: ConvGeometry, primitive: str = "forward") -> bool:
+    """Channel multiplier 1, and (but for backward-filter's kernel) unit horizontal stride."""
+    return g.out_channels == g.in_channels and (g.stride_w == 1 or primitive == "backward_filter")
 
 
 def _partial_bytes(order: str, g: ConvGeometry, itemsize: int) -> int:
@@ -105,8 +109,9 @@ def illegal_reason(primitive: str, g: ConvGeometry, schedule: DepthwiseSchedule,
                    itemsize: int) -> str | None:
     if not g.is_depthwise:
         return "not depthwise: the filter has more than one input channel per group"
-    if schedule.loop_order == "flat_rows" and not _flat_rows_apply(g):
-        return "flat_rows needs channel multiplier 1 and horizontal stride 1"
+    if schedule.loop_order == "flat_rows" and not _flat_rows_apply(g, primitive):
+        return ("flat_rows needs channel multiplier 1 (and, but for backward-filter, "
+                "horizontal stride 1)")
     if schedule.loop_order == "pixel_taps" and primitive == "backward_filter":
         return "pixel_taps is not a backward-filter loop order"
     return None
@@ -186,7 +191,8 @@ def _backward_filter(x, dy, g: ConvGeometry, schedule: DepthwiseSchedule) -> np.
         found = np.empty((_splits(schedule, g), g.filter_height, g.filter_width,
                           g.out_channels), x.dtype)
         backward_filter_rows(layout.readonly(_flattened(x)), layout.readonly(_flattened(dy)),
-                             found, *_rows_arguments(g))
+                             found, g.in_channels, g.in_width, g.out_width, g.stride_h,
+                             g.stride_w, g.dilation_h, g.dilation_w, g.pad_top, g.pad_left)
         return partials.reduced(found).reshape(g.filter_shape)
     found = np.empty((_splits(schedule, g), g.filter_height, g.filter_width, g.out_channels),
                      x.dtype)

@@ -75,11 +75,12 @@ def backward_data_rows(dy, w_rows, dx, channels, in_width, out_width, stride_h, 
 
 
 @parallel_kernel
-def backward_filter_rows(x, dy, partials, channels, in_width, out_width, stride_h,
+def backward_filter_rows(x, dy, partials, channels, in_width, out_width, stride_h, stride_w,
                          dilation_h, dilation_w, pad_top, pad_left):
     """x [N, H, W·C], dy [N, OH, OW·C] -> partials [splits, R, S, C]: each split sums its
     share of the N·OH rows per row position (a task-local [R, S, OW·C]), then over the
-    positions in order."""
+    positions in order. Any horizontal stride (the forward and backward-data kernels here
+    need 1)."""
     batch, in_height = x.shape[0], x.shape[1]
     out_height = dy.shape[1]
     splits, filter_height, filter_width = partials.shape[0], partials.shape[1], partials.shape[2]
@@ -97,12 +98,23 @@ def backward_filter_rows(x, dy, partials, channels, in_width, out_width, stride_
                 x_row = x[n, ih]
                 for s in range(filter_width):
                     offset = s * dilation_w - pad_left
-                    ow0, ow1 = valid_range(offset, 1, in_width, out_width)
-                    if ow1 > ow0:
+                    ow0, ow1 = valid_range(offset, stride_w, in_width, out_width)
+                    if ow1 <= ow0:
+                        continue
+                    if stride_w == 1:
                         multiply_add_rows(
                             by_position[r, s, ow0 * channels:ow1 * channels],
                             x_row[(ow0 + offset) * channels:(ow1 + offset) * channels],
                             dy_row[ow0 * channels:ow1 * channels])
+                    else:  # x's pixels stride_w apart: one pixel at a time
+                        positions = by_position[r, s]
+                        for ow in range(ow0, ow1):
+                            # Unsigned offsets: no negative-index wrap-around in the loop.
+                            at = np.uint64(ow * channels)
+                            source = np.uint64((ow * stride_w + offset) * channels)
+                            for c in range(channels):
+                                j = np.uint64(c)
+                                positions[at + j] += x_row[source + j] * dy_row[at + j]
         for r in range(filter_height):
             for s in range(filter_width):
                 dw = partials[split, r, s]
