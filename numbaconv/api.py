@@ -102,10 +102,6 @@ class Call:
         if self.dtype.kind == "i":
             raise TypeError(f"{self.op}: {self.dtype} runs on the CPU only so far; pass NumPy "
                             f"arrays or device='cpu'")
-        if self.geometry.groups > 1:
-            raise ValueError(f"{self.op}: grouped and depthwise convolutions run on the CPU "
-                             f"only so far ({self.geometry.groups} groups); pass NumPy "
-                             f"arrays or device='cpu'")
         from .cuda import launch
         from .cuda.families import CUDA
 
@@ -131,7 +127,8 @@ class Call:
         out = _on_cuda(self.sources, operands, compute)
         if not on_device and out.dtype != self.dtype:
             out = _rounded(out, self.dtype)
-        return out if self.batch_shape is None else out.reshape(self.result_shape)
+        # Batch dimensions, a depthwise filter's [R, S, C, M]: views of the fresh result.
+        return out if tuple(out.shape) == self.result_shape else out.reshape(self.result_shape)
 
     def _run(self, schedule: Schedule) -> np.ndarray:
         """NHWC / HWIO C-contiguous operands for the CPU kernels; the result back in
@@ -370,10 +367,13 @@ def _shape_or_tensor(value, name: str):
 
 def _depthwise_filter(value, name: str):
     """A depthwise filter ``[R, S, C, M]`` and its grouped form ``[R, S, 1, C·M]`` (a view
-    of a contiguous host array; device arrays pass as they are)."""
+    where the strides allow; a device array must be contiguous)."""
     w = as_array(value, name)
     check_rank(w, name, 4, "[filter_height, filter_width, in_channels, channel_multiplier]")
-    return w, (_grouped(w) if not is_device_array(w) else w)
+    if is_device_array(w) and not w.is_c_contiguous():
+        raise ValueError(f"{name}: a non-contiguous depthwise filter on the GPU (shape "
+                         f"{w.shape}) is not supported; pass a contiguous one")
+    return w, _grouped(w)
 
 
 def _grouped(w):

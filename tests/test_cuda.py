@@ -342,7 +342,58 @@ def test_host_bfloat16_on_cuda_returns_bfloat16(rng):
 
 def test_what_runs_on_the_cpu_only_says_so(rng):
     x = np.ones((1, 5, 5, 4), np.float32)
-    with pytest.raises(ValueError, match=r"grouped and depthwise convolutions run on the CPU"):
-        nc.conv2d(x, np.ones((3, 3, 2, 4), np.float32), 1, "SAME", device="cuda")
     with pytest.raises(TypeError, match=r"int32 runs on the CPU only"):
         nc.conv2d(x.astype(np.int32), np.ones((3, 3, 4, 4), np.int32), 1, "SAME", device="cuda")
+
+
+GROUPED_SCHEDULES = [None, CudaSchedule((32, 32), (4, 4), 8, split_k=2),
+                     CudaSchedule((32, 32), (4, 4), 8, split_k=2, reduction="atomic")]
+
+
+@pytest.mark.parametrize("schedule", GROUPED_SCHEDULES, ids=["default", "split2", "atomic2"])
+@pytest.mark.parametrize("data_format", FORMATS)
+@pytest.mark.parametrize("filter_shape", [(3, 2, 2, 9), (2, 3, 1, 12)],
+                         ids=["3_groups", "depthwise_M2"])
+def test_grouped_convolutions_on_cuda(rng, filter_shape, data_format, schedule):
+    """A block never spans two groups: each group's GEMM in its own column blocks."""
+    import reference as ref
+
+    x = rng.standard_normal((2, 5, 6, 6)).astype(np.float32)
+    w = rng.standard_normal(filter_shape).astype(np.float32)
+    pads = ref.pads_for("SAME", (5, 6), filter_shape[:2], (2, 1), (1, 2))
+    args = ((2, 1), (1, 2), pads)
+    y = ref.grouped_conv2d(x, w, *args)
+    dy = rng.standard_normal(y.shape).astype(np.float32)
+
+    def fmt(a):
+        return np.ascontiguousarray(a.transpose(0, 3, 1, 2)) if data_format == "NCHW" else a
+
+    options = dict(strides=[2, 1], padding="SAME", dilations=[1, 2], data_format=data_format,
+                   device="cuda")
+    calls = {"forward": (nc.call_for("conv2d", fmt(x), w, **options), fmt(y)),
+             "backward_data": (nc.call_for("conv2d_backprop_input", fmt(x).shape, w, fmt(dy),
+                                           **options),
+                               fmt(ref.grouped_conv2d_backprop_input(x.shape, w, dy, *args))),
+             "backward_filter": (nc.call_for("conv2d_backprop_filter", fmt(x), w.shape, fmt(dy),
+                                             **options),
+                                 ref.grouped_conv2d_backprop_filter(x, w.shape, dy, *args))}
+    for primitive, (call, expected) in calls.items():
+        if schedule is not None and primitive != "backward_filter":
+            continue
+        assert_matches(call.run(schedule), expected, np.float32)
+
+
+def test_depthwise_ops_on_cuda_match_the_cpu(rng):
+    x = rng.standard_normal((1, 7, 6, 4)).astype(np.float32)
+    w = rng.standard_normal((3, 3, 4, 2)).astype(np.float32)
+    y = nc.depthwise_conv2d(x, w, [1, 2, 2, 1], "SAME")
+    dy = rng.standard_normal(y.shape).astype(np.float32)
+    pairs = [(nc.depthwise_conv2d(on_device(x), on_device(w), [1, 2, 2, 1], "SAME"), y),
+             (nc.depthwise_conv2d_backprop_input(x.shape, on_device(w), on_device(dy), 2, "SAME"),
+              nc.depthwise_conv2d_backprop_input(x.shape, w, dy, 2, "SAME")),
+             (nc.depthwise_conv2d_backprop_filter(on_device(x), w.shape, on_device(dy), 2,
+                                                  "SAME"),
+              nc.depthwise_conv2d_backprop_filter(x, w.shape, dy, 2, "SAME"))]
+    for on_gpu, on_cpu in pairs:
+        assert runtime.is_device_array(on_gpu)
+        np.testing.assert_allclose(on_gpu.copy_to_host(), on_cpu, rtol=1e-5, atol=1e-5)

@@ -1,7 +1,8 @@
 """Backward-data (``conv2d_backprop_input``, ``conv2d_transpose``) on CUDA, in gather
 form: rows are input pixels (n, h, w), columns input channels c, the reduction runs over
 filter taps and output channels (r, s, k), k fastest. A tap whose output position falls
-between strides (or outside dy) reads zero: no zero-stuffed copy of dy is made."""
+between strides (or outside dy) reads zero: no zero-stuffed copy of dy is made. Grouped,
+input channel c reduces over its group's output channels."""
 
 from __future__ import annotations
 
@@ -10,9 +11,9 @@ import functools
 import numpy as np
 from numba import cuda
 
-from .tiles import (DILATION_H, DILATION_W, FILTER_WIDTH, IN_HEIGHT, IN_WIDTH, OUT_CHANNELS,
-                    OUT_HEIGHT, OUT_WIDTH, PAD_LEFT, PAD_TOP, STRIDE_H, STRIDE_W,
-                    activation_access, tile_kernel, unflatten)
+from .tiles import (DILATION_H, DILATION_W, FILTER_WIDTH, GROUPS, IN_CHANNELS, IN_HEIGHT,
+                    IN_WIDTH, OUT_CHANNELS, OUT_HEIGHT, OUT_WIDTH, PAD_LEFT, PAD_TOP, STRIDE_H,
+                    STRIDE_W, activation_access, tile_kernel, unflatten)
 
 
 @functools.lru_cache(maxsize=None)
@@ -21,9 +22,10 @@ def operand_functions(channels_last: bool, dtype: str):
     zero = np.dtype(dtype).type(0)
 
     @cuda.jit(device=True)
-    def load_gradient(dy, geometry, row, k):
+    def load_gradient(dy, geometry, row, k, group):
+        group_channels = geometry[OUT_CHANNELS] // geometry[GROUPS]
         n, h, w = unflatten(row, geometry[IN_HEIGHT], geometry[IN_WIDTH])
-        r, s, kk = unflatten(k, geometry[FILTER_WIDTH], geometry[OUT_CHANNELS])
+        r, s, kk = unflatten(k, geometry[FILTER_WIDTH], group_channels)
         # The output pixel (oh, ow) whose tap (r, s) lands on (h, w), if any.
         oh_scaled = h + geometry[PAD_TOP] - r * geometry[DILATION_H]
         ow_scaled = w + geometry[PAD_LEFT] - s * geometry[DILATION_W]
@@ -34,13 +36,16 @@ def operand_functions(channels_last: bool, dtype: str):
         oh = oh_scaled // geometry[STRIDE_H]
         ow = ow_scaled // geometry[STRIDE_W]
         if oh < geometry[OUT_HEIGHT] and ow < geometry[OUT_WIDTH]:
-            return read(dy, n, oh, ow, kk)
+            return read(dy, n, oh, ow, group * group_channels + kk)
         return zero
 
     @cuda.jit(device=True)
     def load_filter(filters, geometry, k, column):
-        r, s, kk = unflatten(k, geometry[FILTER_WIDTH], geometry[OUT_CHANNELS])
-        return filters[r, s, column, kk]
+        group_channels = geometry[OUT_CHANNELS] // geometry[GROUPS]
+        group_inputs = geometry[IN_CHANNELS] // geometry[GROUPS]
+        r, s, kk = unflatten(k, geometry[FILTER_WIDTH], group_channels)
+        group = column // group_inputs
+        return filters[r, s, column - group * group_inputs, group * group_channels + kk]
 
     @cuda.jit(device=True)
     def locate_pixel(geometry, split, row):

@@ -10,7 +10,7 @@ import functools
 
 from numba import cuda
 
-from .tiles import (FILTER_WIDTH, IN_CHANNELS, OUT_HEIGHT, OUT_WIDTH,
+from .tiles import (FILTER_WIDTH, GROUPS, IN_CHANNELS, OUT_HEIGHT, OUT_WIDTH,
                     activation_access, input_tap, tile_kernel, unflatten)
 
 
@@ -20,10 +20,11 @@ def operand_functions(channels_last: bool, dtype: str, atomic: bool):
     tap = input_tap(channels_last, dtype)
 
     @cuda.jit(device=True)
-    def load_input(x, geometry, row, k):
-        r, s, c = unflatten(row, geometry[FILTER_WIDTH], geometry[IN_CHANNELS])
+    def load_input(x, geometry, row, k, group):
+        group_channels = geometry[IN_CHANNELS] // geometry[GROUPS]
+        r, s, c = unflatten(row, geometry[FILTER_WIDTH], group_channels)
         n, oh, ow = unflatten(k, geometry[OUT_HEIGHT], geometry[OUT_WIDTH])
-        return tap(x, geometry, n, oh, ow, r, s, c)
+        return tap(x, geometry, n, oh, ow, r, s, group * group_channels + c)
 
     @cuda.jit(device=True)
     def load_gradient(dy, geometry, k, column):

@@ -1,6 +1,7 @@
 """Forward (``conv2d``) on CUDA: rows are output pixels (n, oh, ow), columns output
 channels k, the reduction runs over filter taps and input channels (r, s, c), c fastest
-(contiguous in NHWC, so neighbouring threads load neighbouring channels)."""
+(contiguous in NHWC, so neighbouring threads load neighbouring channels); grouped, c runs
+over the group's input channels."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ import functools
 
 from numba import cuda
 
-from .tiles import (FILTER_WIDTH, IN_CHANNELS, OUT_HEIGHT, OUT_WIDTH,
+from .tiles import (FILTER_WIDTH, GROUPS, IN_CHANNELS, OUT_HEIGHT, OUT_WIDTH,
                     activation_access, input_tap, tile_kernel, unflatten)
 
 
@@ -18,14 +19,15 @@ def operand_functions(channels_last: bool, dtype: str):
     tap = input_tap(channels_last, dtype)
 
     @cuda.jit(device=True)
-    def load_input(x, geometry, row, k):
+    def load_input(x, geometry, row, k, group):
+        group_channels = geometry[IN_CHANNELS] // geometry[GROUPS]
         n, oh, ow = unflatten(row, geometry[OUT_HEIGHT], geometry[OUT_WIDTH])
-        r, s, c = unflatten(k, geometry[FILTER_WIDTH], geometry[IN_CHANNELS])
-        return tap(x, geometry, n, oh, ow, r, s, c)
+        r, s, c = unflatten(k, geometry[FILTER_WIDTH], group_channels)
+        return tap(x, geometry, n, oh, ow, r, s, group * group_channels + c)
 
     @cuda.jit(device=True)
     def load_filter(filters, geometry, k, column):
-        r, s, c = unflatten(k, geometry[FILTER_WIDTH], geometry[IN_CHANNELS])
+        r, s, c = unflatten(k, geometry[FILTER_WIDTH], geometry[IN_CHANNELS] // geometry[GROUPS])
         return filters[r, s, c, column]
 
     @cuda.jit(device=True)

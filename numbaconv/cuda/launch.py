@@ -77,16 +77,18 @@ def run(primitive: str, first, second, g: ConvGeometry, schedule: CudaSchedule,
         out = cuda.device_array(result_shape, dtype=dtype, stream=stream)
         kernel[launch](first, second, out, *arguments)
         return out
+    every_column = columns * g.groups  # the filter's K
     if schedule.split_k == 1 or schedule.reduction == "atomic":
         out = (zeros if schedule.split_k > 1 else cuda.device_array)(
             result_shape, dtype=dtype, stream=stream)
-        kernel[launch](first, second, out.reshape(1, rows, columns), *arguments)
+        kernel[launch](first, second, out.reshape(1, rows, every_column), *arguments)
         return out
-    partials = cuda.device_array((schedule.split_k, rows, columns), dtype=dtype, stream=stream)
+    partials = cuda.device_array((schedule.split_k, rows, every_column), dtype=dtype,
+                                 stream=stream)
     kernel[launch](first, second, partials, *arguments)
     out = cuda.device_array(result_shape, dtype=dtype, stream=stream)
-    _split_sum(partials.reshape(schedule.split_k, rows * columns), out.reshape(rows * columns),
-               stream)
+    _split_sum(partials.reshape(schedule.split_k, rows * every_column),
+               out.reshape(rows * every_column), stream)
     return out
 
 

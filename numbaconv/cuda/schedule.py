@@ -84,20 +84,27 @@ class CudaSchedule(Schedule):
 
 
 def gemm_shape(primitive: str, g: ConvGeometry) -> tuple[int, int, int]:
-    """(rows, columns, reduction) of the primitive's implicit GEMM."""
+    """(rows, columns, reduction) of the primitive's implicit GEMM, one per group (a
+    grouped convolution is ``g.groups`` GEMMs side by side in the columns)."""
     taps = g.filter_height * g.filter_width
     pixels = g.batch * g.out_height * g.out_width
     if primitive == "forward":
-        return pixels, g.out_channels, taps * g.in_channels
+        return pixels, g.out_channels_per_group, taps * g.in_channels_per_group
     if primitive == "backward_data":
-        return g.batch * g.in_height * g.in_width, g.in_channels, taps * g.out_channels
-    return taps * g.in_channels, g.out_channels, pixels
+        return (g.batch * g.in_height * g.in_width, g.in_channels_per_group,
+                taps * g.out_channels_per_group)
+    return taps * g.in_channels_per_group, g.out_channels_per_group, pixels
+
+
+def column_blocks(g: ConvGeometry, columns: int, block_columns: int) -> int:
+    """Blocks along the columns: each group's own, so that no block spans two groups."""
+    return g.groups * -(-columns // block_columns)
 
 
 def grid(primitive: str, g: ConvGeometry, schedule: CudaSchedule) -> tuple[int, int, int]:
     rows, columns, _ = gemm_shape(primitive, g)
     bm, bn = schedule.block_tile
-    return (-(-rows // bm), -(-columns // bn), schedule.split_k)
+    return (-(-rows // bm), column_blocks(g, columns, bn), schedule.split_k)
 
 
 def reduction_chunk(primitive: str, g: ConvGeometry, schedule: CudaSchedule) -> int:
@@ -140,7 +147,7 @@ def split_for(primitive: str, g: ConvGeometry, block_tile, thread_tile, block_k:
     if primitive != "backward_filter":
         return 1
     rows, columns, depth = gemm_shape(primitive, g)
-    blocks = -(-rows // block_tile[0]) * -(-columns // block_tile[1])
+    blocks = -(-rows // block_tile[0]) * column_blocks(g, columns, block_tile[1])
     splits = max(1, min(depth // (block_k * 64), -(-TARGET_BLOCKS // blocks), 64))
     while splits > 1 and illegal_reason(primitive, g, CudaSchedule(
             block_tile, thread_tile, block_k, split_k=splits), itemsize):
@@ -156,7 +163,8 @@ def default_schedule(primitive: str, g: ConvGeometry, itemsize: int = 4) -> Cuda
     tiles = [t for t in DEFAULT_TILES if itemsize == 4 or t[1][0] * t[1][1] <= 16]
     block, thread = tiles[-1]
     for candidate_block, candidate_thread in tiles:
-        blocks = -(-rows // candidate_block[0]) * -(-columns // candidate_block[1])
+        blocks = -(-rows // candidate_block[0]) * column_blocks(g, columns,
+                                                                candidate_block[1])
         # backward-filter makes up missing blocks by split-K: its tile need only fit.
         enough = (candidate_block[0] <= rows and candidate_block[1] <= columns
                   if primitive == "backward_filter" else blocks >= TARGET_BLOCKS)
@@ -199,5 +207,5 @@ def workspace_bytes(primitive: str, g: ConvGeometry, schedule: CudaSchedule,
     """Device memory beyond operands and result: the partial filters of a two-pass split-K."""
     if primitive == "backward_filter" and schedule.split_k > 1 and schedule.reduction == "two_pass":
         rows, columns, _ = gemm_shape(primitive, g)
-        return schedule.split_k * rows * columns * itemsize
+        return schedule.split_k * rows * columns * g.groups * itemsize
     return 0

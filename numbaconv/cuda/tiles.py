@@ -1,8 +1,8 @@
 """The implicit-GEMM tile kernel every CUDA primitive shares.
 
 A primitive is four device functions over its GEMM (see :mod:`numbaconv.cuda.schedule`):
-``load_a(a, geometry, row, k)`` and ``load_b(b, geometry, k, column)`` read one element of
-the two operands (zero outside the input, which is how padding and stride holes are
+``load_a(a, geometry, row, k, group)`` and ``load_b(b, geometry, k, column)`` read one
+element of the two operands (zero outside the input, which is how padding and stride holes are
 handled: no padded copies); ``locate(geometry, split, row)`` turns a result row into a
 tuple of three indices and ``store(out, place, column, value)`` writes one result there. :func:`tile_kernel` wraps them in the classic SIMT GEMM:
 
@@ -41,6 +41,7 @@ IN_HEIGHT = _POSITION["in_height"]
 IN_WIDTH = _POSITION["in_width"]
 IN_CHANNELS = _POSITION["in_channels"]
 OUT_CHANNELS = _POSITION["out_channels"]
+GROUPS = _POSITION["groups"]
 FILTER_HEIGHT = _POSITION["filter_height"]
 FILTER_WIDTH = _POSITION["filter_width"]
 OUT_HEIGHT = _POSITION["out_height"]
@@ -119,8 +120,11 @@ def tile_kernel(load_a, load_b, locate, store, block_tile, thread_tile, block_k,
     neighbouring threads load neighbouring reduction elements of that operand (set when
     the reduction index is the contiguous one in memory, so loads coalesce).
 
-    ``kernel[grid, threads](a, b, out, geometry, rows, columns, depth, chunk)``. With
-    ``python=True`` the undecorated function is returned (for ``cuda.compile_ptx``)."""
+    ``kernel[grid, threads](a, b, out, geometry, rows, columns, depth, chunk)``, ``columns``
+    and ``depth`` those of one group: ``blockIdx.y`` runs over every group's column blocks,
+    a block's A rows are its group's (``load_a`` is told the group), its columns and stores
+    are numbered across the groups. With ``python=True`` the undecorated function is
+    returned (for ``cuda.compile_ptx``)."""
     block_m, block_n = block_tile
     thread_m, thread_n = thread_tile
     thread_rows = block_m // thread_m
@@ -145,7 +149,10 @@ def tile_kernel(load_a, load_b, locate, store, block_tile, thread_tile, block_k,
         thread_row = tid // thread_cols
         thread_col = tid % thread_cols
         row_base = cuda.blockIdx.x * block_m
-        col_base = cuda.blockIdx.y * block_n
+        column_tiles = (columns + block_n - 1) // block_n
+        group = cuda.blockIdx.y // column_tiles
+        col_base = (cuda.blockIdx.y % column_tiles) * block_n  # within the group
+        group_first = group * columns
         split = cuda.blockIdx.z
         k_begin = split * chunk
         k_end = min(depth, k_begin + chunk)
@@ -162,7 +169,7 @@ def tile_kernel(load_a, load_b, locate, store, block_tile, thread_tile, block_k,
                     kk = e // block_m
                 value = zero
                 if k_step + kk < k_end and row_base + mm < rows:
-                    value = load_a(a, geometry, row_base + mm, k_step + kk)
+                    value = load_a(a, geometry, row_base + mm, k_step + kk, group)
                 a_tile[kk, mm] = value
             for e in range(tid, b_elements, threads):
                 if b_reduction_fastest:
@@ -173,7 +180,7 @@ def tile_kernel(load_a, load_b, locate, store, block_tile, thread_tile, block_k,
                     kk = e // block_n
                 value = zero
                 if k_step + kk < k_end and col_base + nn < columns:
-                    value = load_b(b, geometry, k_step + kk, col_base + nn)
+                    value = load_b(b, geometry, k_step + kk, group_first + col_base + nn)
                 b_tile[kk, nn] = value
             cuda.syncthreads()
             for kk in range(block_k):
@@ -195,7 +202,7 @@ def tile_kernel(load_a, load_b, locate, store, block_tile, thread_tile, block_k,
                 for j in range(thread_n):
                     column = col_base + thread_col + j * thread_cols
                     if column < columns:
-                        store(out, place, column, acc[i, j])
+                        store(out, place, group_first + column, acc[i, j])
 
     return kernel if python else cuda.jit(kernel)
 
