@@ -579,17 +579,19 @@ def conv2d_transpose(input=None, filters=None, output_shape=None, strides=None,
 
 @_op
 def depthwise_conv2d(input=None, filter=None, strides=None, padding=None, data_format=None,
-                     dilations=None, name=None, *, device=None):
+                     dilations=None, name=None, *, rate=None, device=None):
     """Depthwise 2-D convolution, as ``tf.nn.depthwise_conv2d`` (TF2).
 
     input [N, H, W, C] (NHWC, the default) or [N, C, H, W]; filter [R, S, C, M] (M: the
     channel multiplier); returns [N, OH, OW, C·M], output channel ``c·M + m`` from input
-    channel c. ``dilations`` is TF's ``rate`` (1, 2 or 4 entries). Unlike TensorFlow, any
-    strides combine with any dilations, and the two strides may differ.
+    channel c. ``dilations`` is TF's ``rate`` (1, 2 or 4 entries; ``rate=``, the TF1
+    spelling, is accepted). Unlike TensorFlow, any strides combine with any dilations, and
+    the two strides may differ.
     """
     _check_device(device)
     input = require(input, "input")
     filter = require(filter, "filter")
+    dilations = pick_alias(dilations, rate, "dilations", "rate", required=False)
     return _depthwise_call("depthwise_conv2d", input, filter, strides, padding, data_format,
                            dilations, device)
 

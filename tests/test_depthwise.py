@@ -163,4 +163,9 @@ def test_data_format_none_is_nhwc_and_rate_is_dilations(rng):
     np.testing.assert_array_equal(nc.depthwise_conv2d(x, w, [1, 1, 1, 1], "VALID"),
                                   nc.depthwise_conv2d(x, w, [1, 1, 1, 1], "VALID",
                                                       data_format="NHWC"))
-    assert nc.depthwise_conv2d(x, w, [1, 1, 1, 1], "VALID", dilations=[2, 2]).shape == (1, 3, 3, 3)
+    dilated = nc.depthwise_conv2d(x, w, [1, 1, 1, 1], "VALID", dilations=[2, 2])
+    assert dilated.shape == (1, 3, 3, 3)
+    np.testing.assert_array_equal(nc.depthwise_conv2d(x, w, [1, 1, 1, 1], "VALID", rate=[2, 2]),
+                                  dilated)
+    with pytest.raises(TypeError, match=r"both dilations= and its alias rate="):
+        nc.depthwise_conv2d(x, w, 1, "VALID", dilations=2, rate=2)
