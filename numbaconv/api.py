@@ -23,9 +23,9 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .arguments import (FLOAT_NAMES, INTEGER_OPS_DTYPES, as_array, check_data_format,
-                        check_dtypes, check_padding, check_rank, compute_dtype, from_nhwc,
-                        from_nhwc_shape, is_shape, pick_alias, require, shape_arg, spatial_pair,
-                        to_nhwc_shape)
+                        check_dtypes, check_padding, check_rank, compute_dtype, dtype_name,
+                        from_nhwc, from_nhwc_shape, is_shape, pick_alias, require, shape_arg,
+                        spatial_pair, to_nhwc_shape)
 from .choice import Choice
 from .cpu import bias, families, half
 from .cpu.heuristic import choose
@@ -61,12 +61,12 @@ class Call:
     #: the geometry's batch).
     batch_shape: tuple | None = None
 
-    @property
+    @functools.cached_property
     def compute_dtype(self) -> np.dtype:
         """What the kernels compute in: float32 for float16 / bfloat16, int64 for int32."""
         return compute_dtype(self.dtype)
 
-    @property
+    @functools.cached_property
     def result_shape(self) -> tuple:
         p = primitive(self.primitive)
         if not is_activation(p.result):
@@ -80,11 +80,11 @@ class Call:
         if self.device == "cuda":
             from .cuda.heuristic import choose as choose_cuda
 
-            return choose_cuda(self.primitive, self.geometry, dtype.name, dtype.itemsize)
+            return choose_cuda(self.primitive, self.geometry, dtype_name(dtype), dtype.itemsize)
         if dtype.kind == "i":
             return Choice(families.integer_schedule(self.primitive, self.geometry),
                           "integer arithmetic: the direct kernels")
-        return choose(self.primitive, self.geometry, dtype.name, dtype.itemsize)
+        return choose(self.primitive, self.geometry, dtype_name(dtype), dtype.itemsize)
 
     def run(self, schedule=None):
         """The result: a NumPy array, or a numba device array when an operand was on the GPU."""

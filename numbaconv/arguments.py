@@ -3,6 +3,7 @@ error names the argument, what was expected and what came."""
 
 from __future__ import annotations
 
+import functools
 import numbers
 import operator
 
@@ -21,10 +22,18 @@ FLOAT_NAMES = ("float32", "float64") + HALF_DTYPES
 INTEGER_OPS_DTYPES = FLOAT_NAMES + ("int32",)
 
 
+@functools.lru_cache(maxsize=None)
+def dtype_name(dtype: np.dtype) -> str:
+    """``dtype.name``, remembered: NumPy builds the string anew on each access, a few
+    microseconds of every call's checks."""
+    return np.dtype(dtype).name
+
+
+@functools.lru_cache(maxsize=None)
 def compute_dtype(dtype: np.dtype) -> np.dtype:
     """The dtype the kernels run in for arrays of ``dtype``: float32 for the half types,
     int64 for int32 (its sums wrap modulo 2**32 exactly as int32's do once cast back)."""
-    if dtype.name in HALF_DTYPES:
+    if dtype_name(dtype) in HALF_DTYPES:
         return np.dtype(np.float32)
     if dtype == np.int32:
         return np.dtype(np.int64)
@@ -152,7 +161,7 @@ def check_rank(array: np.ndarray, name: str, rank: int, what: str):
 def check_dtypes(op: str, allowed, /, **arrays: np.ndarray) -> np.dtype:
     """All of one dtype among ``allowed`` (names) for ``op``; returns it."""
     for name, array in arrays.items():
-        if np.dtype(array.dtype).name not in allowed:
+        if dtype_name(array.dtype) not in allowed:
             raise TypeError(f"{name} must be one of {', '.join(allowed)} for {op}, "
                             f"got {array.dtype}")
     dtypes = {name: array.dtype for name, array in arrays.items()}
@@ -200,13 +209,6 @@ def from_nhwc_shape(shape, data_format: str) -> tuple[int, int, int, int]:
         return tuple(shape)
     n, h, w, c = shape
     return (n, c, h, w)
-
-
-def to_nhwc(array: np.ndarray, data_format: str) -> np.ndarray:
-    """A C-contiguous NHWC array with the same values (a copy only when needed)."""
-    if data_format == "NCHW":
-        array = array.transpose(0, 2, 3, 1)
-    return np.ascontiguousarray(array)
 
 
 def from_nhwc(array: np.ndarray, data_format: str) -> np.ndarray:

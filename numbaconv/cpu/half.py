@@ -14,6 +14,7 @@ from llvmlite import ir
 from numba import prange, types
 from numba.extending import intrinsic
 
+from ..arguments import HALF_DTYPES, dtype_name
 from .jit import helper, parallel_kernel
 
 #: Elements one task converts.
@@ -109,7 +110,7 @@ def narrow_kernel(bits, out, brain):
 
 
 def is_half(dtype) -> bool:
-    return np.dtype(dtype).name in ("float16", "bfloat16")
+    return dtype_name(dtype) in HALF_DTYPES
 
 
 def to_float32(array: np.ndarray) -> np.ndarray:
@@ -117,7 +118,7 @@ def to_float32(array: np.ndarray) -> np.ndarray:
     source = np.ascontiguousarray(array)
     out = np.empty(source.shape, np.float32)
     widen_kernel(source.reshape(-1).view(np.uint16), out.reshape(-1).view(np.uint32),
-                 source.dtype.name == "bfloat16")
+                 dtype_name(source.dtype) == "bfloat16")
     return out
 
 
@@ -126,5 +127,5 @@ def from_float32(array: np.ndarray, dtype) -> np.ndarray:
     dtype = np.dtype(dtype)
     out = np.empty(array.shape, dtype)
     narrow_kernel(np.ascontiguousarray(array).reshape(-1).view(np.uint32),
-                  out.reshape(-1).view(np.uint16), dtype.name == "bfloat16")
+                  out.reshape(-1).view(np.uint16), dtype_name(dtype) == "bfloat16")
     return out
