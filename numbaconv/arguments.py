@@ -13,7 +13,6 @@ from .cuda.runtime import as_device_array, is_device_array
 from .geometry import Padding
 
 DATA_FORMATS = ("NHWC", "NCHW")
-FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 #: Storage types computed in float32 and rounded once (bfloat16: ``ml_dtypes.bfloat16``,
 #: recognised by name so that ml_dtypes is never imported here).
 HALF_DTYPES = ("float16", "bfloat16")

@@ -4,7 +4,7 @@ dilations the true gradients of the dilated op (TensorFlow's CPU kernels ignore 
 import numpy as np
 import pytest
 from conftest import assert_matches, random
-from test_ops import EXPLICIT, padding_arg, shape_in, to_format
+from test_ops import Problem, padding_arg, shape_in, to_format
 
 import numbaconv as nc
 import reference as ref
@@ -16,16 +16,12 @@ from numbaconv.tune.space import load_space
 OPS = ["depthwise_conv2d", "depthwise_conv2d_backprop_input", "depthwise_conv2d_backprop_filter"]
 
 
-class DepthwiseProblem:
-    def __init__(self, rng, input_shape, filter_shape, strides, dilations, padding, dtype):
-        self.x = random(rng, input_shape, dtype)
-        self.w = random(rng, filter_shape, dtype)
-        pads = ref.pads_for(EXPLICIT if padding == "EXPLICIT" else padding, input_shape[1:3],
-                            filter_shape[:2], strides, dilations)
-        self.args = (strides, dilations, pads)
-        oh, ow = ref.output_hw(input_shape[1:3], filter_shape[:2], strides, dilations, pads)
-        channels = filter_shape[2] * filter_shape[3]
-        self.dy = random(rng, (input_shape[0], oh, ow, channels), dtype)
+class DepthwiseProblem(Problem):
+    """Random x, w [R, S, C, M], dy of one depthwise geometry and the reference results."""
+
+    @staticmethod
+    def output_channels(filter_shape) -> int:
+        return filter_shape[2] * filter_shape[3]
 
     def expected(self, op):
         if op == "depthwise_conv2d":

@@ -4,7 +4,7 @@
 import numpy as np
 import pytest
 from conftest import assert_matches, random
-from test_ops import EXPLICIT, padding_arg, shape_in, to_format
+from test_ops import Problem, padding_arg, shape_in, to_format
 
 import numbaconv as nc
 import reference as ref
@@ -16,17 +16,8 @@ OPS = ["conv2d", "conv2d_backprop_input", "conv2d_backprop_input_v2", "conv2d_tr
        "conv2d_backprop_filter", "conv2d_backprop_filter_v2"]
 
 
-class GroupedProblem:
+class GroupedProblem(Problem):
     """Random x, w, dy of one grouped geometry and the reference results (NHWC / HWIO)."""
-
-    def __init__(self, rng, input_shape, filter_shape, strides, dilations, padding, dtype):
-        self.x = random(rng, input_shape, dtype)
-        self.w = random(rng, filter_shape, dtype)
-        pads = ref.pads_for(EXPLICIT if padding == "EXPLICIT" else padding, input_shape[1:3],
-                            filter_shape[:2], strides, dilations)
-        self.args = (strides, dilations, pads)
-        oh, ow = ref.output_hw(input_shape[1:3], filter_shape[:2], strides, dilations, pads)
-        self.dy = random(rng, (input_shape[0], oh, ow, filter_shape[3]), dtype)
 
     def expected(self, op):
         if op == "conv2d":

@@ -46,7 +46,12 @@ class Problem:
                             filter_shape[:2], strides, dilations)
         self.args = (strides, dilations, pads)
         oh, ow = ref.output_hw(input_shape[1:3], filter_shape[:2], strides, dilations, pads)
-        self.dy = random(rng, (input_shape[0], oh, ow, filter_shape[3]), dtype)
+        self.dy = random(rng, (input_shape[0], oh, ow, self.output_channels(filter_shape)),
+                         dtype)
+
+    @staticmethod
+    def output_channels(filter_shape) -> int:
+        return filter_shape[3]
 
     def expected(self, primitive):
         if primitive == "forward":

@@ -67,16 +67,16 @@ class TiledSchedule(Schedule):
 
 def illegal_reason(primitive: str, g: ConvGeometry, schedule: TiledSchedule,
                    itemsize: int) -> str | None:
-    rows, cols = schedule.register_tile
+    tile = schedule.register_tile
     if primitive == "backward_filter":
         if schedule.loop_order == "packed_panels":
             return "packed_panels is not a backward-filter loop order"
-        if g.in_channels_per_group % rows or g.out_channels_per_group % cols:
-            return (f"register tile {schedule.register_tile} does not divide (C, K) of a "
+        if not tile_fits(primitive, g, tile):
+            return (f"register tile {tile} does not divide (C, K) of a "
                     f"group, ({g.in_channels_per_group}, {g.out_channels_per_group})")
         return None
-    channels = primitive_named(primitive).group_channels(g)  # a tile stays in its group
-    if channels % cols or schedule.channel_block % cols:
+    channels, cols = primitive_named(primitive).group_channels(g), tile[1]
+    if not tile_fits(primitive, g, tile) or schedule.channel_block % cols:
         return f"tile channels {cols} do not divide {channels} channels or the channel block"
     return None
 
@@ -111,13 +111,15 @@ def candidates(primitive: str, g: ConvGeometry, itemsize: int, section: dict, ma
         tiles = tile_menu(primitive, itemsize, machine)
         if g.groups > 1:  # the tiles that fit a group's channels
             tiles = [tile for tile in tiles + narrow_tiles(primitive, itemsize, machine)
-                     if _fits_groups(primitive, g, tile)]
+                     if tile_fits(primitive, g, tile)]
         tiles = tiles[:MODEL_TILES]
     return [fit(TiledSchedule(loop_order=order, register_tile=tuple(tile)), primitive, g, itemsize)
             for tile in tiles for order in orders]
 
 
-def _fits_groups(primitive: str, g: ConvGeometry, tile: tuple) -> bool:
+def tile_fits(primitive: str, g: ConvGeometry, tile: tuple) -> bool:
+    """Whether ``tile`` divides a group's channels (a tile never spans two groups):
+    backward-filter's (input, output) channels, else the channels the primitive writes."""
     rows, cols = tile
     if primitive == "backward_filter":
         return g.in_channels_per_group % rows == 0 and g.out_channels_per_group % cols == 0
