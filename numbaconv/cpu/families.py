@@ -13,9 +13,9 @@ from .. import memory
 from ..family import Registry
 from ..geometry import ConvGeometry
 from ..primitives import primitive as primitive_named
-from . import depthwise, direct, gemm, tiled
+from . import depthwise, direct, gemm, tiled, winograd
 
-CPU = Registry(direct.FAMILY, tiled.FAMILY, gemm.FAMILY, depthwise.FAMILY,
+CPU = Registry(direct.FAMILY, tiled.FAMILY, gemm.FAMILY, depthwise.FAMILY, winograd.FAMILY,
                workspace_cap=lambda: memory.WORKSPACE_BYTES_CAP)
 
 

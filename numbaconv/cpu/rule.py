@@ -1,6 +1,7 @@
 """The CPU's default schedule where nothing tuned applies: a rule over the families.
 
-The depthwise kernels for depthwise layers; register tiles where they fit (the tiled
+The depthwise kernels for depthwise layers; Winograd tiles for 3×3 stride-1 layers large
+enough to pay for the filter's transform; register tiles where they fit (the tiled
 family's preferences, in order; a grouped layer's within its groups); the direct loop for
 tiny images and for groups too narrow for a tile; im2col with the matmul on the tiled kernel where no tile fits (an RGB
 input, say); never BLAS, whose spinning worker threads stall the Numba kernels after it.
@@ -10,7 +11,7 @@ from __future__ import annotations
 
 from ..geometry import ConvGeometry
 from ..machine import Machine
-from . import depthwise, direct, gemm, tiled
+from . import depthwise, direct, gemm, tiled, winograd
 from .families import CPU
 
 #: Below this many output pixels, with at most this many channel pairs, the direct loop
@@ -40,6 +41,9 @@ def rule(primitive: str, g: ConvGeometry, itemsize: int, machine: Machine,
     if (primitive != "backward_filter" and pixels < TINY_PIXELS
             and g.in_channels * g.out_channels <= TINY_CHANNEL_PAIRS):
         return direct.default(primitive, g, itemsize)
+    fewer_flops = winograd.default(primitive, g, itemsize, machine)
+    if fewer_flops is not None and CPU.illegal_reason(primitive, g, fewer_flops, itemsize) is None:
+        return fewer_flops
     ranking = calibrated_tiles(calibration, primitive, itemsize)
     for schedule in tiled.preferences(primitive, g, itemsize, machine, ranking):
         if CPU.illegal_reason(primitive, g, schedule, itemsize) is None:

@@ -45,14 +45,15 @@ def _accumulators(src: Source, rows: int, cols: int, dtype: str):
     src(*(f"a{i}_{j} = {dtype}(0)" for i in range(rows) for j in range(cols)))
 
 
-def _preamble(src: Source, doc: str, dtype: str, vector_bits: int):
+def _preamble(src: Source, doc: str, dtype: str, vector_bits: int, decorator: bool = True):
+    """The module's docstring and imports, then (``decorator``) the kernel's decorator."""
     src(f'"""{doc}"""',
         "from numba import njit, prange, uint64",
         f"from numpy import empty, {dtype}",
-        f"from numbaconv.cpu.vector_width import {HINTS[vector_bits]}",
-        "",
-        "",
-        f"@njit(parallel=True, cache=True, nogil=True, fastmath={set(sorted(FASTMATH))!r})")
+        f"from numbaconv.cpu.vector_width import {HINTS[vector_bits]}")
+    if decorator:
+        src("", "", f"@njit(parallel=True, cache=True, nogil=True, "
+                    f"fastmath={set(sorted(FASTMATH))!r})")
 
 
 #: Columns of the phase table of the forward kernel (one row per phase, int64).
@@ -116,13 +117,17 @@ def render_forward(tile_pixels: int, tile_channels: int, dtype: str, vector_bits
                 "t1 = (pg + 1) * total_tiles // pixel_groups",
                 "kt0 = kg * k_tiles // k_groups",
                 "kt1 = (kg + 1) * k_tiles // k_groups",
-                "tiles_k = kt1 - kt0")
+                "tiles_k = kt1 - kt0",
+                "phase = 0")
             with src.block("for i in range((t1 - t0) * tiles_k):"):
                 with src.block("if pixels_outer:"):
                     src("tile = t0 + i // tiles_k", "kt = kt0 + i % tiles_k")
                 with src.block("else:"):
                     src("kt = kt0 + i // (t1 - t0)", "tile = t0 + i % (t1 - t0)")
-                src("phase = 0")
+                # The phase of the previous tile, unless the tiles started over (a search
+                # from phase 0 per tile is dear with many phases: Winograd's α²).
+                with src.block(f"if tile < phases[phase, {COLUMN['first_tile']}]:"):
+                    src("phase = 0")
                 with src.block(_next_phase_test()):
                     src("phase += 1")
                 _phase_fields(src)

@@ -1,0 +1,290 @@
+"""The winograd family: 3×3 stride-1 convolutions in F(m×m, 3×3) tiles (:mod:`.transforms`),
+forward and backward-data.
+
+A call: the input zero-padded once (so that every α×α tile lies inside it), the filter
+transformed (:func:`.kernels.transformed_filter`), then chunk by chunk of ``chunk_tiles``
+tiles (sized to stay in cache): the data tiles transformed, α² products
+``M[ξν] = V[ξν] · U[ξν]`` (tiles × C by C × K) in one launch of the tiled family's
+register-tile kernel (each product one of its phases, a 1×1 convolution), and the
+products transformed back into the output. Backward-data is the same on ``dy`` padded by
+2 − pad and the filter turned by 180° with its channel axes swapped.
+
+Knobs (:class:`WinogradSchedule`): ``output_tile`` m (2, 4, 6; each dtype only those
+accurate enough: :data:`ACCURATE_TILES`), ``register_tile`` and ``loop_order`` of the
+products (the tiled family's), ``chunk_tiles`` (derived from :data:`CHUNK_BYTES`; the
+tuner also tries half and twice that).
+
+Backward-filter is not offered: see ``docs/measurements.md`` (2026-12-02).
+
+Non-finite values: a NaN or Inf spreads over its whole tile here (a direct convolution
+keeps it to the windows that hold it), and any non-finite operand value, or an overflow in
+the transforms, makes some stored output non-finite. The output transform notices that
+(:func:`.kernels.render_output`) and the call is computed again by the tiled family, so
+the result has TensorFlow's pattern.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass, field
+from typing import ClassVar
+
+import numpy as np
+
+from ...family import Family
+from ...geometry import ConvGeometry
+from ...machine import this_machine
+from ...primitives import primitive as primitive_named
+from ...schedule import Schedule
+from .. import direct, layout, tiled
+from ..tasks import TARGET_TASKS, groups_for
+from ..tiled.templates import COLUMN, PHASE_FIELDS, forward_kernel
+from .kernels import data_kernel, output_kernel, transformed_filter
+from .transforms import POINTS, transform
+
+#: The output tiles whose error stays within the tolerance every schedule meets (the
+#: tuner's verification), by itemsize: ``docs/measurements.md`` has the errors measured.
+ACCURATE_TILES = {4: (2, 4), 8: (2, 4, 6)}
+#: Bytes of transformed data and products one chunk holds (about the L2 caches).
+CHUNK_BYTES = 8 * 2**20
+LOOP_ORDERS = ("channel_tiles_outer", "pixel_tiles_outer")
+
+
+@dataclass(frozen=True)
+class WinogradSchedule(Schedule):
+    """The winograd family's knobs (see the module docstring)."""
+
+    algorithm: ClassVar[str] = "winograd"
+    output_tile: int = 4
+    register_tile: tuple = field(default=(8, 32))
+    loop_order: str = "channel_tiles_outer"
+    chunk_tiles: int = 64
+
+    def __post_init__(self):
+        self._require_one_of("output_tile", tuple(POINTS))
+        self._require_one_of("loop_order", LOOP_ORDERS)
+        self._require_pair("register_tile")
+        self._require_positive("chunk_tiles")
+
+
+@dataclass(frozen=True)
+class _Plan:
+    """One call's arithmetic: the convolution the tiles compute (``source`` → ``result``,
+    both NHWC, channels ``(in, out)``), the pads of its source and its tile grid."""
+
+    in_channels: int
+    out_channels: int
+    result_shape: tuple
+    pads: tuple  # (top, bottom, left, right) of the source, negative: cropped
+    tiles_h: int
+    tiles_w: int
+
+    @property
+    def tiles(self) -> int:
+        return self.result_shape[0] * self.tiles_h * self.tiles_w
+
+
+def _plan(primitive: str, g: ConvGeometry, m: int) -> _Plan:
+    if primitive == "forward":
+        source_height, source_width = g.in_height, g.in_width
+        top, left = g.pad_top, g.pad_left
+        result, channels = g.output_shape, (g.in_channels, g.out_channels)
+    else:  # the full correlation of dy: pads 2 − pad
+        source_height, source_width = g.out_height, g.out_width
+        top, left = g.filter_height - 1 - g.pad_top, g.filter_width - 1 - g.pad_left
+        result, channels = g.input_shape, (g.out_channels, g.in_channels)
+    tiles_h, tiles_w = -(-result[1] // m), -(-result[2] // m)
+    bottom = tiles_h * m + 2 - source_height - top
+    right = tiles_w * m + 2 - source_width - left
+    return _Plan(*channels, result, (top, bottom, left, right), tiles_h, tiles_w)
+
+
+def illegal_reason(primitive: str, g: ConvGeometry, schedule: WinogradSchedule,
+                   itemsize: int) -> str | None:
+    if primitive == "backward_filter":
+        return "winograd is not offered for backward-filter"
+    if (g.filter_height, g.filter_width) != (3, 3):
+        return "winograd needs a 3×3 filter"
+    if (g.stride_h, g.stride_w, g.dilation_h, g.dilation_w) != (1, 1, 1, 1):
+        return "winograd needs stride 1 and dilation 1"
+    if g.groups > 1:
+        return "winograd is not offered for grouped convolutions"
+    if schedule.output_tile not in ACCURATE_TILES.get(itemsize, ()):
+        return (f"output tile {schedule.output_tile} is not accurate enough for "
+                f"{itemsize}-byte floats")
+    channels = primitive_named(primitive).channels(g)
+    if channels % schedule.register_tile[1]:
+        return f"tile channels {schedule.register_tile[1]} do not divide {channels} channels"
+    return None
+
+
+#: The default rule runs Winograd where the tiles' output grid has at least this many pixels
+#: and both channel counts are at least MIN_CHANNELS: on fewer pixels the filter's transform
+#: (α² · C · K values per call) is not paid back (measurements, 2026-12-02).
+MIN_PIXELS = 1024
+MIN_CHANNELS = 64
+#: The rule's output tile: F(4×4, 3×3) beat F(2×2, 3×3) on every layer past MIN_PIXELS.
+DEFAULT_OUTPUT_TILE = 4
+
+
+def default(primitive: str, g: ConvGeometry, itemsize: int, machine) -> WinogradSchedule | None:
+    """The default rule's Winograd schedule for ``g`` when it pays (see :data:`MIN_PIXELS`),
+    with the first tile of the machine's menu that divides the channels; else None."""
+    pixels = math.prod(_plan(primitive, g, DEFAULT_OUTPUT_TILE).result_shape[:3])
+    if pixels < MIN_PIXELS or min(g.in_channels, g.out_channels) < MIN_CHANNELS:
+        return None
+    channels = primitive_named(primitive).channels(g)
+    for tile in tiled.tile_menu("forward", itemsize, machine):
+        schedule = WinogradSchedule(output_tile=DEFAULT_OUTPUT_TILE, register_tile=tile)
+        if channels % tile[1] == 0 and illegal_reason(primitive, g, schedule, itemsize) is None:
+            return fit(schedule, primitive, g, itemsize)
+    return None
+
+
+def _chunk_for(plan: _Plan, alpha: int, itemsize: int, budget: int) -> int:
+    per_tile = alpha * alpha * (plan.in_channels + plan.out_channels) * itemsize
+    return max(1, min(plan.tiles, budget // per_tile))
+
+
+def fit(schedule: WinogradSchedule, primitive: str, g: ConvGeometry,
+        itemsize: int) -> WinogradSchedule:
+    """The chunk for ``g``: :data:`CHUNK_BYTES` of transformed data and products."""
+    plan = _plan(primitive, g, schedule.output_tile)
+    chunk = _chunk_for(plan, schedule.output_tile + 2, itemsize, CHUNK_BYTES)
+    return dataclasses.replace(schedule, chunk_tiles=chunk)
+
+
+def candidates(primitive: str, g: ConvGeometry, itemsize: int, section: dict, machine) -> list:
+    channels = primitive_named(primitive).channels(g)
+    tiles = [tile for tile in tiled.tile_menu("forward", itemsize, machine)
+             if channels % tile[1] == 0][:section.get("tiles", 1)]
+    found = []
+    for m in section.get("output_tile", []):
+        for tile in tiles:
+            base = fit(WinogradSchedule(output_tile=m, register_tile=tuple(tile)), primitive,
+                       g, itemsize)
+            for scale in section.get("chunk_scales", [1]):
+                found.append(dataclasses.replace(base,
+                                                 chunk_tiles=max(1, int(base.chunk_tiles * scale))))
+    return found
+
+
+def workspace_bytes(primitive: str, g: ConvGeometry, schedule: WinogradSchedule,
+                    itemsize: int) -> int:
+    plan = _plan(primitive, g, schedule.output_tile)
+    alpha = schedule.output_tile + 2
+    batch, height, width, _ = plan.result_shape
+    padded = batch * (plan.tiles_h * schedule.output_tile + 2) * (
+        plan.tiles_w * schedule.output_tile + 2) * plan.in_channels
+    filter_ = alpha * alpha * plan.in_channels * plan.out_channels
+    chunk = min(schedule.chunk_tiles, plan.tiles)
+    chunks = chunk * alpha * alpha * (plan.in_channels + plan.out_channels)
+    return (padded + filter_ + chunks) * itemsize
+
+
+# --- runs ---------------------------------------------------------------------------------
+
+POINT_MAJOR = False
+
+
+def _strides(tiles: int, points: int, channels: int) -> tuple[int, int]:
+    """(tile stride, point stride) of a chunk's [tiles × α² × channels] array."""
+    return (channels, tiles * channels) if POINT_MAJOR else (points * channels, channels)
+
+
+def products(v: np.ndarray, u: np.ndarray, out: np.ndarray, tiles: int,
+             schedule: WinogradSchedule):
+    """out[p, t, :] = v[p, t, :] @ u[p] for each of the α² points p, in one launch of the
+    tiled family's forward kernel: point p is a phase, a 1×1 convolution of the ``tiles``
+    pixels (v: tiles × α² × C, u [α², K/KB, C, KB] packed, out: tiles × α² × K, as
+    :func:`_strides` lays them out)."""
+    points, k_tiles, in_channels, tile_channels = u.shape
+    out_channels = k_tiles * tile_channels
+    v_tile, v_point = _strides(tiles, points, in_channels)
+    out_tile, out_point = _strides(tiles, points, out_channels)
+    rows = schedule.register_tile[0]
+    per_point = -(-tiles // rows)
+    point = np.arange(points, dtype=np.int64)
+    table = np.zeros((points, len(PHASE_FIELDS)), np.int64)
+    for name, value in dict(
+            first_tile=point * per_point, out_height=1, out_width=tiles, stride_h=1,
+            stride_w=1, dilation_h=1, dilation_w=1, filter_height=1, filter_width=1,
+            w_offset=point * k_tiles * in_channels * tile_channels, x_offset=point * v_point,
+            out_offset=point * out_point, out_col_stride=out_tile).items():
+        table[:, COLUMN[name]] = value
+    total = points * per_point
+    k_groups = max(1, min(k_tiles, -(-TARGET_TASKS // total)))
+    forward_kernel(rows, tile_channels, v.dtype.name, this_machine().vector_bits)(
+        xp=layout.readonly_flat(v), w=layout.readonly_flat(u), out=out.reshape(-1),
+        phases=layout.readonly(table), batch=1, padded_height=1,
+        padded_width=tiles, x_channels=v_tile, in_channels=in_channels,
+        out_channels=out_channels, group_out_channels=out_channels,
+        w_tile_stride=in_channels * tile_channels, w_channel_stride=tile_channels,
+        total_tiles=total, pixel_groups=groups_for(total, k_groups), k_groups=k_groups,
+        pixels_outer=schedule.loop_order == "pixel_tiles_outer")
+
+
+def _tiles(source: np.ndarray, w: np.ndarray, plan: _Plan, schedule: WinogradSchedule,
+           rotate: bool) -> np.ndarray | None:
+    """The result of ``plan`` in Winograd tiles, or None when an output came out
+    non-finite (the caller computes it another way)."""
+    m = schedule.output_tile
+    t = transform(m)
+    points = t.alpha * t.alpha
+    dtype = source.dtype.name
+    machine = this_machine()
+    lanes = machine.lanes(source.dtype.itemsize)
+    xp = layout.pad(source, *plan.pads)
+    u = transformed_filter(w, t, schedule.register_tile[1], rotate)
+    result = np.empty(plan.result_shape, source.dtype)
+    chunk = min(schedule.chunk_tiles, plan.tiles)
+    v = np.empty(chunk * points * plan.in_channels, source.dtype)
+    found = np.empty(chunk * points * plan.out_channels, source.dtype)
+    tasks = min(chunk, TARGET_TASKS)
+    nonfinite = np.empty(tasks, source.dtype)
+    to_tiles = data_kernel(m, dtype, machine.vector_bits, lanes)
+    from_tiles = output_kernel(m, dtype, machine.vector_bits, lanes)
+    grid = dict(tiles_h=plan.tiles_h, tiles_w=plan.tiles_w)
+    for first in range(0, plan.tiles, chunk):
+        count = min(chunk, plan.tiles - first)
+        work = min(count, tasks)
+        v_tile, v_point = _strides(count, points, plan.in_channels)
+        to_tiles(xp=xp.reshape(-1), v=v, first_tile=first, tiles=count,
+                 padded_height=xp.shape[1], padded_width=xp.shape[2],
+                 channels=plan.in_channels, tile_stride=v_tile, point_stride=v_point,
+                 tasks=work, **grid)
+        products(v, u, found, count, schedule)
+        out_tile, out_point = _strides(count, points, plan.out_channels)
+        from_tiles(products=found, out=result.reshape(-1), nonfinite=nonfinite,
+                   first_tile=first, tiles=count, out_height=plan.result_shape[1],
+                   out_width=plan.result_shape[2], channels=plan.out_channels,
+                   tile_stride=out_tile, point_stride=out_point, tasks=work, **grid)
+        if np.any(nonfinite[:work] != 0):
+            return None
+    return result
+
+
+def fallback(primitive: str, g: ConvGeometry, itemsize: int):
+    """What computes a call whose Winograd result was not finite: the tiled family's
+    first legal preference (the direct loop if none is)."""
+    for schedule in tiled.preferences(primitive, g, itemsize, this_machine()):
+        if tiled.illegal_reason(primitive, g, schedule, itemsize) is None:
+            return schedule
+    return direct.default(primitive, g, itemsize)
+
+
+def run(primitive: str, operands, g: ConvGeometry, schedule: WinogradSchedule):
+    source, w = operands
+    plan = _plan(primitive, g, schedule.output_tile)
+    result = _tiles(source, w, plan, schedule, rotate=primitive == "backward_data")
+    if result is not None:
+        return result
+    schedule = fallback(primitive, g, source.dtype.itemsize)
+    family = tiled.FAMILY if isinstance(schedule, tiled.TiledSchedule) else direct.FAMILY
+    return family.run(primitive, operands, g, schedule)
+
+
+#: Each run takes C-contiguous NHWC / HWIO operands, in the primitive table's order.
+FAMILY = Family("winograd", WinogradSchedule, candidates, illegal_reason, workspace_bytes, fit,
+                run)

@@ -1,0 +1,254 @@
+"""The Winograd family's transforms: generated kernels for the data and output tiles, a
+loop kernel for the filter.
+
+The data and output transforms are the 1-D transform of :mod:`.transforms` applied to the
+columns of a tile, then to its rows, each over ``lanes`` consecutive channels at a time as
+scalar statements (the SLP vectoriser packs them into vectors; the arithmetic is rendered
+with the matrices' entries as constants, zeros skipped). Tiles are laid out tile by tile,
+``[tiles, α², channels]``, the layout the register-tiled GEMM reads as pixels
+(:func:`numbaconv.cpu.winograd.gemm`).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import prange
+
+from .. import layout
+from ..codegen import KernelParameters, Source, load_kernel
+from ..jit import FASTMATH, parallel_kernel
+from ..tiled.templates import _preamble, _tasks
+from ..vector_width import HINTS
+from .transforms import Transform, transform
+
+#: ``xp`` is writable (a private padded copy, never written): the line function then has
+#: one specialisation for both passes (read xp / write v, and v in place), one compilation.
+DATA_PARAMETERS = KernelParameters(
+    ("xp", "out"), ("v", "out"), ("first_tile", "int"), ("tiles", "int"), ("tiles_h", "int"),
+    ("tiles_w", "int"), ("padded_height", "int"), ("padded_width", "int"), ("channels", "int"),
+    ("tile_stride", "int"), ("point_stride", "int"), ("tasks", "int"))
+OUTPUT_PARAMETERS = KernelParameters(
+    ("products", "out"), ("out", "out"), ("nonfinite", "out"), ("first_tile", "int"),
+    ("tiles", "int"), ("tiles_h", "int"), ("tiles_w", "int"), ("out_height", "int"),
+    ("out_width", "int"), ("channels", "int"), ("tile_stride", "int"), ("point_stride", "int"),
+    ("tasks", "int"))
+
+
+def _combination(row: tuple, operands: list[str]) -> str:
+    """``Σ row[i]·operands[i]`` as source, zero entries skipped, ±1 as a sign."""
+    terms = []
+    for coefficient, operand in zip(row, operands):
+        if coefficient == 0:
+            continue
+        magnitude = abs(coefficient)
+        term = operand if magnitude == 1 else f"{float(magnitude)!r} * {operand}"
+        terms.append(("-" if coefficient < 0 else "+", term))
+    text = ("-" if terms[0][0] == "-" else "") + terms[0][1]
+    return text + "".join(f" {sign} {term}" for sign, term in terms[1:])
+
+
+def _line_function(src: Source, name: str, matrix: tuple, lanes: int, vector_bits: int):
+    """``name(a, first, step, b, target, target_step)``: the 1-D transform of ``lanes``
+    consecutive channels, ``b[target + i·target_step + j] = Σ_k matrix[i][k] · a[first +
+    k·step + j]``, every input loaded before any output is stored (so that ``b`` may be
+    ``a``, in place). Its own function so that the parallel kernels' bodies stay small
+    (Numba's parallel passes take far longer over long straight-line bodies)."""
+    inputs = len(matrix[0])
+    src("", "", f"@njit(cache=True, nogil=True, inline='never', fastmath={set(sorted(FASTMATH))!r})")
+    with src.block(f"def {name}(a, first, step, b, target, target_step):"):
+        src(f"{HINTS[vector_bits]}()")
+        for k in range(inputs):
+            src(*(f"x{k}_{j} = a[first + uint64({k}) * step + uint64({j})]" for j in range(lanes)))
+        for i, row in enumerate(matrix):
+            src(*(f"b[target + uint64({i}) * target_step + uint64({j})] = "
+                  + _combination(row, [f"x{k}_{j}" for k in range(inputs)]) for j in range(lanes)))
+
+
+def _channel_blocks(src: Source, lanes: int, call):
+    """``call(function suffix)`` over the channels ``lanes`` at a time (``cu`` the first),
+    then the rest one at a time."""
+    src(f"whole = channels - channels % {lanes}")
+    with src.block(f"for c0 in range(0, whole, {lanes}):"):
+        src("cu = uint64(c0)", call(""))
+    if lanes > 1:
+        with src.block("for c0 in range(whole, channels):"):
+            src("cu = uint64(c0)", call("_1"))
+
+
+def _tile_origin(src: Source, m: int):
+    src("tile = first_tile + t",
+        "n = tile // (tiles_h * tiles_w)",
+        f"row0 = tile // tiles_w % tiles_h * {m}",
+        f"col0 = tile % tiles_w * {m}",
+        "slot = uint64(t * tile_stride)")
+
+
+def _module(src: Source, doc: str, dtype: str, vector_bits: int, matrix: tuple, lanes: int,
+            extra=None):
+    """The preamble, the line functions (``line``: ``lanes`` lanes, ``line_1``: one) and
+    ``extra()``'s helpers, then the kernel's decorator."""
+    _preamble(src, doc, dtype, vector_bits, decorator=False)
+    _line_function(src, "line", matrix, lanes, vector_bits)
+    if lanes > 1:
+        _line_function(src, "line_1", matrix, 1, vector_bits)
+    if extra is not None:
+        extra()
+    src("", "", f"@njit(parallel=True, cache=True, nogil=True, "
+                f"fastmath={set(sorted(FASTMATH))!r})")
+
+
+def render_data(m: int, dtype: str, vector_bits: int, lanes: int) -> str:
+    t = transform(m)
+    alpha = t.alpha
+    src = Source()
+    _module(src, f"Generated by numbaconv.cpu.winograd.render_data({m}, {dtype!r}, "
+                 f"{vector_bits}, {lanes}): F({m}, 3) data tiles, Bᵀ d B.", dtype, vector_bits,
+            t.data, lanes)
+    with src.block(DATA_PARAMETERS.header()):
+        src('"""xp [N, Hp, Wp, C] (padded so that every tile lies inside) -> v [tiles, α²,',
+            f"    C], α = {alpha}: the tiles first_tile … first_tile + tiles − 1 of the",
+            "    (n, tile row, tile column) grid, tile (i, j) reading xp from (i·m, j·m).",
+            "    Columns first (into v), then rows (in place).\"\"\"",
+            "row_step = uint64(padded_width * channels)",
+            "pixel_step = uint64(channels)",
+            "point_step = uint64(point_stride)",
+            f"point_row_step = uint64({alpha} * point_stride)")
+        with _tasks(src, "tasks", vector_bits):
+            with src.block("for t in range(task * tiles // tasks, (task + 1) * tiles // tasks):"):
+                _tile_origin(src, m)
+                src("corner = uint64(((n * padded_height + row0) * padded_width + col0)"
+                    " * channels)")
+                with src.block(f"for b in range({alpha}):"):
+                    src("column = corner + uint64(b) * pixel_step",
+                        "target = slot + uint64(b) * point_step")
+                    _channel_blocks(src, lanes, lambda suffix: (
+                        f"line{suffix}(xp, column + cu, row_step, v, target + cu, point_row_step)"))
+                with src.block(f"for i in range({alpha}):"):
+                    src("row = slot + uint64(i) * point_row_step")
+                    _channel_blocks(src, lanes, lambda suffix: (
+                        f"line{suffix}(v, row + cu, point_step, v, row + cu, point_step)"))
+    return src.text()
+
+
+def _check_function(src: Source, lanes: int, dtype: str, vector_bits: int):
+    """``check(a, first, count)``: Σ (a[i] − a[i]) over ``count`` elements from ``first``,
+    0 unless one of them is NaN or ±Inf (``lanes`` sums side by side, then one by one)."""
+    src("", "", f"@njit(cache=True, nogil=True, inline='never', fastmath={set(sorted(FASTMATH))!r})")
+    with src.block("def check(a, first, count):"):
+        src(f"{HINTS[vector_bits]}()")
+        src(*(f"s{j} = {dtype}(0)" for j in range(lanes)))
+        src(f"whole = count - count % {lanes}")
+        with src.block(f"for i in range(0, whole, {lanes}):"):
+            src("at = first + uint64(i)")
+            src(*(f"s{j} += a[at + uint64({j})] - a[at + uint64({j})]" for j in range(lanes)))
+        with src.block("for i in range(whole, count):"):
+            src("s0 += a[first + uint64(i)] - a[first + uint64(i)]")
+        src("return " + " + ".join(f"s{j}" for j in range(lanes)))
+
+
+def render_output(m: int, dtype: str, vector_bits: int, lanes: int) -> str:
+    t = transform(m)
+    alpha = t.alpha
+    src = Source()
+    _module(src, f"Generated by numbaconv.cpu.winograd.render_output({m}, {dtype!r}, "
+                 f"{vector_bits}, {lanes}): F({m}, 3) output tiles, Aᵀ M A.", dtype,
+            vector_bits, t.output, lanes, extra=lambda: _check_function(src, lanes, dtype,
+                                                                         vector_bits))
+    with src.block(OUTPUT_PARAMETERS.header()):
+        src('"""products [tiles, α², K] (the transformed-domain products of the tiles',
+            f"    first_tile …, α = {alpha}) -> out [N, OH, OW, K]: each tile's m×m outputs",
+            "    that lie inside. Columns first (in place), then rows: into out, or for a tile",
+            "    that sticks out on the right into a row of scratch, then its part inside.",
+            "",
+            "    nonfinite[task] is 0 unless an output the task stored is NaN or ±Inf: then",
+            "    the caller computes the call another way (a non-finite value spreads over",
+            "    its whole tile here, where a direct convolution keeps it to the windows that",
+            "    hold it).\"\"\"",
+            "pixel_step = uint64(channels)",
+            "point_step = uint64(point_stride)",
+            f"point_row_step = uint64({alpha} * point_stride)")
+        with _tasks(src, "tasks", vector_bits):
+            src(f"check_sum = {dtype}(0)",
+                f"scratch = empty({m} * channels, {dtype})")
+            with src.block("for t in range(task * tiles // tasks, (task + 1) * tiles // tasks):"):
+                _tile_origin(src, m)
+                src(f"columns = min({m}, out_width - col0)")
+                with src.block(f"for b in range({alpha}):"):
+                    src("column = slot + uint64(b) * point_step")
+                    _channel_blocks(src, lanes, lambda suffix: (
+                        f"line{suffix}(products, column + cu, point_row_step, products,"
+                        " column + cu, point_row_step)"))
+                with src.block(f"for i in range(min({m}, out_height - row0)):"):
+                    src("row = slot + uint64(i) * point_row_step",
+                        "pixel = uint64(((n * out_height + row0 + i) * out_width + col0)"
+                        " * channels)")
+                    with src.block(f"if columns == {m}:"):
+                        _channel_blocks(src, lanes, lambda suffix: (
+                            f"line{suffix}(products, row + cu, point_step, out, pixel + cu,"
+                            " pixel_step)"))
+                    with src.block("else:"):
+                        _channel_blocks(src, lanes, lambda suffix: (
+                            f"line{suffix}(products, row + cu, point_step, scratch, cu,"
+                            " pixel_step)"))
+                        with src.block("for c in range(columns * channels):"):
+                            src("out[pixel + uint64(c)] = scratch[c]")
+                    src("check_sum += check(out, pixel, columns * channels)")
+            src("nonfinite[task] = check_sum")
+    return src.text()
+
+
+def data_kernel(m: int, dtype: str, vector_bits: int, lanes: int):
+    return load_kernel(f"winograd_data_m{m}_{dtype}_v{vector_bits}_l{lanes}",
+                       lambda: render_data(m, dtype, vector_bits, lanes), DATA_PARAMETERS, dtype)
+
+
+def output_kernel(m: int, dtype: str, vector_bits: int, lanes: int):
+    return load_kernel(f"winograd_output_m{m}_{dtype}_v{vector_bits}_l{lanes}",
+                       lambda: render_output(m, dtype, vector_bits, lanes), OUTPUT_PARAMETERS,
+                       dtype)
+
+
+@parallel_kernel
+def filter_kernel(w, g, u, rotate):
+    """w [3, 3, C, K] -> u [α², K/KB, C, KB]: u[ξ·α + ν, kt, c, j] = Σ_{r,s} g[ξ, r]
+    g[ν, s] f[r, s, c, kt·KB + j], summed in float64 (the filter's transform is the only one
+    with inexact entries), f = w, or with ``rotate`` w turned by 180°. One task per input
+    channel; each loop runs along the output channels (contiguous in w and, per tile, in
+    u), so that it vectorises."""
+    alpha = g.shape[0]
+    _, k_tiles, in_channels, tile = u.shape
+    out_channels = k_tiles * tile
+    for c in prange(in_channels):
+        columns = np.empty((alpha, 3, out_channels))  # Σ_r g[ξ, r] f[r, s, c, :]
+        for s in range(3):
+            for xi in range(alpha):
+                g0, g1, g2 = g[xi, 0], g[xi, 1], g[xi, 2]
+                if rotate:
+                    first, second, third = w[2, 2 - s, c], w[1, 2 - s, c], w[0, 2 - s, c]
+                else:
+                    first, second, third = w[0, s, c], w[1, s, c], w[2, s, c]
+                target = columns[xi, s]
+                for k in range(out_channels):
+                    target[k] = (g0 * np.float64(first[k]) + g1 * np.float64(second[k])
+                                 + g2 * np.float64(third[k]))
+        for xi in range(alpha):
+            for nu in range(alpha):
+                g0, g1, g2 = g[nu, 0], g[nu, 1], g[nu, 2]
+                first, second, third = columns[xi, 0], columns[xi, 1], columns[xi, 2]
+                for kt in range(k_tiles):
+                    target = u[xi * alpha + nu, kt, c]
+                    k0 = kt * tile
+                    for j in range(tile):
+                        target[j] = (g0 * first[k0 + j] + g1 * second[k0 + j]
+                                     + g2 * third[k0 + j])
+
+
+def transformed_filter(w: np.ndarray, t: Transform, tile: int, rotate: bool) -> np.ndarray:
+    """The filter in the transformed domain, [α², K/tile, C, tile] (see :func:`filter_kernel`);
+    with ``rotate``, of w turned by 180° with its channel axes swapped (backward-data: C and K
+    are w's output and input channels)."""
+    if rotate:
+        w = layout.swap_channels(w)
+    u = np.empty((t.alpha ** 2, w.shape[3] // tile, w.shape[2], tile), w.dtype)
+    filter_kernel(layout.readonly(w), np.array(t.floats("filter")), u, rotate)
+    return u

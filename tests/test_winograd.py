@@ -1,0 +1,231 @@
+"""The winograd family: F(m×m, 3×3) tiles for 3×3 stride-1 forward and backward-data,
+exact transforms, accuracy as a condition of legality, TensorFlow's NaN/Inf patterns."""
+
+from fractions import Fraction
+
+import numpy as np
+import pytest
+from conftest import TOLERANCE, assert_matches
+from test_ops import Problem, call_op, to_format
+
+import numbaconv as nc
+from numbaconv.cpu import direct, families
+from numbaconv.cpu.families import CPU
+from numbaconv.cpu.rule import rule
+from numbaconv.cpu.winograd import WinogradSchedule, fallback, fit, transforms
+from numbaconv.geometry import conv_geometry
+from numbaconv.machine import this_machine
+from numbaconv.tune.space import load_space
+from numbaconv.tune.tuner import TOLERANCE as TUNER_TOLERANCE
+
+#: (input shape, padding): odd sizes (partial edge tiles), batch 1, an image smaller than
+#: one tile with SAME (the filter larger than the input), pads beyond the filter.
+GEOMETRIES = {
+    "odd_same": ((2, 7, 9, 8), "SAME"),
+    "odd_valid": ((1, 9, 6, 8), "VALID"),
+    "smaller_than_a_tile": ((1, 2, 1, 8), "SAME"),
+    "explicit_pads_beyond_filter": ((2, 5, 7, 8), ((3, 0), (1, 4))),
+}
+PRIMITIVES = ("forward", "backward_data")
+
+
+def problem(rng, input_shape, padding, out_channels, dtype):
+    return Problem(rng, input_shape, (3, 3, input_shape[3], out_channels), (1, 1), (1, 1),
+                   padding, dtype)
+
+
+def geometry(input_shape, padding, out_channels):
+    return conv_geometry(input_shape, (3, 3, input_shape[3], out_channels), (1, 1), (1, 1),
+                         padding)
+
+
+def run(primitive, p, g, schedule):
+    operands = (p.x, p.w) if primitive == "forward" else (p.dy, p.w)
+    return families.run(primitive, operands, g, schedule)
+
+
+@pytest.mark.parametrize("m", sorted(transforms.POINTS))
+def test_transforms_are_an_exact_correlation(m):
+    """Aᵀ[(G g) ⊙ (Bᵀ d)] = the m outputs of d correlated with g, in exact arithmetic:
+    Σ_j Aᵀ[i, j] G[j, k] Bᵀ[j, s] is 1 where s = i + k and 0 elsewhere."""
+    t = transforms.transform(m)
+    for i in range(m):
+        for k in range(3):
+            for s in range(t.alpha):
+                total = sum(t.output[i][j] * t.filter[j][k] * t.data[j][s]
+                            for j in range(t.alpha))
+                assert total == Fraction(int(s == i + k))
+    assert all(value.denominator == 1 for row in t.data for value in row)  # no rounding
+
+
+@pytest.mark.parametrize("dtype, m", [(np.float32, 2), (np.float32, 4), (np.float64, 2),
+                                      (np.float64, 4), (np.float64, 6)],
+                         ids=["f32-m2", "f32-m4", "f64-m2", "f64-m4", "f64-m6"])
+@pytest.mark.parametrize("name", GEOMETRIES)
+@pytest.mark.parametrize("primitive", PRIMITIVES)
+def test_family_matches_reference(rng, primitive, name, dtype, m):
+    input_shape, padding = GEOMETRIES[name]
+    p = problem(rng, input_shape, padding, 16, dtype)
+    g = geometry(input_shape, padding, 16)
+    schedule = fit(WinogradSchedule(output_tile=m, register_tile=(3, 8)), primitive, g,
+                   np.dtype(dtype).itemsize)
+    assert CPU.illegal_reason(primitive, g, schedule, np.dtype(dtype).itemsize) is None
+    assert_matches(run(primitive, p, g, schedule), p.expected(primitive), dtype)
+
+
+@pytest.mark.parametrize("primitive", PRIMITIVES)
+def test_chunks_and_tiles_that_do_not_divide(rng, primitive):
+    """Chunks of 5 tiles (the last one short) and a 3-row register tile give the same
+    result as one chunk."""
+    p = problem(rng, (3, 9, 11, 8), "SAME", 8, np.float32)
+    g = geometry((3, 9, 11, 8), "SAME", 8)
+    whole = run(primitive, p, g, fit(WinogradSchedule(register_tile=(3, 8)), primitive, g, 4))
+    chunked = run(primitive, p, g, WinogradSchedule(register_tile=(3, 8), chunk_tiles=5))
+    assert_matches(chunked, p.expected(primitive), np.float32)
+    np.testing.assert_array_equal(chunked, whole)
+
+
+def test_one_input_channel(rng):
+    p = problem(rng, (1, 6, 5, 1), "SAME", 8, np.float32)
+    g = geometry((1, 6, 5, 1), "SAME", 8)
+    assert_matches(run("forward", p, g, WinogradSchedule(register_tile=(3, 8))),
+                   p.expected("forward"), np.float32)
+
+
+@pytest.mark.parametrize("m", [2, 4])
+def test_float32_error_at_realistic_reduction_lengths(rng, m):
+    """3×3×512 (4608 products per output): F(2×2) stays within the tests' tolerance, F(4×4)
+    within the tuner's (its error grows with the transforms' larger entries, about 1e-5 of
+    the largest output here); in float64 both within the tests' tolerance."""
+    p = problem(rng, (1, 8, 8, 512), "SAME", 16, np.float64)
+    g = geometry((1, 8, 8, 512), "SAME", 16)
+    expected = p.expected("forward")
+    scale = np.abs(expected).max()
+    schedule = WinogradSchedule(output_tile=m, register_tile=(3, 8))
+    single = families.run("forward", (p.x.astype(np.float32), p.w.astype(np.float32)), g,
+                          schedule)
+    error = np.abs(single - expected).max() / scale
+    assert error <= (TOLERANCE[np.float32] if m == 2 else TUNER_TOLERANCE["float32"])
+    exact = np.abs(run("forward", p, g, schedule) - expected).max() / scale
+    assert exact <= TOLERANCE[np.float64]
+
+
+def test_legality():
+    g = conv_geometry((1, 8, 8, 8), (3, 3, 8, 8), (1, 1), (1, 1), "SAME")
+    schedule = WinogradSchedule(register_tile=(3, 8))
+    assert CPU.illegal_reason("forward", g, schedule, 4) is None
+    reasons = {
+        "backward_filter": CPU.illegal_reason("backward_filter", g, schedule, 4),
+        "stride 2": CPU.illegal_reason(
+            "forward", conv_geometry((1, 8, 8, 8), (3, 3, 8, 8), (2, 2), (1, 1), "SAME"),
+            schedule, 4),
+        "dilation 2": CPU.illegal_reason(
+            "forward", conv_geometry((1, 8, 8, 8), (3, 3, 8, 8), (1, 1), (2, 2), "SAME"),
+            schedule, 4),
+        "5×5": CPU.illegal_reason(
+            "forward", conv_geometry((1, 8, 8, 8), (5, 5, 8, 8), (1, 1), (1, 1), "SAME"),
+            schedule, 4),
+        "grouped": CPU.illegal_reason(
+            "forward", conv_geometry((1, 8, 8, 8), (3, 3, 4, 8), (1, 1), (1, 1), "SAME"),
+            schedule, 4),
+        "f32 m6": CPU.illegal_reason("forward", g, WinogradSchedule(output_tile=6,
+                                                                    register_tile=(3, 8)), 4),
+        "tile channels": CPU.illegal_reason("forward", g, WinogradSchedule(register_tile=(3, 16)),
+                                            4),
+    }
+    assert all(reasons.values()), reasons
+    assert CPU.illegal_reason("forward", g, WinogradSchedule(output_tile=6, register_tile=(3, 8)),
+                              8) is None
+
+
+@pytest.mark.parametrize("itemsize, tiles", [(4, {2, 4}), (8, {2, 4, 6})])
+def test_tuner_offers_the_accurate_output_tiles(itemsize, tiles):
+    space = load_space()["cpu"]
+    g = conv_geometry((1, 28, 28, 64), (3, 3, 64, 64), (1, 1), (1, 1), "SAME")
+    found = [s for s in CPU.candidates("forward", g, itemsize, space, this_machine())
+             if s.algorithm == "winograd"]
+    assert {s.output_tile for s in found} == tiles
+    strided = conv_geometry((1, 28, 28, 64), (3, 3, 64, 64), (2, 2), (1, 1), "SAME")
+    assert not [s for s in CPU.candidates("forward", strided, itemsize, space, this_machine())
+                if s.algorithm == "winograd"]
+
+
+#: Positions of one non-finite input value: tile corners and edges of F(4×4) and F(2×2)
+#: tiles, the image's corners, a pixel inside.
+NONFINITE_AT = [(0, 0, 0, 0), (0, 3, 4, 2), (0, 4, 3, 5), (1, 8, 9, 7), (1, 5, 0, 1), (0, 2, 2, 3)]
+
+
+@pytest.mark.parametrize("value", [np.nan, np.inf, -np.inf], ids=["nan", "inf", "-inf"])
+@pytest.mark.parametrize("m", [2, 4])
+@pytest.mark.parametrize("primitive", PRIMITIVES)
+@pytest.mark.parametrize("operand", ["activation", "filter"])
+def test_nonfinite_values_give_tensorflows_pattern(rng, operand, primitive, m, value):
+    """The NaN and Inf outputs of the family the rule runs otherwise, exactly where it has
+    them: a non-finite value spreads over a whole Winograd tile, so such calls are computed
+    again by that family. For activations that is TensorFlow's pattern, the windows that
+    read the value (the direct loops' too); a filter value also meets the zero padding
+    (0 · NaN), as in the tiled kernels."""
+    p = problem(rng, (2, 9, 10, 8), "SAME", 8, np.float32)
+    g = geometry((2, 9, 10, 8), "SAME", 8)
+    if operand == "filter":
+        p.w[1, 2, 3, 4] = value
+    else:
+        target = p.x if primitive == "forward" else p.dy
+        for position in NONFINITE_AT:
+            target[position] = value
+    expected = run(primitive, p, g, fallback(primitive, g, 4))
+    if operand == "activation":
+        direct_result = run(primitive, p, g, direct.default(primitive, g, 4))
+        np.testing.assert_array_equal(np.isfinite(expected), np.isfinite(direct_result))
+    actual = run(primitive, p, g, WinogradSchedule(output_tile=m, register_tile=(3, 8)))
+    np.testing.assert_array_equal(np.isnan(actual), np.isnan(expected))
+    np.testing.assert_array_equal(np.isposinf(actual), np.isposinf(expected))
+    np.testing.assert_array_equal(np.isneginf(actual), np.isneginf(expected))
+    finite = np.isfinite(expected)
+    assert finite.any() and not finite.all()
+    np.testing.assert_allclose(actual[finite], expected[finite], rtol=0, atol=1e-4)
+
+
+#: The smallest layers the default rule runs in Winograd tiles (both channel counts 64,
+#: 1056 output pixels): the public ops pick it and give the reference result.
+RULE_SIZED = (1, 32, 33, 64)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=["f32", "f64"])
+@pytest.mark.parametrize("data_format", ["NHWC", "NCHW"])
+@pytest.mark.parametrize("op", ["conv2d", "conv2d_backprop_input", "conv2d_transpose"])
+def test_public_ops_run_winograd_by_default(rng, op, data_format, dtype):
+    p = problem(rng, RULE_SIZED, "SAME", 64, dtype)
+    x, dy = to_format(p.x, data_format), to_format(p.dy, data_format)
+    if op == "conv2d":
+        arguments = (x, p.w, 1, "SAME")
+    elif op == "conv2d_backprop_input":
+        arguments = (x.shape, p.w, dy, 1, "SAME")
+    else:
+        arguments = (dy, p.w, x.shape, 1, "SAME")
+    explanation = nc.explain(op, *arguments, data_format=data_format)
+    assert explanation.choice.schedule.algorithm == "winograd", str(explanation)
+    primitive, actual = call_op(op, p, 1, "SAME", data_format, 1)
+    if data_format == "NCHW":
+        actual = actual.transpose(0, 2, 3, 1)
+    assert_matches(actual, p.expected(primitive), dtype)
+
+
+def test_rule_keeps_small_images_and_strided_layers_off_winograd():
+    machine = this_machine()
+    small = conv_geometry((1, 7, 7, 512), (3, 3, 512, 512), (1, 1), (1, 1), "SAME")
+    strided = conv_geometry((1, 56, 56, 64), (3, 3, 64, 64), (2, 2), (1, 1), "SAME")
+    few_channels = conv_geometry((1, 64, 64, 3), (3, 3, 3, 64), (1, 1), (1, 1), "SAME")
+    for g in (small, strided, few_channels):
+        for primitive in PRIMITIVES:
+            assert rule(primitive, g, 4, machine).algorithm != "winograd"
+
+
+def test_inputs_are_not_written(rng):
+    p = problem(rng, (1, 9, 10, 8), "SAME", 8, np.float32)
+    g = geometry((1, 9, 10, 8), "SAME", 8)
+    copies = (p.x.copy(), p.w.copy(), p.dy.copy())
+    for primitive in PRIMITIVES:
+        run(primitive, p, g, WinogradSchedule(register_tile=(3, 8)))
+    for before, after in zip(copies, (p.x, p.w, p.dy)):
+        np.testing.assert_array_equal(before, after)
