@@ -190,5 +190,11 @@ def test_a_cuda_entry_without_an_algorithm_is_an_implicit_gemm_one():
 
 
 def test_an_unknown_algorithm_is_rejected_by_name():
-    with pytest.raises(ValueError, match="algorithm must be one of .*'winograd'"):
-        CPU.parse({"algorithm": "winograd"})
+    with pytest.raises(ValueError, match="algorithm must be one of .*'fft'"):
+        CPU.parse({"algorithm": "fft"})
+
+
+def test_a_winograd_entry_round_trips():
+    schedule = CPU.parse({"algorithm": "winograd", "output_tile": 2, "register_tile": [4, 32],
+                          "chunk_tiles": 96})
+    assert CPU.parse(schedule.to_dict()) == schedule and schedule.output_tile == 2

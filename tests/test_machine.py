@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 
 from numbaconv import configs
+from numbaconv.cpu import winograd
 from numbaconv.cpu.families import CPU
 from numbaconv.cpu.rule import rule
 from numbaconv.cpu.tiled import tile_menu
@@ -62,12 +63,14 @@ def test_the_rule_is_legal_and_tiled_on_every_machine(machine):
                 for itemsize in (4, 8):
                     schedule = rule(primitive, g, itemsize, machine)
                     assert CPU.illegal_reason(primitive, g, schedule, itemsize) is None
-                    if schedule.algorithm == "tiled":
+                    if schedule.algorithm in ("tiled", "winograd"):  # both register tiles
                         assert live_vectors(schedule.register_tile, itemsize, machine) \
                             <= machine.vector_registers
                     pixels = g.batch * g.out_height * g.out_width
                     if g.is_depthwise:
                         assert schedule.algorithm == "depthwise", (layer.name, primitive)
+                    elif winograd.default(primitive, g, itemsize, machine) is not None:
+                        assert schedule.algorithm == "winograd", (layer.name, primitive)
                     elif g.in_channels % 8 == 0 and g.out_channels % 8 == 0 and pixels >= 16:
                         assert schedule.algorithm == "tiled", (layer.name, primitive)
 

@@ -6,11 +6,11 @@ import subprocess
 import sys
 import textwrap
 
-import numpy as np
 import pytest
 import yaml
 
 from numbaconv import configs
+from numbaconv.cpu import winograd
 from numbaconv.cpu.families import CPU
 from numbaconv.cpu.rule import rule
 from numbaconv.machine import this_machine
@@ -104,15 +104,19 @@ def load_workload_text(tmp_path, text):
                                       "resnext50.yaml"])
 def test_rule_gives_register_tiles_wherever_channels_allow(workload):
     """The untuned default is legal for every shipped layer, and register-tiled wherever
-    both channel counts are multiples of 8 (the im2col fallback is for RGB inputs); the
-    depthwise kernels for depthwise layers."""
+    both channel counts are multiples of 8 (the im2col fallback is for RGB inputs) but on
+    the Winograd family's layers (3×3 stride 1, large enough); the depthwise kernels for
+    depthwise layers."""
     for layer in load_workload(WORKLOAD_DIR / workload):
         g = layer.geometry
         for primitive in PRIMITIVES:
             schedule = rule(primitive, g, 4, this_machine())
             assert CPU.illegal_reason(primitive, g, schedule) is None, (layer.name, primitive)
             pixels = g.batch * g.out_height * g.out_width
-            if g.is_depthwise:
+            if winograd.default(primitive, g, 4, this_machine()) is not None:
+                assert schedule.algorithm == "winograd", (layer.name, primitive, schedule)
+                assert (g.filter_height, g.filter_width, g.stride_h) == (3, 3, 1)
+            elif g.is_depthwise:
                 assert schedule.algorithm == "depthwise", (layer.name, primitive, schedule)
             elif g.groups > 1:  # register tiles within a group, even for 4 channels a group
                 assert schedule.algorithm == "tiled", (layer.name, primitive, schedule)

@@ -32,7 +32,8 @@ from numba import config, types
 
 from ..threads import ProcessLock
 from .disk_cache import kernel_dir
-from .jit import ParallelKernel
+from .jit import FASTMATH, ParallelKernel
+from .vector_width import HINTS
 
 _lock = ProcessLock()
 _kernels: dict[str, object] = {}
@@ -175,3 +176,23 @@ class Source:
 
     def text(self) -> str:
         return "\n".join(self.lines) + "\n"
+
+
+@contextlib.contextmanager
+def task_loop(src: Source, count: str, vector_bits: int):
+    """``for task in prange(count):``, its body (the function Numba outlines) compiled for
+    ``vector_bits``-wide vectors."""
+    with src.block(f"for task in prange({count}):"):
+        src(f"{HINTS[vector_bits]}()")
+        yield
+
+
+def preamble(src: Source, doc: str, dtype: str, vector_bits: int, decorator: bool = True):
+    """The module's docstring and imports, then (``decorator``) the kernel's decorator."""
+    src(f'"""{doc}"""',
+        "from numba import njit, prange, uint64",
+        f"from numpy import empty, {dtype}",
+        f"from numbaconv.cpu.vector_width import {HINTS[vector_bits]}")
+    if decorator:
+        src("", "", f"@njit(parallel=True, cache=True, nogil=True, "
+                    f"fastmath={set(sorted(FASTMATH))!r})")

@@ -15,9 +15,8 @@ import numpy as np
 from numba import prange
 
 from .. import layout
-from ..codegen import KernelParameters, Source, load_kernel
+from ..codegen import KernelParameters, Source, load_kernel, preamble, task_loop
 from ..jit import FASTMATH, parallel_kernel
-from ..tiled.templates import _preamble, _tasks
 from ..vector_width import HINTS
 from .transforms import Transform, transform
 
@@ -87,7 +86,7 @@ def _module(src: Source, doc: str, dtype: str, vector_bits: int, matrix: tuple, 
             extra=None):
     """The preamble, the line functions (``line``: ``lanes`` lanes, ``line_1``: one) and
     ``extra()``'s helpers, then the kernel's decorator."""
-    _preamble(src, doc, dtype, vector_bits, decorator=False)
+    preamble(src, doc, dtype, vector_bits, decorator=False)
     _line_function(src, "line", matrix, lanes, vector_bits)
     if lanes > 1:
         _line_function(src, "line_1", matrix, 1, vector_bits)
@@ -113,7 +112,7 @@ def render_data(m: int, dtype: str, vector_bits: int, lanes: int) -> str:
             "pixel_step = uint64(channels)",
             "point_step = uint64(point_stride)",
             f"point_row_step = uint64({alpha} * point_stride)")
-        with _tasks(src, "tasks", vector_bits):
+        with task_loop(src, "tasks", vector_bits):
             with src.block("for t in range(task * tiles // tasks, (task + 1) * tiles // tasks):"):
                 _tile_origin(src, m)
                 src("corner = uint64(((n * padded_height + row0) * padded_width + col0)"
@@ -167,7 +166,7 @@ def render_output(m: int, dtype: str, vector_bits: int, lanes: int) -> str:
             "pixel_step = uint64(channels)",
             "point_step = uint64(point_stride)",
             f"point_row_step = uint64({alpha} * point_stride)")
-        with _tasks(src, "tasks", vector_bits):
+        with task_loop(src, "tasks", vector_bits):
             src(f"check_sum = {dtype}(0)",
                 f"scratch = empty({m} * channels, {dtype})")
             with src.block("for t in range(task * tiles // tasks, (task + 1) * tiles // tasks):"):
