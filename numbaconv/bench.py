@@ -11,7 +11,8 @@ and, first, in a process of its own (two OpenMP runtimes in one process take eac
 cores), PyTorch's CPU convolution of the same geometry when ``torch`` is installed (never a
 dependency), with the same thread count. It prints GFLOP/s, the fraction of the CPU's FMA
 peak (calibrated, else measured), the fraction of the matmul rate, tuned/default and
-PyTorch/numbaconv time ratios (> 1: numbaconv is faster), GB/s (the three tensors moved
+PyTorch/numbaconv time ratios (> 1: numbaconv is faster; ``torch/def``: against the
+default heuristic's schedule, what an untuned shape gets), GB/s (the three tensors moved
 once: what memory-bound depthwise layers are judged by), then the geometric means per
 primitive. Last, per primitive, every layer back to back without pauses, as a network runs
 them. ``--plot FILE.png`` draws the GFLOP/s against the peak (matplotlib, if installed).
@@ -205,9 +206,10 @@ def main(argv=None) -> int:
           + ("; PyTorch timed in its own process" if torch else "; PyTorch not timed"))
     header = (f"{'layer':<20} {'primitive':<16} {'ms':>7} {'GFLOP/s':>8} {'GB/s':>6} "
               f"{'default':>8} "
-              f"{'peak':>5} {'matmul':>7} {'tuned/def':>9} {'torch/us':>8}")
+              f"{'peak':>5} {'matmul':>7} {'tuned/def':>9} {'torch/us':>8} {'torch/def':>9}")
     print(header + "\n" + "-" * len(header))
-    ratios = {p: {"default": [], "torch": [], "torch_strided_or_1x1": []} for p in primitives}
+    ratios = {p: {"default": [], "torch": [], "torch_default": [], "torch_strided_or_1x1": []}
+              for p in primitives}
     rates = {p: [] for p in primitives}  # (layer, tuned, default, torch) GFLOP/s
     for layer in layers:
         g = layer.geometry
@@ -221,15 +223,16 @@ def main(argv=None) -> int:
             matmul_rate = g.flops / times["matmul"] / 1e9
             vs_default = times["default"] / times["tuned"]
             ratios[primitive]["default"].append(vs_default)
-            torch_text, torch_rate = f"{'-':>8}", None
+            torch_text, torch_rate = f"{'-':>8} {'-':>9}", None
             if torch:
                 theirs = torch["layers"][f"{layer.name}|{primitive}"]
                 vs_torch = theirs / times["tuned"]
                 torch_rate = g.flops / theirs / 1e9
                 ratios[primitive]["torch"].append(vs_torch)
+                ratios[primitive]["torch_default"].append(theirs / times["default"])
                 if (g.stride_h, g.stride_w) != (1, 1) or g.filter_height * g.filter_width == 1:
                     ratios[primitive]["torch_strided_or_1x1"].append(vs_torch)
-                torch_text = f"{vs_torch:8.2f}"
+                torch_text = f"{vs_torch:8.2f} {theirs / times['default']:9.2f}"
             rates[primitive].append((layer.name, rate, default_rate, torch_rate))
             bandwidth = traffic_bytes(g, x.itemsize) / times["tuned"] / 1e9
             print(f"{layer.name:<20} {primitive:<16} {times['tuned'] * 1e3:7.2f} {rate:8.1f} "
@@ -240,6 +243,7 @@ def main(argv=None) -> int:
     for primitive, found in ratios.items():
         print(f"  {primitive:<16} default/tuned {geomean(found['default']):.2f}   "
               f"torch/numbaconv {geomean(found['torch']):.2f}   "
+              f"torch/default {geomean(found['torch_default']):.2f}   "
               f"(strided or 1×1 layers: {geomean(found['torch_strided_or_1x1']):.2f})")
     print("\nevery layer back to back, no pauses (as a network runs them), median of "
           f"{SEQUENCE_PASSES} passes")
