@@ -149,9 +149,12 @@ def _chunk_for(plan: _Plan, alpha: int, itemsize: int, budget: int) -> int:
 
 def fit(schedule: WinogradSchedule, primitive: str, g: ConvGeometry,
         itemsize: int) -> WinogradSchedule:
-    """The chunk for ``g``: :data:`CHUNK_BYTES` of transformed data and products."""
+    """The chunk for ``g``: :data:`CHUNK_BYTES` of transformed data and products, or as
+    much as the transformed filter if that is more (each chunk reads all of it again)."""
     plan = _plan(primitive, g, schedule.output_tile)
-    chunk = _chunk_for(plan, schedule.output_tile + 2, itemsize, CHUNK_BYTES)
+    alpha = schedule.output_tile + 2
+    filter_bytes = alpha * alpha * plan.in_channels * plan.out_channels * itemsize
+    chunk = _chunk_for(plan, alpha, itemsize, max(CHUNK_BYTES, filter_bytes))
     return dataclasses.replace(schedule, chunk_tiles=chunk)
 
 
