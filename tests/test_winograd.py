@@ -110,32 +110,28 @@ def test_float32_error_at_realistic_reduction_lengths(rng, m):
     assert exact <= TOLERANCE[np.float64]
 
 
+def reason(filter_shape=(3, 3, 8, 8), strides=(1, 1), dilations=(1, 1), primitive="forward",
+           schedule=WinogradSchedule(register_tile=(3, 8)), itemsize=4):
+    """Why ``schedule`` cannot run on a 1×8×8×8 input with these filter, strides and
+    dilations (None: it can)."""
+    g = conv_geometry((1, 8, 8, 8), filter_shape, strides, dilations, "SAME")
+    return CPU.illegal_reason(primitive, g, schedule, itemsize)
+
+
 def test_legality():
-    g = conv_geometry((1, 8, 8, 8), (3, 3, 8, 8), (1, 1), (1, 1), "SAME")
-    schedule = WinogradSchedule(register_tile=(3, 8))
-    assert CPU.illegal_reason("forward", g, schedule, 4) is None
+    assert reason() is None
     reasons = {
-        "backward_filter": CPU.illegal_reason("backward_filter", g, schedule, 4),
-        "stride 2": CPU.illegal_reason(
-            "forward", conv_geometry((1, 8, 8, 8), (3, 3, 8, 8), (2, 2), (1, 1), "SAME"),
-            schedule, 4),
-        "dilation 2": CPU.illegal_reason(
-            "forward", conv_geometry((1, 8, 8, 8), (3, 3, 8, 8), (1, 1), (2, 2), "SAME"),
-            schedule, 4),
-        "5×5": CPU.illegal_reason(
-            "forward", conv_geometry((1, 8, 8, 8), (5, 5, 8, 8), (1, 1), (1, 1), "SAME"),
-            schedule, 4),
-        "grouped": CPU.illegal_reason(
-            "forward", conv_geometry((1, 8, 8, 8), (3, 3, 4, 8), (1, 1), (1, 1), "SAME"),
-            schedule, 4),
-        "f32 m6": CPU.illegal_reason("forward", g, WinogradSchedule(output_tile=6,
-                                                                    register_tile=(3, 8)), 4),
-        "tile channels": CPU.illegal_reason("forward", g, WinogradSchedule(register_tile=(3, 16)),
-                                            4),
+        "backward_filter": reason(primitive="backward_filter"),
+        "stride 2": reason(strides=(2, 2)),
+        "dilation 2": reason(dilations=(2, 2)),
+        "5×5": reason(filter_shape=(5, 5, 8, 8)),
+        "grouped": reason(filter_shape=(3, 3, 4, 8)),
+        "f32 m6": reason(schedule=WinogradSchedule(output_tile=6, register_tile=(3, 8))),
+        "tile channels": reason(schedule=WinogradSchedule(register_tile=(3, 16))),
     }
     assert all(reasons.values()), reasons
-    assert CPU.illegal_reason("forward", g, WinogradSchedule(output_tile=6, register_tile=(3, 8)),
-                              8) is None
+    assert reason(schedule=WinogradSchedule(output_tile=6, register_tile=(3, 8)),
+                  itemsize=8) is None
 
 
 @pytest.mark.parametrize("itemsize, tiles", [(4, {2, 4}), (8, {2, 4, 6})])

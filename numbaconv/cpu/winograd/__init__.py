@@ -14,7 +14,7 @@ accurate enough: :data:`ACCURATE_TILES`), ``register_tile`` and ``loop_order`` o
 products (the tiled family's), ``chunk_tiles`` (derived from :data:`CHUNK_BYTES`; the
 tuner also tries half and twice that).
 
-Backward-filter is not offered: see ``docs/measurements.md`` (2026-12-02).
+Backward-filter is not offered (not built yet: the tiled kernels run it).
 
 Non-finite values: a NaN or Inf spreads over its whole tile here (a direct convolution
 keeps it to the windows that hold it), and any non-finite operand value, or an overflow in
@@ -46,7 +46,9 @@ from .transforms import POINTS, transform
 #: The output tiles whose error stays within the tolerance every schedule meets (the
 #: tuner's verification), by itemsize: ``docs/measurements.md`` has the errors measured.
 ACCURATE_TILES = {4: (2, 4), 8: (2, 4, 6)}
-#: Bytes of transformed data and products one chunk holds (about the L2 caches).
+#: Bytes of transformed data and products one chunk holds: each chunk pays three launches
+#: and its products' partial register tiles, and fewer, larger chunks ran faster up to
+#: about this size (measurements, 2026-12-02); the tuner tries half and twice it.
 CHUNK_BYTES = 8 * 2**20
 LOOP_ORDERS = ("channel_tiles_outer", "pixel_tiles_outer")
 
@@ -188,12 +190,11 @@ def workspace_bytes(primitive: str, g: ConvGeometry, schedule: WinogradSchedule,
 
 # --- runs ---------------------------------------------------------------------------------
 
-POINT_MAJOR = False
-
-
 def _strides(tiles: int, points: int, channels: int) -> tuple[int, int]:
-    """(tile stride, point stride) of a chunk's [tiles × α² × channels] array."""
-    return (channels, tiles * channels) if POINT_MAJOR else (points * channels, channels)
+    """(tile stride, point stride) of a chunk's tiles × α² × channels array: tile by tile,
+    each tile's α² rows of channels contiguous (the data transform writes whole tiles; the
+    products ran as fast as with the points outer)."""
+    return points * channels, channels
 
 
 def products(v: np.ndarray, u: np.ndarray, out: np.ndarray, tiles: int,
