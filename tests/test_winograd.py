@@ -26,7 +26,10 @@ GEOMETRIES = {
     "smaller_than_a_tile": ((1, 2, 1, 8), "SAME"),
     "explicit_pads_beyond_filter": ((2, 5, 7, 8), ((3, 0), (1, 4))),
 }
-PRIMITIVES = ("forward", "backward_data")
+PRIMITIVES = ("forward", "backward_data", "backward_filter")
+#: Register tiles that fit the tests' 8-channel layers: (pixels, output channels) for the
+#: products, (input, output channels) for backward-filter's sums.
+TILE = {"forward": (3, 8), "backward_data": (3, 8), "backward_filter": (4, 8)}
 
 
 def problem(rng, input_shape, padding, out_channels, dtype):
@@ -40,7 +43,8 @@ def geometry(input_shape, padding, out_channels):
 
 
 def run(primitive, p, g, schedule):
-    operands = (p.x, p.w) if primitive == "forward" else (p.dy, p.w)
+    operands = {"forward": (p.x, p.w), "backward_data": (p.dy, p.w),
+                "backward_filter": (p.x, p.dy)}[primitive]
     return families.run(primitive, operands, g, schedule)
 
 
@@ -67,7 +71,7 @@ def test_family_matches_reference(rng, primitive, name, dtype, m):
     input_shape, padding = GEOMETRIES[name]
     p = problem(rng, input_shape, padding, 16, dtype)
     g = geometry(input_shape, padding, 16)
-    schedule = fit(WinogradSchedule(output_tile=m, register_tile=(3, 8)), primitive, g,
+    schedule = fit(WinogradSchedule(output_tile=m, register_tile=TILE[primitive]), primitive, g,
                    np.dtype(dtype).itemsize)
     assert CPU.illegal_reason(primitive, g, schedule, np.dtype(dtype).itemsize) is None
     assert_matches(run(primitive, p, g, schedule), p.expected(primitive), dtype)
@@ -76,13 +80,15 @@ def test_family_matches_reference(rng, primitive, name, dtype, m):
 @pytest.mark.parametrize("primitive", PRIMITIVES)
 def test_chunks_and_tiles_that_do_not_divide(rng, primitive):
     """Chunks of 5 tiles (the last one short) and a 3-row register tile give the same
-    result as one chunk."""
+    result as one chunk (backward-filter: its sums added chunk by chunk, within rounding)."""
     p = problem(rng, (3, 9, 11, 8), "SAME", 8, np.float32)
     g = geometry((3, 9, 11, 8), "SAME", 8)
-    whole = run(primitive, p, g, fit(WinogradSchedule(register_tile=(3, 8)), primitive, g, 4))
-    chunked = run(primitive, p, g, WinogradSchedule(register_tile=(3, 8), chunk_tiles=5))
+    tile = TILE[primitive]
+    whole = run(primitive, p, g, fit(WinogradSchedule(register_tile=tile), primitive, g, 4))
+    chunked = run(primitive, p, g, WinogradSchedule(register_tile=tile, chunk_tiles=5))
     assert_matches(chunked, p.expected(primitive), np.float32)
-    np.testing.assert_array_equal(chunked, whole)
+    if primitive != "backward_filter":
+        np.testing.assert_array_equal(chunked, whole)
 
 
 def test_one_input_channel(rng):
@@ -120,8 +126,11 @@ def reason(filter_shape=(3, 3, 8, 8), strides=(1, 1), dilations=(1, 1), primitiv
 
 def test_legality():
     assert reason() is None
+    assert reason(primitive="backward_filter", schedule=WinogradSchedule(register_tile=(4, 8))) \
+        is None
     reasons = {
-        "backward_filter": reason(primitive="backward_filter"),
+        "backward_filter tile": reason(primitive="backward_filter",
+                                       schedule=WinogradSchedule(register_tile=(3, 8))),
         "stride 2": reason(strides=(2, 2)),
         "dilation 2": reason(dilations=(2, 2)),
         "5×5": reason(filter_shape=(5, 5, 8, 8)),
@@ -154,26 +163,28 @@ NONFINITE_AT = [(0, 0, 0, 0), (0, 3, 4, 2), (0, 4, 3, 5), (1, 8, 9, 7), (1, 5, 0
 @pytest.mark.parametrize("value", [np.nan, np.inf, -np.inf], ids=["nan", "inf", "-inf"])
 @pytest.mark.parametrize("m", [2, 4])
 @pytest.mark.parametrize("primitive", PRIMITIVES)
-@pytest.mark.parametrize("operand", ["activation", "filter"])
+@pytest.mark.parametrize("operand", ["first", "second"])
 def test_nonfinite_values_give_tensorflows_pattern(rng, operand, primitive, m, value):
     """The NaN and Inf outputs of the family the rule runs otherwise, exactly where it has
     them: a non-finite value spreads over a whole Winograd tile, so such calls are computed
-    again by that family. For activations that is TensorFlow's pattern, the windows that
-    read the value (the direct loops' too); a filter value also meets the zero padding
+    again by that family. In the first operand (x, or dy for backward-data) that is
+    TensorFlow's pattern, the windows that read the value (the direct loops' too); in the
+    second (the filter, or dy for backward-filter) a value also meets the zero padding
     (0 · NaN), as in the tiled kernels."""
     p = problem(rng, (2, 9, 10, 8), "SAME", 8, np.float32)
     g = geometry((2, 9, 10, 8), "SAME", 8)
-    if operand == "filter":
-        p.w[1, 2, 3, 4] = value
+    first, second = {"forward": (p.x, p.w), "backward_data": (p.dy, p.w),
+                     "backward_filter": (p.x, p.dy)}[primitive]
+    if operand == "second" and primitive != "backward_filter":
+        second[1, 2, 3, 4] = value
     else:
-        target = p.x if primitive == "forward" else p.dy
         for position in NONFINITE_AT:
-            target[position] = value
+            (first if operand == "first" else second)[position] = value
     expected = run(primitive, p, g, fallback(primitive, g, 4))
-    if operand == "activation":
+    if operand == "first":
         direct_result = run(primitive, p, g, direct.default(primitive, g, 4))
         np.testing.assert_array_equal(np.isfinite(expected), np.isfinite(direct_result))
-    actual = run(primitive, p, g, WinogradSchedule(output_tile=m, register_tile=(3, 8)))
+    actual = run(primitive, p, g, WinogradSchedule(output_tile=m, register_tile=TILE[primitive]))
     np.testing.assert_array_equal(np.isnan(actual), np.isnan(expected))
     np.testing.assert_array_equal(np.isposinf(actual), np.isposinf(expected))
     np.testing.assert_array_equal(np.isneginf(actual), np.isneginf(expected))
@@ -222,6 +233,6 @@ def test_inputs_are_not_written(rng):
     g = geometry((1, 9, 10, 8), "SAME", 8)
     copies = (p.x.copy(), p.w.copy(), p.dy.copy())
     for primitive in PRIMITIVES:
-        run(primitive, p, g, WinogradSchedule(register_tile=(3, 8)))
+        run(primitive, p, g, WinogradSchedule(register_tile=TILE[primitive]))
     for before, after in zip(copies, (p.x, p.w, p.dy)):
         np.testing.assert_array_equal(before, after)

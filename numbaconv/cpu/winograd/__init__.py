@@ -1,5 +1,5 @@
 """The winograd family: 3×3 stride-1 convolutions in F(m×m, 3×3) tiles (:mod:`.transforms`),
-forward and backward-data.
+all three primitives.
 
 A call: the input zero-padded once (so that every α×α tile lies inside it), the filter
 transformed (:func:`.kernels.transformed_filter`), then chunk by chunk of ``chunk_tiles``
@@ -14,7 +14,11 @@ accurate enough: :data:`ACCURATE_TILES`), ``register_tile`` and ``loop_order`` o
 products (the tiled family's), ``chunk_tiles`` (derived from :data:`CHUNK_BYTES`; the
 tuner also tries half and twice that).
 
-Backward-filter is not offered (not built yet: the tiled kernels run it).
+Backward-filter: the data tiles of x (Bᵀ d B) and of dy (A dy Aᵀ), their products summed
+over the tiles point by point (the tiled family's backward-filter kernel, on a grouped 1×1
+convolution whose groups are the α² points), then Gᵀ · sums · G. Offered to the tuner, not
+taken by the rule: as built it ran no faster than the tiled kernels (its sums stream tiles
+whose rows lie α²·C apart).
 
 Non-finite values: a NaN or Inf spreads over its whole tile here (a direct convolution
 keeps it to the windows that hold it), and any non-finite operand value, or an overflow in
@@ -40,7 +44,7 @@ from ...schedule import Schedule
 from .. import direct, layout, tiled
 from ..tasks import TARGET_TASKS, groups_for
 from ..tiled.templates import COLUMN, PHASE_FIELDS, forward_kernel
-from .kernels import data_kernel, output_kernel, transformed_filter
+from .kernels import filter_gradient, input_kernel, output_kernel, transformed_filter
 from .transforms import POINTS, transform
 
 #: The output tiles whose error stays within the tolerance every schedule meets (the
@@ -88,7 +92,8 @@ class _Plan:
 
 
 def _plan(primitive: str, g: ConvGeometry, m: int) -> _Plan:
-    if primitive == "forward":
+    """Backward-filter tiles the forward's output grid (its data tiles are the forward's)."""
+    if primitive in ("forward", "backward_filter"):
         source_height, source_width = g.in_height, g.in_width
         top, left = g.pad_top, g.pad_left
         result, channels = g.output_shape, (g.in_channels, g.out_channels)
@@ -104,8 +109,6 @@ def _plan(primitive: str, g: ConvGeometry, m: int) -> _Plan:
 
 def illegal_reason(primitive: str, g: ConvGeometry, schedule: WinogradSchedule,
                    itemsize: int) -> str | None:
-    if primitive == "backward_filter":
-        return "winograd is not offered for backward-filter"
     if (g.filter_height, g.filter_width) != (3, 3):
         return "winograd needs a 3×3 filter"
     if (g.stride_h, g.stride_w, g.dilation_h, g.dilation_w) != (1, 1, 1, 1):
@@ -115,9 +118,15 @@ def illegal_reason(primitive: str, g: ConvGeometry, schedule: WinogradSchedule,
     if schedule.output_tile not in ACCURATE_TILES.get(itemsize, ()):
         return (f"output tile {schedule.output_tile} is not accurate enough for "
                 f"{itemsize}-byte floats")
+    rows, columns = schedule.register_tile
+    if primitive == "backward_filter":  # the sums' tile: (input, output) channels
+        if g.in_channels % rows or g.out_channels % columns:
+            return (f"register tile {schedule.register_tile} does not divide (C, K) = "
+                    f"({g.in_channels}, {g.out_channels})")
+        return None
     channels = primitive_named(primitive).channels(g)
-    if channels % schedule.register_tile[1]:
-        return f"tile channels {schedule.register_tile[1]} do not divide {channels} channels"
+    if channels % columns:
+        return f"tile channels {columns} do not divide {channels} channels"
     return None
 
 
@@ -132,7 +141,11 @@ DEFAULT_OUTPUT_TILE = 4
 
 def default(primitive: str, g: ConvGeometry, itemsize: int, machine) -> WinogradSchedule | None:
     """The default rule's Winograd schedule for ``g`` when it pays (see :data:`MIN_PIXELS`),
-    with the first tile of the machine's menu that divides the channels; else None."""
+    with the first tile of the machine's menu that divides the channels; else None. Never
+    for backward-filter: its sums, as built, ran no faster than the tiled kernels
+    (measurements, 2026-12-02); the tuner still offers it."""
+    if primitive == "backward_filter":
+        return None
     pixels = math.prod(_plan(primitive, g, DEFAULT_OUTPUT_TILE).result_shape[:3])
     if pixels < MIN_PIXELS or min(g.in_channels, g.out_channels) < MIN_CHANNELS:
         return None
@@ -161,9 +174,9 @@ def fit(schedule: WinogradSchedule, primitive: str, g: ConvGeometry,
 
 
 def candidates(primitive: str, g: ConvGeometry, itemsize: int, section: dict, machine) -> list:
-    channels = primitive_named(primitive).channels(g)
-    tiles = [tile for tile in tiled.tile_menu("forward", itemsize, machine)
-             if channels % tile[1] == 0][:section.get("tiles", 1)]
+    tiles = [tile for tile in tiled.tile_menu(primitive, itemsize, machine)
+             if illegal_reason(primitive, g, WinogradSchedule(register_tile=tile), itemsize)
+             is None][:section.get("tiles", 1)]
     found = []
     for m in section.get("output_tile", []):
         for tile in tiles:
@@ -185,7 +198,11 @@ def workspace_bytes(primitive: str, g: ConvGeometry, schedule: WinogradSchedule,
     filter_ = alpha * alpha * plan.in_channels * plan.out_channels
     chunk = min(schedule.chunk_tiles, plan.tiles)
     chunks = chunk * alpha * alpha * (plan.in_channels + plan.out_channels)
-    return (padded + filter_ + chunks) * itemsize
+    if primitive == "backward_filter":  # dy padded to whole tiles; the sums, twice
+        dy = batch * plan.tiles_h * plan.tiles_w * schedule.output_tile ** 2 * g.out_channels
+        return (padded + dy + chunks + 2 * filter_ + math.prod(g.filter_shape)) * itemsize
+    swapped = math.prod(g.filter_shape) if primitive == "backward_data" else 0
+    return (padded + filter_ + chunks + swapped) * itemsize
 
 
 # --- runs ---------------------------------------------------------------------------------
@@ -247,7 +264,7 @@ def _tiles(source: np.ndarray, w: np.ndarray, plan: _Plan, schedule: WinogradSch
     found = np.empty(chunk * points * plan.out_channels, source.dtype)
     tasks = min(chunk, TARGET_TASKS)
     nonfinite = np.empty(tasks, source.dtype)
-    to_tiles = data_kernel(m, dtype, machine.vector_bits, lanes)
+    to_tiles = input_kernel(m, "data", dtype, machine.vector_bits, lanes)
     from_tiles = output_kernel(m, dtype, machine.vector_bits, lanes)
     grid = dict(tiles_h=plan.tiles_h, tiles_w=plan.tiles_w)
     for first in range(0, plan.tiles, chunk):
@@ -269,6 +286,58 @@ def _tiles(source: np.ndarray, w: np.ndarray, plan: _Plan, schedule: WinogradSch
     return result
 
 
+def _sums_geometry(tiles: int, points: int, in_channels: int, out_channels: int) -> ConvGeometry:
+    """Backward-filter's sums over ``tiles`` tiles as the tiled family's backward-filter of
+    a grouped 1×1 convolution: each tile one pixel (one per row), each point a group."""
+    return ConvGeometry(batch=1, in_height=tiles, in_width=1, in_channels=points * in_channels,
+                        out_channels=points * out_channels, filter_height=1, filter_width=1,
+                        groups=points)
+
+
+def _filter_tiles(x: np.ndarray, dy: np.ndarray, g: ConvGeometry,
+                  schedule: WinogradSchedule) -> np.ndarray | None:
+    """Backward-filter in Winograd tiles: per chunk the data tiles of x (Bᵀ d B) and of dy
+    (A dy Aᵀ), their products summed over the tiles point by point (the tiled family's
+    backward-filter kernel), then Gᵀ · sums · G; None when the result is not finite."""
+    m = schedule.output_tile
+    t = transform(m)
+    points = t.alpha * t.alpha
+    machine = this_machine()
+    dtype, itemsize = x.dtype.name, x.dtype.itemsize
+    lanes = machine.lanes(itemsize)
+    plan = _plan("backward_filter", g, m)
+    xp = layout.pad(x, *plan.pads)
+    dyp = layout.pad(dy, 0, plan.tiles_h * m - g.out_height, 0, plan.tiles_w * m - g.out_width)
+    chunk = min(schedule.chunk_tiles, plan.tiles)
+    v = np.empty(chunk * points * g.in_channels, x.dtype)
+    y = np.empty(chunk * points * g.out_channels, x.dtype)
+    data = input_kernel(m, "data", dtype, machine.vector_bits, lanes)
+    gradient = input_kernel(m, "gradient", dtype, machine.vector_bits, lanes)
+    grid = dict(tiles_h=plan.tiles_h, tiles_w=plan.tiles_w)
+    sums = None
+    for first in range(0, plan.tiles, chunk):
+        count = min(chunk, plan.tiles - first)
+        work = min(count, TARGET_TASKS)
+        for kernel, source, target, channels in ((data, xp, v, g.in_channels),
+                                                 (gradient, dyp, y, g.out_channels)):
+            kernel(xp=source.reshape(-1), v=target, first_tile=first, tiles=count,
+                   padded_height=source.shape[1], padded_width=source.shape[2],
+                   channels=channels, tile_stride=points * channels, point_stride=channels,
+                   tasks=work, **grid)
+        sums_g = _sums_geometry(count, points, g.in_channels, g.out_channels)
+        tiles_schedule = tiled.FAMILY.fit(
+            tiled.TiledSchedule(loop_order="channel_tiles_outer",
+                                register_tile=schedule.register_tile), "backward_filter",
+            sums_g, itemsize)
+        part = tiled.FAMILY.run(
+            "backward_filter", (v[:count * points * g.in_channels].reshape(sums_g.input_shape),
+                                y[:count * points * g.out_channels].reshape(sums_g.output_shape)),
+            sums_g, tiles_schedule)
+        sums = part if sums is None else sums + part
+    dw = filter_gradient(sums.reshape(g.in_channels, -1), t, g.filter_shape)
+    return dw if np.isfinite(dw).all() else None
+
+
 def fallback(primitive: str, g: ConvGeometry, itemsize: int):
     """What computes a call whose Winograd result was not finite: the tiled family's
     first legal preference (the direct loop if none is)."""
@@ -279,9 +348,12 @@ def fallback(primitive: str, g: ConvGeometry, itemsize: int):
 
 
 def run(primitive: str, operands, g: ConvGeometry, schedule: WinogradSchedule):
-    source, w = operands
-    plan = _plan(primitive, g, schedule.output_tile)
-    result = _tiles(source, w, plan, schedule, rotate=primitive == "backward_data")
+    source, other = operands
+    if primitive == "backward_filter":
+        result = _filter_tiles(source, other, g, schedule)
+    else:
+        plan = _plan(primitive, g, schedule.output_tile)
+        result = _tiles(source, other, plan, schedule, rotate=primitive == "backward_data")
     if result is not None:
         return result
     schedule = fallback(primitive, g, source.dtype.itemsize)
