@@ -149,10 +149,9 @@ def default(primitive: str, g: ConvGeometry, itemsize: int, machine) -> Winograd
     pixels = math.prod(_plan(primitive, g, DEFAULT_OUTPUT_TILE).result_shape[:3])
     if pixels < MIN_PIXELS or min(g.in_channels, g.out_channels) < MIN_CHANNELS:
         return None
-    channels = primitive_named(primitive).channels(g)
     for tile in tiled.tile_menu("forward", itemsize, machine):
         schedule = WinogradSchedule(output_tile=DEFAULT_OUTPUT_TILE, register_tile=tile)
-        if channels % tile[1] == 0 and illegal_reason(primitive, g, schedule, itemsize) is None:
+        if illegal_reason(primitive, g, schedule, itemsize) is None:
             return fit(schedule, primitive, g, itemsize)
     return None
 
@@ -192,7 +191,7 @@ def workspace_bytes(primitive: str, g: ConvGeometry, schedule: WinogradSchedule,
                     itemsize: int) -> int:
     plan = _plan(primitive, g, schedule.output_tile)
     alpha = schedule.output_tile + 2
-    batch, height, width, _ = plan.result_shape
+    batch = plan.result_shape[0]
     padded = batch * (plan.tiles_h * schedule.output_tile + 2) * (
         plan.tiles_w * schedule.output_tile + 2) * plan.in_channels
     filter_ = alpha * alpha * plan.in_channels * plan.out_channels
@@ -207,7 +206,7 @@ def workspace_bytes(primitive: str, g: ConvGeometry, schedule: WinogradSchedule,
 
 # --- runs ---------------------------------------------------------------------------------
 
-def _strides(tiles: int, points: int, channels: int) -> tuple[int, int]:
+def _strides(points: int, channels: int) -> tuple[int, int]:
     """(tile stride, point stride) of a chunk's tiles × α² × channels array: tile by tile,
     each tile's α² rows of channels contiguous (the data transform writes whole tiles; the
     products ran as fast as with the points outer)."""
@@ -222,8 +221,8 @@ def products(v: np.ndarray, u: np.ndarray, out: np.ndarray, tiles: int,
     :func:`_strides` lays them out)."""
     points, k_tiles, in_channels, tile_channels = u.shape
     out_channels = k_tiles * tile_channels
-    v_tile, v_point = _strides(tiles, points, in_channels)
-    out_tile, out_point = _strides(tiles, points, out_channels)
+    v_tile, v_point = _strides(points, in_channels)
+    out_tile, out_point = _strides(points, out_channels)
     rows = schedule.register_tile[0]
     per_point = -(-tiles // rows)
     point = np.arange(points, dtype=np.int64)
@@ -270,13 +269,13 @@ def _tiles(source: np.ndarray, w: np.ndarray, plan: _Plan, schedule: WinogradSch
     for first in range(0, plan.tiles, chunk):
         count = min(chunk, plan.tiles - first)
         work = min(count, tasks)
-        v_tile, v_point = _strides(count, points, plan.in_channels)
+        v_tile, v_point = _strides(points, plan.in_channels)
         to_tiles(xp=xp.reshape(-1), v=v, first_tile=first, tiles=count,
                  padded_height=xp.shape[1], padded_width=xp.shape[2],
                  channels=plan.in_channels, tile_stride=v_tile, point_stride=v_point,
                  tasks=work, **grid)
         products(v, u, found, count, schedule)
-        out_tile, out_point = _strides(count, points, plan.out_channels)
+        out_tile, out_point = _strides(points, plan.out_channels)
         from_tiles(products=found, out=result.reshape(-1), nonfinite=nonfinite,
                    first_tile=first, tiles=count, out_height=plan.result_shape[1],
                    out_width=plan.result_shape[2], channels=plan.out_channels,

@@ -1,12 +1,12 @@
-"""The Winograd family's transforms: generated kernels for the data and output tiles, a
-loop kernel for the filter.
+"""The Winograd family's transforms: generated kernels for the data, dy and output tiles,
+loop kernels for the filter and (backward-filter) back to it.
 
-The data and output transforms are the 1-D transform of :mod:`.transforms` applied to the
-columns of a tile, then to its rows, each over ``lanes`` consecutive channels at a time as
-scalar statements (the SLP vectoriser packs them into vectors; the arithmetic is rendered
-with the matrices' entries as constants, zeros skipped). Tiles are laid out tile by tile,
-``[tiles, α², channels]``, the layout the register-tiled GEMM reads as pixels
-(:func:`numbaconv.cpu.winograd.gemm`).
+The tile transforms are the 1-D transform of :mod:`.transforms` applied to the columns of a
+tile, then to its rows, each over ``lanes`` consecutive channels at a time as scalar
+statements (the SLP vectoriser packs them into vectors; the arithmetic is rendered with the
+matrices' entries as constants, zeros skipped). Tiles are laid out tile by tile,
+``[tiles, α², channels]``, the layout the register-tiled kernel reads as pixels
+(:func:`numbaconv.cpu.winograd.products`).
 """
 
 from __future__ import annotations
