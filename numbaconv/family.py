@@ -2,8 +2,9 @@
 
 A family (CPU: ``direct``, ``tiled``, ``gemm``, ``depthwise``, ``winograd``; CUDA:
 ``implicit_gemm``) is one module or package that fills in a :class:`Family`: its own knobs
-dataclass and five functions over ``(primitive, geometry, schedule)``. Nothing outside the family knows its knobs: the
-tuner, the configs, the heuristic and the ops reach them through the registry.
+dataclass and five functions over ``(primitive, geometry, schedule)``. Nothing outside the
+family knows its knobs: the tuner, the configs, the heuristic and the ops reach them
+through the registry.
 """
 
 from __future__ import annotations
