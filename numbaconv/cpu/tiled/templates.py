@@ -25,7 +25,6 @@ in rotated order, so their rounding differs from the direct kernel's.
 
 from __future__ import annotations
 
-
 from ..codegen import KernelParameters, Source, load_kernel, preamble, task_loop
 
 
