@@ -187,6 +187,14 @@ def task_loop(src: Source, count: str, vector_bits: int):
         yield
 
 
+#: The decorators of a generated module's parallel kernel and of its serial helpers (kept
+#: out of line, so that the kernel's parallel body stays small).
+KERNEL_DECORATOR = (f"@njit(parallel=True, cache=True, nogil=True, "
+                    f"fastmath={set(sorted(FASTMATH))!r})")
+HELPER_DECORATOR = (f"@njit(cache=True, nogil=True, inline='never', "
+                    f"fastmath={set(sorted(FASTMATH))!r})")
+
+
 def preamble(src: Source, doc: str, dtype: str, vector_bits: int, decorator: bool = True):
     """The module's docstring and imports, then (``decorator``) the kernel's decorator."""
     src(f'"""{doc}"""',
@@ -194,5 +202,4 @@ def preamble(src: Source, doc: str, dtype: str, vector_bits: int, decorator: boo
         f"from numpy import empty, {dtype}",
         f"from numbaconv.cpu.vector_width import {HINTS[vector_bits]}")
     if decorator:
-        src("", "", f"@njit(parallel=True, cache=True, nogil=True, "
-                    f"fastmath={set(sorted(FASTMATH))!r})")
+        src("", "", KERNEL_DECORATOR)

@@ -65,16 +65,28 @@ def run(xp: np.ndarray, out: np.ndarray, phases: list, schedule, groups: int = 1
             out_col_stride=phase.step[1] * out_channels)
         table.append([fields[name] for name in PHASE_FIELDS])
         first_tile += -(-(batch * phase.size[0] * phase.size[1]) // rows)
-    k_groups = max(1, out_channels // schedule.channel_block)
+    launch(xp.reshape(-1), xp.shape, shared, out.reshape(-1), table, first_tile, schedule,
+           k_groups=max(1, out_channels // schedule.channel_block), groups=groups)
+
+
+def launch(xp: np.ndarray, x_grid: tuple, shared: layout.TiledFilter, out: np.ndarray, table,
+           total_tiles: int, schedule, k_groups: int, groups: int = 1):
+    """One launch of the forward kernel (``schedule``'s tile and loop order) over ``table``
+    (a row of :data:`PHASE_FIELDS` per phase, ``total_tiles`` pixel tiles in all): ``xp``
+    and ``out`` flat, ``x_grid`` = (batch, padded height, padded width, pixel stride) of xp,
+    the filter ``shared`` by every phase, tasks over ``k_groups`` channel groups."""
+    batch, padded_height, padded_width, x_channels = x_grid
+    rows, cols = schedule.register_tile
+    out_channels = shared.out_channels
     vector_bits = this_machine().vector_bits
     arguments = dict(
-        xp=layout.readonly_flat(xp), w=shared.data, out=out.reshape(-1),
-        phases=layout.readonly(np.array(table, dtype=np.int64)), batch=batch,
+        xp=layout.readonly(xp), w=shared.data, out=out,
+        phases=layout.readonly(np.asarray(table, dtype=np.int64)), batch=batch,
         padded_height=padded_height, padded_width=padded_width, x_channels=x_channels,
         in_channels=shared.in_channels, out_channels=out_channels,
         group_out_channels=out_channels // groups, w_tile_stride=shared.tile_stride,
-        w_channel_stride=shared.channel_stride, total_tiles=first_tile,
-        pixel_groups=groups_for(first_tile, k_groups), k_groups=k_groups)
+        w_channel_stride=shared.channel_stride, total_tiles=total_tiles,
+        pixel_groups=groups_for(total_tiles, k_groups), k_groups=k_groups)
     if schedule.loop_order == "packed_panels":
         arguments["w_lane_stride"] = shared.lane_stride
         forward_panels_kernel(rows, cols, xp.dtype.name, vector_bits).launch(arguments)

@@ -42,8 +42,9 @@ from ...machine import this_machine
 from ...primitives import primitive as primitive_named
 from ...schedule import Schedule
 from .. import direct, layout, tiled
-from ..tasks import TARGET_TASKS, groups_for
-from ..tiled.templates import COLUMN, PHASE_FIELDS, forward_kernel
+from ..tasks import TARGET_TASKS
+from ..tiled import phases
+from ..tiled.templates import COLUMN, PHASE_FIELDS
 from .kernels import filter_gradient, input_kernel, output_kernel, transformed_filter
 from .transforms import POINTS, transform
 
@@ -146,7 +147,7 @@ def default(primitive: str, g: ConvGeometry, itemsize: int, machine) -> Winograd
     (measurements, 2026-12-02); the tuner still offers it."""
     if primitive == "backward_filter":
         return None
-    pixels = math.prod(_plan(primitive, g, DEFAULT_OUTPUT_TILE).result_shape[:3])
+    pixels = math.prod(primitive_named(primitive).result_shape(g)[:3])
     if pixels < MIN_PIXELS or min(g.in_channels, g.out_channels) < MIN_CHANNELS:
         return None
     for tile in tiled.tile_menu("forward", itemsize, machine):
@@ -215,16 +216,16 @@ def _strides(points: int, channels: int) -> tuple[int, int]:
 
 def products(v: np.ndarray, u: np.ndarray, out: np.ndarray, tiles: int,
              schedule: WinogradSchedule):
-    """out[p, t, :] = v[p, t, :] @ u[p] for each of the α² points p, in one launch of the
+    """out[t, p, :] = v[t, p, :] @ u[p] for each of the α² points p, in one launch of the
     tiled family's forward kernel: point p is a phase, a 1×1 convolution of the ``tiles``
     pixels (v: tiles × α² × C, u [α², K/KB, C, KB] packed, out: tiles × α² × K, as
-    :func:`_strides` lays them out)."""
+    :func:`_strides` lays them out). The phase table is built at once, not phase by phase
+    (``phases.run``'s way): α² rows per chunk."""
     points, k_tiles, in_channels, tile_channels = u.shape
     out_channels = k_tiles * tile_channels
     v_tile, v_point = _strides(points, in_channels)
     out_tile, out_point = _strides(points, out_channels)
-    rows = schedule.register_tile[0]
-    per_point = -(-tiles // rows)
+    per_point = -(-tiles // schedule.register_tile[0])
     point = np.arange(points, dtype=np.int64)
     table = np.zeros((points, len(PHASE_FIELDS)), np.int64)
     for name, value in dict(
@@ -234,15 +235,11 @@ def products(v: np.ndarray, u: np.ndarray, out: np.ndarray, tiles: int,
             out_offset=point * out_point, out_col_stride=out_tile).items():
         table[:, COLUMN[name]] = value
     total = points * per_point
-    k_groups = max(1, min(k_tiles, -(-TARGET_TASKS // total)))
-    forward_kernel(rows, tile_channels, v.dtype.name, this_machine().vector_bits)(
-        xp=layout.readonly_flat(v), w=layout.readonly_flat(u), out=out.reshape(-1),
-        phases=layout.readonly(table), batch=1, padded_height=1,
-        padded_width=tiles, x_channels=v_tile, in_channels=in_channels,
-        out_channels=out_channels, group_out_channels=out_channels,
-        w_tile_stride=in_channels * tile_channels, w_channel_stride=tile_channels,
-        total_tiles=total, pixel_groups=groups_for(total, k_groups), k_groups=k_groups,
-        pixels_outer=schedule.loop_order == "pixel_tiles_outer")
+    shared = layout.TiledFilter(layout.readonly_flat(u), 1, 1, in_channels, out_channels,
+                                tile_channels, offset=0, tile_stride=in_channels * tile_channels,
+                                row_stride=0, col_stride=0, channel_stride=tile_channels)
+    phases.launch(v, (1, 1, tiles, v_tile), shared, out.reshape(-1), table, total, schedule,
+                  k_groups=max(1, min(k_tiles, -(-TARGET_TASKS // total))))
 
 
 def _tiles(source: np.ndarray, w: np.ndarray, plan: _Plan, schedule: WinogradSchedule,
@@ -266,16 +263,16 @@ def _tiles(source: np.ndarray, w: np.ndarray, plan: _Plan, schedule: WinogradSch
     to_tiles = input_kernel(m, "data", dtype, machine.vector_bits, lanes)
     from_tiles = output_kernel(m, dtype, machine.vector_bits, lanes)
     grid = dict(tiles_h=plan.tiles_h, tiles_w=plan.tiles_w)
+    v_tile, v_point = _strides(points, plan.in_channels)
+    out_tile, out_point = _strides(points, plan.out_channels)
     for first in range(0, plan.tiles, chunk):
         count = min(chunk, plan.tiles - first)
         work = min(count, tasks)
-        v_tile, v_point = _strides(points, plan.in_channels)
         to_tiles(xp=xp.reshape(-1), v=v, first_tile=first, tiles=count,
                  padded_height=xp.shape[1], padded_width=xp.shape[2],
                  channels=plan.in_channels, tile_stride=v_tile, point_stride=v_point,
                  tasks=work, **grid)
         products(v, u, found, count, schedule)
-        out_tile, out_point = _strides(points, plan.out_channels)
         from_tiles(products=found, out=result.reshape(-1), nonfinite=nonfinite,
                    first_tile=first, tiles=count, out_height=plan.result_shape[1],
                    out_width=plan.result_shape[2], channels=plan.out_channels,
@@ -319,9 +316,10 @@ def _filter_tiles(x: np.ndarray, dy: np.ndarray, g: ConvGeometry,
         work = min(count, TARGET_TASKS)
         for kernel, source, target, channels in ((data, xp, v, g.in_channels),
                                                  (gradient, dyp, y, g.out_channels)):
+            tile_stride, point_stride = _strides(points, channels)
             kernel(xp=source.reshape(-1), v=target, first_tile=first, tiles=count,
                    padded_height=source.shape[1], padded_width=source.shape[2],
-                   channels=channels, tile_stride=points * channels, point_stride=channels,
+                   channels=channels, tile_stride=tile_stride, point_stride=point_stride,
                    tasks=work, **grid)
         sums_g = _sums_geometry(count, points, g.in_channels, g.out_channels)
         tiles_schedule = tiled.FAMILY.fit(

@@ -15,8 +15,9 @@ import numpy as np
 from numba import prange
 
 from .. import layout
-from ..codegen import KernelParameters, Source, load_kernel, preamble, task_loop
-from ..jit import FASTMATH, parallel_kernel
+from ..codegen import (HELPER_DECORATOR, KERNEL_DECORATOR, KernelParameters, Source,
+                       load_kernel, preamble, task_loop)
+from ..jit import parallel_kernel
 from ..vector_width import HINTS
 from .transforms import Transform, transform
 
@@ -53,7 +54,7 @@ def _line_function(src: Source, name: str, matrix: tuple, lanes: int, vector_bit
     ``a``, in place). Its own function so that the parallel kernels' bodies stay small
     (Numba's parallel passes take far longer over long straight-line bodies)."""
     inputs = len(matrix[0])
-    src("", "", f"@njit(cache=True, nogil=True, inline='never', fastmath={set(sorted(FASTMATH))!r})")
+    src("", "", HELPER_DECORATOR)
     with src.block(f"def {name}(a, first, step, b, target, target_step):"):
         src(f"{HINTS[vector_bits]}()")
         for k in range(inputs):
@@ -92,8 +93,7 @@ def _module(src: Source, doc: str, dtype: str, vector_bits: int, matrix: tuple, 
         _line_function(src, "line_1", matrix, 1, vector_bits)
     if extra is not None:
         extra()
-    src("", "", f"@njit(parallel=True, cache=True, nogil=True, "
-                f"fastmath={set(sorted(FASTMATH))!r})")
+    src("", "", KERNEL_DECORATOR)
 
 
 #: The tiles the input transforms make, by name: (the 1-D matrix of a transform, what it
@@ -144,7 +144,7 @@ def render_input(m: int, which: str, dtype: str, vector_bits: int, lanes: int) -
 def _check_function(src: Source, lanes: int, dtype: str, vector_bits: int):
     """``check(a, first, count)``: Σ (a[i] − a[i]) over ``count`` elements from ``first``,
     0 unless one of them is NaN or ±Inf (``lanes`` sums side by side, then one by one)."""
-    src("", "", f"@njit(cache=True, nogil=True, inline='never', fastmath={set(sorted(FASTMATH))!r})")
+    src("", "", HELPER_DECORATOR)
     with src.block("def check(a, first, count):"):
         src(f"{HINTS[vector_bits]}()")
         src(*(f"s{j} = {dtype}(0)" for j in range(lanes)))
