@@ -24,8 +24,8 @@ import numpy as np
 
 from .arguments import (FLOAT_NAMES, INTEGER_OPS_DTYPES, as_array, check_data_format,
                         check_dtypes, check_padding, check_rank, compute_dtype, dtype_name,
-                        from_nhwc, from_nhwc_shape, is_shape, pick_alias, require, shape_arg,
-                        spatial_pair, to_nhwc_shape)
+                        from_nhwc, from_nhwc_shape, is_half, is_shape, pick_alias, require,
+                        shape_arg, spatial_pair, to_nhwc_shape)
 from .choice import Choice
 from .cpu import bias, families, half
 from .cpu.heuristic import choose
@@ -108,7 +108,7 @@ class Call:
         # Half types in float32: float16 device arrays cast on the GPU, host half arrays
         # (bfloat16 exists only on the host: numba has no such device dtype) before upload.
         compute_dtype = self.compute_dtype
-        operands = tuple(half.to_float32(a) if not is_device_array(a) and half.is_half(a.dtype)
+        operands = tuple(half.to_float32(a) if not is_device_array(a) and is_half(a.dtype)
                          else a for a in self.operands)
         on_device = any(is_device_array(a) for a in self.operands)
         result_dtype = self.dtype if on_device else compute_dtype
@@ -150,7 +150,7 @@ class Call:
 def _rounded(result: np.ndarray, dtype: np.dtype) -> np.ndarray:
     """The computed result in the caller's dtype, rounded once (beyond a half type's range:
     ±Inf, as its own arithmetic would give; int64 -> int32 wraps as int32 sums do)."""
-    if half.is_half(dtype):
+    if is_half(dtype):
         return half.from_float32(result, dtype)
     return result.astype(dtype)
 
@@ -189,7 +189,7 @@ def _kernel_layout(tensor: str, array: np.ndarray, data_format: str,
     one copy at most (none when the array already is all that)."""
     if is_activation(tensor) and data_format == "NCHW":
         array = array.transpose(0, 2, 3, 1)
-    if half.is_half(array.dtype):
+    if is_half(array.dtype):
         return half.to_float32(array)
     if array.dtype != dtype:
         return array.astype(dtype, order="C")
@@ -651,7 +651,7 @@ def bias_add_grad(out_backprop=None, data_format="NHWC", name=None, *, device=No
     dy = _host(dy)
     if dy.size == 0:
         return np.zeros(channels, dtype=dy.dtype)
-    x3 = (half.to_float32(dy) if half.is_half(dy.dtype)
+    x3 = (half.to_float32(dy) if is_half(dy.dtype)
           else np.ascontiguousarray(dy)).reshape(-1, channels, inner)
     with kernel_launch():
         total = bias.run(x3)

@@ -28,11 +28,16 @@ def dtype_name(dtype: np.dtype) -> str:
     return np.dtype(dtype).name
 
 
+def is_half(dtype) -> bool:
+    """Whether ``dtype`` is a half type (:data:`HALF_DTYPES`)."""
+    return dtype_name(dtype) in HALF_DTYPES
+
+
 @functools.lru_cache(maxsize=None)
 def compute_dtype(dtype: np.dtype) -> np.dtype:
     """The dtype the kernels run in for arrays of ``dtype``: float32 for the half types,
     int64 for int32 (its sums wrap modulo 2**32 exactly as int32's do once cast back)."""
-    if dtype_name(dtype) in HALF_DTYPES:
+    if is_half(dtype):
         return np.dtype(np.float32)
     if dtype == np.int32:
         return np.dtype(np.int64)

@@ -14,7 +14,7 @@ from llvmlite import ir
 from numba import prange, types
 from numba.extending import intrinsic
 
-from ..arguments import HALF_DTYPES, dtype_name
+from ..arguments import dtype_name
 from .jit import helper, parallel_kernel
 
 #: Elements one task converts.
@@ -107,10 +107,6 @@ def narrow_kernel(bits, out, brain):
             f = bits[i]
             out[i] = np.uint16(float32_bits_to_bfloat16_bits(f) if brain
                                else float32_bits_to_float16_bits(f))
-
-
-def is_half(dtype) -> bool:
-    return dtype_name(dtype) in HALF_DTYPES
 
 
 def to_float32(array: np.ndarray) -> np.ndarray:
