@@ -101,6 +101,11 @@ def column_blocks(g: ConvGeometry, columns: int, block_columns: int) -> int:
     return g.groups * -(-columns // block_columns)
 
 
+def block_count(g: ConvGeometry, rows: int, columns: int, block_tile) -> int:
+    """Thread blocks of one split: row blocks × every group's column blocks."""
+    return -(-rows // block_tile[0]) * column_blocks(g, columns, block_tile[1])
+
+
 def grid(primitive: str, g: ConvGeometry, schedule: CudaSchedule) -> tuple[int, int, int]:
     rows, columns, _ = gemm_shape(primitive, g)
     bm, bn = schedule.block_tile
@@ -147,7 +152,7 @@ def split_for(primitive: str, g: ConvGeometry, block_tile, thread_tile, block_k:
     if primitive != "backward_filter":
         return 1
     rows, columns, depth = gemm_shape(primitive, g)
-    blocks = -(-rows // block_tile[0]) * column_blocks(g, columns, block_tile[1])
+    blocks = block_count(g, rows, columns, block_tile)
     splits = max(1, min(depth // (block_k * 64), -(-TARGET_BLOCKS // blocks), 64))
     while splits > 1 and illegal_reason(primitive, g, CudaSchedule(
             block_tile, thread_tile, block_k, split_k=splits), itemsize):
@@ -163,8 +168,7 @@ def default_schedule(primitive: str, g: ConvGeometry, itemsize: int = 4) -> Cuda
     tiles = [t for t in DEFAULT_TILES if itemsize == 4 or t[1][0] * t[1][1] <= 16]
     block, thread = tiles[-1]
     for candidate_block, candidate_thread in tiles:
-        blocks = -(-rows // candidate_block[0]) * column_blocks(g, columns,
-                                                                candidate_block[1])
+        blocks = block_count(g, rows, columns, candidate_block)
         # backward-filter makes up missing blocks by split-K: its tile need only fit.
         enough = (candidate_block[0] <= rows and candidate_block[1] <= columns
                   if primitive == "backward_filter" else blocks >= TARGET_BLOCKS)
