@@ -26,15 +26,15 @@ from .arguments import (FLOAT_NAMES, INTEGER_OPS_DTYPES, as_array, check_data_fo
                         check_dtypes, check_padding, check_rank, compute_dtype, dtype_name,
                         from_nhwc, from_nhwc_shape, is_half, is_shape, pick_alias, require,
                         shape_arg, spatial_pair, to_nhwc_shape)
-from .choice import Choice
+from . import call_memo, configs
+from .choice import MEMO_LIMIT, Choice
 from .cpu import bias, families, half
 from .cpu.heuristic import choose
 from .cuda.runtime import is_device_array
 from .geometry import ConvGeometry, Padding, conv_geometry
 from .memory import check_result_fits
 from .primitives import is_activation, primitive
-from .schedule import Schedule
-from .threads import kernel_launch
+from .threads import kernel_launch, launched
 
 DEVICES = ("cpu", "cuda")
 
@@ -88,15 +88,26 @@ class Call:
 
     def run(self, schedule=None):
         """The result: a NumPy array, or a numba device array when an operand was on the GPU."""
-        check_result_fits(self.op, self.result_shape, self.dtype)
         if self.device == "cuda":
+            check_result_fits(self.op, self.result_shape, self.dtype)
             return self._run_cuda(schedule or self.choice().schedule)
+        return self.prepare(schedule).run([_host(operand) for operand in self.operands])
+
+    def prepare(self, schedule=None) -> PreparedCall:
+        """This CPU call's work but its operands, under ``schedule`` (by default the chosen
+        one): ``prepare().run(operands)`` for operands like this call's."""
+        check_result_fits(self.op, self.result_shape, self.dtype)
         if 0 in self.result_shape:
-            return np.zeros(self.result_shape, dtype=self.dtype)
-        schedule = schedule or self.choice().schedule
-        with kernel_launch():
-            out = self._run(schedule)
-        return out if out.dtype == self.dtype else _rounded(out, self.dtype)
+            return PreparedCall(self.result_shape, self.dtype)
+        p = primitive(self.primitive)
+        dtype = self.compute_dtype
+        kernels = families.prepare(p.name, self.geometry, schedule or self.choice().schedule,
+                                   dtype)
+        layouts = tuple(_kernel_layout(tensor, operand.dtype, self.data_format, dtype)
+                        for tensor, operand in zip(p.operands, self.operands))
+        return PreparedCall(self.result_shape, self.dtype, kernels, layouts,
+                            self.data_format if is_activation(p.result) else "NHWC",
+                            p.result_shape(self.geometry), dtype)
 
     def _run_cuda(self, schedule):
         if self.dtype.kind == "i":
@@ -130,19 +141,40 @@ class Call:
         # Batch dimensions, a depthwise filter's [R, S, C, M]: views of the fresh result.
         return out if tuple(out.shape) == self.result_shape else out.reshape(self.result_shape)
 
-    def _run(self, schedule: Schedule) -> np.ndarray:
-        """NHWC / HWIO C-contiguous operands for the CPU kernels; the result back in
-        ``data_format``."""
-        p = primitive(self.primitive)
-        fmt = self.data_format
-        (first_tensor, second_tensor), (first, second) = p.operands, self.operands
-        dtype = self.compute_dtype
-        operands = (_kernel_layout(first_tensor, _host(first), fmt, dtype),
-                    _kernel_layout(second_tensor, _host(second), fmt, dtype))
-        out = families.run(p.name, operands, self.geometry, schedule)
-        if not is_activation(p.result):
-            return out.reshape(self.result_shape)
-        return from_nhwc(out, fmt).reshape(self.result_shape)
+
+
+class PreparedCall:
+    """A CPU call's work but its operands (:meth:`Call.prepare`): the operands' layout
+    conversions (``layouts``), the prepared kernels (``kernels(first, second)`` on
+    C-contiguous NHWC / HWIO arrays; None for an empty result), and the result's layout
+    (``data_format`` for an activation) and dtype. Every op call ends in :meth:`run`: its
+    steps are chosen here, once, so that a call of a small layer pays only for its own."""
+
+    __slots__ = ("result_shape", "dtype", "kernels", "layouts", "_finish")
+
+    def __init__(self, result_shape: tuple, dtype: np.dtype, kernels=None, layouts: tuple = (),
+                 data_format: str = "NHWC", kernel_result: tuple = (), kernel_dtype=None):
+        """``kernel_result``, ``kernel_dtype``: the shape (NHWC / HWIO) and dtype the
+        kernels return."""
+        self.result_shape, self.dtype = result_shape, dtype
+        self.kernels, self.layouts = kernels, layouts
+        steps = []
+        if data_format == "NCHW":
+            steps.append(functools.partial(from_nhwc, data_format=data_format))
+        if from_nhwc_shape(kernel_result, data_format) != result_shape:
+            steps.append(lambda out: out.reshape(result_shape))  # batch dims, [R, S, C, M]
+        if kernel_dtype != dtype:
+            steps.append(lambda out: _rounded(out, dtype))
+        self._finish = tuple(steps)
+
+    def run(self, operands) -> np.ndarray:
+        if self.kernels is None:
+            return np.zeros(self.result_shape, dtype=self.dtype)
+        (to_first, to_second), (first, second) = self.layouts, operands
+        out = launched(self.kernels, to_first(first), to_second(second))
+        for step in self._finish:
+            out = step(out)
+        return out
 
 
 # --- shared checks ---------------------------------------------------------------------
@@ -183,17 +215,22 @@ def _on_cuda(sources, operands, compute):
     return runtime.to_host(out, stream)
 
 
-def _kernel_layout(tensor: str, array: np.ndarray, data_format: str,
-                   dtype: np.dtype) -> np.ndarray:
-    """C-contiguous NHWC for an activation, C-contiguous HWIO for the filter, in ``dtype``:
-    one copy at most (none when the array already is all that)."""
-    if is_activation(tensor) and data_format == "NCHW":
-        array = array.transpose(0, 2, 3, 1)
-    if is_half(array.dtype):
-        return half.to_float32(array)
-    if array.dtype != dtype:
-        return array.astype(dtype, order="C")
-    return np.ascontiguousarray(array)
+def _kernel_layout(tensor: str, dtype: np.dtype, data_format: str,
+                   compute_dtype: np.dtype):
+    """The conversion of an operand (``tensor``, of ``dtype``) to what the CPU kernels
+    take: C-contiguous NHWC for an activation, C-contiguous HWIO for the filter, in
+    ``compute_dtype``; one copy at most (none when the array already is all that)."""
+    transposed = is_activation(tensor) and data_format == "NCHW"
+    if is_half(dtype):
+        convert = half.to_float32
+    elif dtype != compute_dtype:
+        def convert(array):
+            return array.astype(compute_dtype, order="C")
+    else:
+        convert = np.ascontiguousarray
+    if not transposed:
+        return convert
+    return lambda array: convert(array.transpose(0, 2, 3, 1))
 
 
 def _host(array):
@@ -446,17 +483,38 @@ def _depthwise_backprop_filter_call(op, input, filter_sizes, out_backprop, strid
 # --- the public ops ---------------------------------------------------------------------
 
 _BUILDERS: dict = {}
+#: CPU calls remembered by :func:`call_memo.key` (emptied beyond MEMO_LIMIT entries).
+_remembered: dict = {}
 
 
 def _op(build):
     """The public op of ``build``, a function with the op's signature that returns the
-    checked :class:`Call`: the op runs it."""
+    checked :class:`Call`: the op runs it, or the prepared work of an earlier CPU call with
+    the same key (:mod:`numbaconv.call_memo`) whose schedule is still the one chosen."""
+    name = build.__name__
 
     @functools.wraps(build)
     def op(*args, **kwargs):
-        return build(*args, **kwargs).run()
+        key = call_memo.key(name, args, kwargs)
+        if key is not None:
+            found = _remembered.get(key)
+            if found is not None and found.signature == configs.files_signature():
+                return found.run(args, kwargs)
+        signature = configs.files_signature()  # before the choice: a later change shows
+        call = build(*args, **kwargs)
+        if key is None or call.device != "cpu":
+            return call.run()
+        prepared = call.prepare()
+        slots = call_memo.slots(call.sources, args, kwargs)
+        if slots is not None:
+            if len(_remembered) >= MEMO_LIMIT:
+                _remembered.clear()
+            shapes = tuple(None if operand.shape == source.shape else operand.shape
+                           for operand, source in zip(call.operands, call.sources))
+            _remembered[key] = call_memo.Remembered(prepared, slots, shapes, signature)
+        return prepared.run(call.operands)
 
-    _BUILDERS[build.__name__] = build
+    _BUILDERS[name] = build
     return op
 
 

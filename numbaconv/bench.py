@@ -60,16 +60,20 @@ def _options(g):
 
 
 def op_calls(primitive: str, layer: Layer, x, w, dy):
-    """(as a user calls it, with the default heuristic's schedule): zero-argument functions."""
+    """(as a user calls it, with the default heuristic's schedule): zero-argument functions
+    (the second the op's prepared work under that schedule, which a call of the public op
+    would run once remembered)."""
     g = layer.geometry
     if primitive == "forward":
-        call = call_for("conv2d", x, w, **_options(g))
+        op, args = "conv2d", (x, w)
     elif primitive == "backward_data":
-        call = call_for("conv2d_backprop_input", g.input_shape, w, dy, **_options(g))
+        op, args = "conv2d_backprop_input", (g.input_shape, w, dy)
     else:
-        call = call_for("conv2d_backprop_filter", x, g.filter_shape, dy, **_options(g))
-    default = rule(primitive, g, x.itemsize, this_machine(), configs.calibration())
-    return call.run, lambda: call.run(default)
+        op, args = "conv2d_backprop_filter", (x, g.filter_shape, dy)
+    public, options = getattr(nc, op), _options(g)
+    call = call_for(op, *args, **options)
+    default = call.prepare(rule(primitive, g, x.itemsize, this_machine(), configs.calibration()))
+    return lambda: public(*args, **options), lambda: default.run(call.operands)
 
 
 def matmul_call(layer: Layer, rng, dtype=np.float32):

@@ -33,6 +33,9 @@ class Family:
     - ``fit(schedule, primitive, geometry, itemsize)``: the schedule with its task split
       redone for ``geometry`` (a tuned schedule carried over to a neighbouring shape).
     - ``run(primitive, operands, geometry, schedule)``: the result, a fresh array.
+    - ``prepare(primitive, geometry, schedule, dtype)`` (optional): ``run`` as a function
+      of the two operands, with what the geometry alone fixes done once (the ops keep it
+      for calls of the same shapes); None: the registry wraps ``run``.
     """
 
     name: str
@@ -42,6 +45,7 @@ class Family:
     workspace_bytes: Callable
     fit: Callable
     run: Callable
+    prepare: Callable | None = None
 
 
 def run_per_primitive(forward: Callable, backward_data: Callable,
@@ -53,6 +57,15 @@ def run_per_primitive(forward: Callable, backward_data: Callable,
 
     def run(primitive: str, operands, g: ConvGeometry, schedule: Schedule):
         return runs[primitive](*operands, g, schedule)
+
+    return run
+
+
+def run_prepared(prepare: Callable) -> Callable:
+    """A family's ``run`` from its ``prepare``."""
+
+    def run(primitive: str, operands, g: ConvGeometry, schedule: Schedule):
+        return prepare(primitive, g, schedule, operands[0].dtype)(*operands)
 
     return run
 
@@ -122,6 +135,15 @@ class Registry:
                 found += family.candidates(primitive, g, itemsize, section, machine)
         return [s for s in dict.fromkeys(found)
                 if self.illegal_reason(primitive, g, s, itemsize) is None]
+
+    def prepare(self, primitive: str, g: ConvGeometry, schedule: Schedule,
+                dtype) -> Callable:
+        """The family's ``prepare``, or its ``run`` waiting for the operands."""
+        primitive_named(primitive)
+        family = self.family_of(schedule)
+        if family.prepare is not None:
+            return family.prepare(primitive, g, schedule, dtype)
+        return lambda first, second: family.run(primitive, (first, second), g, schedule)
 
     def run(self, primitive: str, operands, g: ConvGeometry, schedule: Schedule, **options):
         """The family's ``run`` (``options``: a backend's own, e.g. CUDA's stream)."""

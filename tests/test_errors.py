@@ -181,5 +181,6 @@ def test_errors_leave_no_kernel_trace(monkeypatch):
         raise AssertionError("kernel ran")
 
     monkeypatch.setattr(families, "run", fail)
+    monkeypatch.setattr(families, "prepare", fail)
     with pytest.raises(ValueError):
         nc.conv2d(X, W, 1, "VALID", dilations=3)

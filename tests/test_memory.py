@@ -9,7 +9,7 @@ from conftest import assert_matches, random
 
 import numbaconv as nc
 import reference as ref
-from numbaconv import memory
+from numbaconv import api, memory
 from numbaconv.cpu import families, heuristic
 from numbaconv.cpu.families import CPU
 from numbaconv.geometry import conv_geometry
@@ -35,6 +35,7 @@ CAP = 4 * 2**10
 def tiny_cap(monkeypatch):
     monkeypatch.setattr(memory, "WORKSPACE_BYTES_CAP", CAP)
     monkeypatch.setattr(heuristic, "_choices", {})
+    monkeypatch.setattr(api, "_remembered", {})
 
 
 @pytest.mark.parametrize("case, primitive", WORKSPACE_CASES)
@@ -105,6 +106,7 @@ def test_a_result_larger_than_memory_raises_memory_error_naming_it(op, monkeypat
         raise AssertionError("a kernel ran")
 
     monkeypatch.setattr(families, "run", kernel_ran)
+    monkeypatch.setattr(families, "prepare", kernel_ran)
     call, shape = HUGE[op]
     with pytest.raises(MemoryError, match=f"{op}: the result of shape {re.escape(str(shape))}"):
         call()

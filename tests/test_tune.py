@@ -66,13 +66,15 @@ def test_budget_is_respected(tmp_path):
 
 def test_wrong_candidate_is_rejected_and_never_cached(tmp_path, monkeypatch):
     layer = load_workload_text(tmp_path, TINY)[0]
-    honest = CpuBackend.run
+    honest = CpuBackend.runner
 
-    def sabotaged(self, primitive, operands, g, schedule):
-        result = honest(self, primitive, operands, g, schedule)
-        return result + 1.0 if schedule.algorithm == "gemm" else result
+    def sabotaged(self, primitive, g, schedule, dtype):
+        run = honest(self, primitive, g, schedule, dtype)
+        if schedule.algorithm != "gemm":
+            return run
+        return lambda operands: run(operands) + 1.0
 
-    monkeypatch.setattr(CpuBackend, "run", sabotaged)
+    monkeypatch.setattr(CpuBackend, "runner", sabotaged)
     outcome = tuner.tune_one(layer, "forward", "float32", load_space(), deadline=float("inf"),
                              repeats=1, log=lambda line: None)
     assert [s.algorithm for s, _ in outcome.rejected] == ["gemm"]

@@ -116,6 +116,18 @@ class GeneratedKernel:
         """Run with ``values`` (parameter name -> value)."""
         return self.kernel(*self.parameters.arguments(values))
 
+    def bind(self, **fixed) -> Callable:
+        """The kernel with its trailing parameters given now (``fixed``, by name): call the
+        result with the leading ones, in order. A prepared run binds the values its shapes
+        fix once, and passes only its arrays per call."""
+        names = self.parameters.names
+        trailing = names[len(names) - len(fixed):]
+        if set(trailing) != fixed.keys():
+            raise TypeError(f"bind: {sorted(fixed)} are not the trailing parameters "
+                            f"{list(trailing)}")
+        kernel, rest = self.kernel, tuple(fixed[name] for name in trailing)
+        return lambda *leading: kernel(*leading, *rest)
+
     def __getattr__(self, name):  # inspect_asm and the like: the compiled kernel's
         return getattr(self.kernel, name)
 

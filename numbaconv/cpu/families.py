@@ -7,6 +7,9 @@ one entry below; its knobs' search space is its own section of
 
 from __future__ import annotations
 
+import math
+from typing import Callable
+
 import numpy as np
 
 from .. import memory
@@ -30,6 +33,14 @@ def integer_schedule(primitive: str, g: ConvGeometry):
 def run(primitive: str, operands, g: ConvGeometry, schedule) -> np.ndarray:
     """One primitive on C-contiguous NHWC / HWIO operands (in the order the primitive table
     gives) under ``schedule``: a fresh result. An empty operand sums nothing: zeros."""
-    if operands[0].size == 0 or operands[1].size == 0:
-        return np.zeros(primitive_named(primitive).result_shape(g), dtype=operands[0].dtype)
-    return CPU.run(primitive, operands, g, schedule)
+    return prepare(primitive, g, schedule, operands[0].dtype)(*operands)
+
+
+def prepare(primitive: str, g: ConvGeometry, schedule, dtype) -> Callable:
+    """:func:`run` as a function of the two operands (of ``dtype``), what ``g`` fixes done
+    once."""
+    p = primitive_named(primitive)
+    if any(math.prod(shape) == 0 for shape in p.operand_shapes(g)):
+        result_shape = p.result_shape(g)
+        return lambda first, second: np.zeros(result_shape, dtype=dtype)
+    return CPU.prepare(primitive, g, schedule, dtype)

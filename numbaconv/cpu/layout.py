@@ -3,6 +3,7 @@
 import dataclasses
 import math
 from dataclasses import dataclass
+from typing import Callable
 
 import numpy as np
 from numba import prange
@@ -13,6 +14,8 @@ from .jit import parallel_kernel
 #: Up to this size a padded copy is made by NumPy: a parallel launch costs more than the
 #: copy itself.
 SMALL_COPY_BYTES = 256 * 2**10
+#: The same for a filter's rearrangement, whose strided reads NumPy makes slowly.
+SMALL_TRANSPOSE_BYTES = 16 * 2**10
 
 
 @parallel_kernel
@@ -35,25 +38,45 @@ def pad_rows_kernel(x, xp, pad_top, pad_left):
 def padded(x: np.ndarray, top: int, bottom: int, left: int, right: int) -> np.ndarray:
     """NHWC ``x`` zero-padded (negative pads crop), for reading only: ``x`` itself when
     nothing is added or cut and it is C-contiguous (no copy for unpadded layers)."""
-    if (top, bottom, left, right) == (0, 0, 0, 0) and x.flags.c_contiguous:
-        return x
-    return pad(x, top, bottom, left, right)
+    return padder(x.shape, x.dtype, top, bottom, left, right)(x)
 
 
 def pad(x: np.ndarray, top: int, bottom: int, left: int, right: int) -> np.ndarray:
     """A fresh zero-padded copy of NHWC ``x`` (negative pads crop)."""
-    crop = np.ascontiguousarray(x[:, max(-top, 0): x.shape[1] - max(-bottom, 0),
-                                  max(-left, 0): x.shape[2] - max(-right, 0)])
+    return padder(x.shape, x.dtype, top, bottom, left, right, copy=True)(x)
+
+
+def padder(shape: tuple, dtype, top: int, bottom: int, left: int, right: int,
+           copy: bool = False) -> Callable[[np.ndarray], np.ndarray]:
+    """:func:`padded` (``copy``: :func:`pad`) for NHWC arrays of ``shape`` and ``dtype``,
+    its arithmetic done once: what a prepared run calls."""
+    if (top, bottom, left, right) == (0, 0, 0, 0) and not copy:
+        return np.ascontiguousarray
+    batch, height, width, channels = shape
+    crop = (slice(None), slice(max(-top, 0), height - max(-bottom, 0)),
+            slice(max(-left, 0), width - max(-right, 0)))
+    cropped_height = len(range(height)[crop[1]])
+    cropped_width = len(range(width)[crop[2]])
     top, bottom, left, right = (max(v, 0) for v in (top, bottom, left, right))
-    shape = (crop.shape[0], crop.shape[1] + top + bottom, crop.shape[2] + left + right,
-             crop.shape[3])
-    if math.prod(shape) * crop.itemsize <= SMALL_COPY_BYTES:
-        xp = np.zeros(shape, crop.dtype)
-        xp[:, top:top + crop.shape[1], left:left + crop.shape[2]] = crop
+    padded_shape = (batch, cropped_height + top + bottom, cropped_width + left + right,
+                    channels)
+    if math.prod(padded_shape) * np.dtype(dtype).itemsize <= SMALL_COPY_BYTES:
+        inside = (slice(None), slice(top, top + cropped_height),
+                  slice(left, left + cropped_width))
+
+        def small(x):
+            xp = np.zeros(padded_shape, dtype)
+            xp[inside] = x[crop]
+            return xp
+
+        return small
+
+    def large(x):
+        xp = np.empty(padded_shape, dtype)
+        pad_rows_kernel(np.ascontiguousarray(x[crop]), xp, top, left)
         return xp
-    xp = np.empty(shape, crop.dtype)
-    pad_rows_kernel(crop, xp, top, left)
-    return xp
+
+    return large
 
 
 @parallel_kernel
@@ -133,13 +156,12 @@ def pack_filter_kernel(w, packed, swap):
 
 @dataclass(frozen=True)
 class TiledFilter:
-    """A filter as the register-tiled forward kernel reads it: the value of tap (r, s),
-    input channel c and output channel kt·tile + j is ``data[offset + kt·tile_stride +
-    r·row_stride + s·col_stride + c·channel_stride + j·lane_stride]`` (``data`` flat and
-    read-only; tap strides may be negative). Only ``packed_panels`` kernels read lanes
-    that are not contiguous."""
+    """How the register-tiled forward kernel reads a filter (its values come separately, a
+    flat read-only array ``data``): the value of tap (r, s), input channel c and output
+    channel kt·tile + j is ``data[offset + kt·tile_stride + r·row_stride + s·col_stride +
+    c·channel_stride + j·lane_stride]`` (tap strides may be negative). Only
+    ``packed_panels`` kernels read lanes that are not contiguous."""
 
-    data: np.ndarray
     height: int
     width: int
     in_channels: int
@@ -165,42 +187,62 @@ class TiledFilter:
             row_stride=row_step * self.row_stride, col_stride=col_step * self.col_stride)
 
 
-def pack_filter(w: np.ndarray, tile: int, swap: bool = False) -> TiledFilter:
-    """[R, S, C, K] -> [K/tile, R, S, C, tile]: each register tile's filter values
-    contiguous, instead of ``K`` elements apart (for K = 512 that is a new page every 2
-    input channels). ``swap`` packs the filter with C and K swapped (backward-data)."""
-    height, width, in_channels, out_channels = w.shape
-    if swap:
-        in_channels, out_channels = out_channels, in_channels
-    packed = np.empty((out_channels // tile, height, width, in_channels, tile), w.dtype)
-    if packed.size:
-        pack_filter_kernel(readonly(w), packed, swap)
-    return TiledFilter(readonly_flat(packed), height, width, in_channels, out_channels, tile,
-                       offset=0, tile_stride=height * width * in_channels * tile,
+def _swapped(shape: tuple, swap: bool) -> tuple:
+    """(height, width, in_channels, out_channels) as the kernel sees the filter."""
+    height, width, in_channels, out_channels = shape
+    return (height, width, out_channels, in_channels) if swap else shape
+
+
+def packed_filter(shape: tuple, tile: int, swap: bool = False) -> TiledFilter:
+    """How the kernel reads :func:`pack_filter`'s copy of a filter of ``shape``."""
+    height, width, in_channels, out_channels = _swapped(shape, swap)
+    return TiledFilter(height, width, in_channels, out_channels, tile, offset=0,
+                       tile_stride=height * width * in_channels * tile,
                        row_stride=width * in_channels * tile, col_stride=in_channels * tile,
                        channel_stride=tile)
 
 
-def strided_filter(w: np.ndarray, tile: int, swap: bool = False) -> TiledFilter:
-    """A C-contiguous [R, S, C, K] filter as it is, no copy (for kernels that pack their
-    own panels): each tile's values ``K`` apart, or with ``swap`` (C and K exchanged,
+def strided_filter(shape: tuple, tile: int, swap: bool = False) -> TiledFilter:
+    """How a kernel that packs its own panels reads a C-contiguous [R, S, C, K] filter as
+    it is: each tile's values ``K`` apart, or with ``swap`` (C and K exchanged,
     backward-data) its lanes ``K`` apart and its channels contiguous."""
-    height, width, in_channels, out_channels = w.shape
+    height, width, in_channels, out_channels = shape
     row_stride, col_stride = width * in_channels * out_channels, in_channels * out_channels
     if swap:
-        return TiledFilter(readonly_flat(w), height, width, out_channels, in_channels, tile,
-                           offset=0, tile_stride=tile * out_channels, row_stride=row_stride,
+        return TiledFilter(height, width, out_channels, in_channels, tile, offset=0,
+                           tile_stride=tile * out_channels, row_stride=row_stride,
                            col_stride=col_stride, channel_stride=1, lane_stride=out_channels)
-    return TiledFilter(readonly_flat(w), height, width, in_channels, out_channels, tile,
-                       offset=0, tile_stride=tile, row_stride=row_stride, col_stride=col_stride,
+    return TiledFilter(height, width, in_channels, out_channels, tile, offset=0,
+                       tile_stride=tile, row_stride=row_stride, col_stride=col_stride,
                        channel_stride=out_channels)
 
 
-def kernel_filter(w: np.ndarray, tile: int, packed_by_kernel: bool,
+def pack_filter(w: np.ndarray, tile: int, swap: bool = False) -> np.ndarray:
+    """[R, S, C, K] -> [K/tile, R, S, C, tile], flat (:func:`packed_filter`):
+    each register tile's filter values contiguous, instead of ``K`` elements apart (for
+    K = 512 that is a new page every 2 input channels). ``swap`` packs the filter with C
+    and K swapped (backward-data). Small filters are rearranged by NumPy: a parallel
+    launch costs more than their copy."""
+    height, width, in_channels, out_channels = _swapped(w.shape, swap)
+    if w.nbytes <= SMALL_TRANSPOSE_BYTES:
+        if swap:  # [R, S, K/tile, tile, C] -> [K/tile, R, S, C, tile]
+            blocks = w.reshape(height, width, out_channels // tile, tile, in_channels)
+            packed = blocks.transpose(2, 0, 1, 4, 3)
+        else:
+            blocks = w.reshape(height, width, in_channels, out_channels // tile, tile)
+            packed = blocks.transpose(3, 0, 1, 2, 4)
+        return np.ascontiguousarray(packed).reshape(-1)
+    packed = np.empty((out_channels // tile, height, width, in_channels, tile), w.dtype)
+    if packed.size:
+        pack_filter_kernel(readonly(w), packed, swap)
+    return packed.reshape(-1)
+
+
+def kernel_filter(shape: tuple, tile: int, packed_by_kernel: bool,
                   swap: bool = False) -> TiledFilter:
-    """The filter as a tiled kernel reads it: as it is when the kernel packs its own
-    panels (``packed_panels``), else packed now."""
-    return (strided_filter if packed_by_kernel else pack_filter)(w, tile, swap)
+    """How a tiled kernel reads a filter of ``shape``: as it is when the kernel packs its
+    own panels (``packed_panels``), else :func:`pack_filter`'s copy."""
+    return (strided_filter if packed_by_kernel else packed_filter)(shape, tile, swap)
 
 
 def readonly(array: np.ndarray) -> np.ndarray:

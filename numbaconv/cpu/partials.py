@@ -24,10 +24,20 @@ def sum_partials(partials, out):
                 dst[i] += part[i]
 
 
+#: Up to this size the partials are summed by NumPy (in the same order): a parallel launch
+#: costs more than the sum.
+SMALL_BYTES = 64 * 2**10
+
+
 def reduced(partials: np.ndarray) -> np.ndarray:
     """partials [splits, *shape] -> [*shape]: the one partial itself, or their ordered sum."""
     if partials.shape[0] == 1:
         return partials[0]
+    if partials.nbytes <= SMALL_BYTES:
+        out = partials[0] + partials[1]
+        for part in partials[2:]:
+            out += part
+        return out
     out = np.empty(partials.shape[1:], dtype=partials.dtype)
     sum_partials(partials.reshape(partials.shape[0], -1), out.reshape(-1))
     return out

@@ -49,6 +49,11 @@ class CpuBackend:
     def run(self, primitive: str, operands, g: ConvGeometry, schedule):
         return families.run(primitive, operands, g, schedule)
 
+    def runner(self, primitive: str, g: ConvGeometry, schedule, dtype):
+        """:meth:`run` of ``schedule`` as a function of the operands, prepared once."""
+        prepared = families.prepare(primitive, g, schedule, dtype)
+        return lambda operands: prepared(*operands)
+
     def in_program(self, call):
         """``call`` as it costs inside a program of numbaconv calls: followed by a tiny Numba
         parallel kernel. BLAS's worker threads spin after a matmul and keep the next
@@ -126,6 +131,9 @@ class CudaBackend:
                           stream=self.stream)
         self.stream.synchronize()  # so that a timed call ends when the GPU is done
         return result
+
+    def runner(self, primitive: str, g: ConvGeometry, schedule, dtype):
+        return lambda operands: self.run(primitive, operands, g, schedule)
 
     def in_program(self, call):
         return call

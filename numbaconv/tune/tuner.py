@@ -98,8 +98,10 @@ def tune_one(layer: Layer, primitive: str, dtype: str, space: dict, deadline: fl
         log(f"    {reason}: {schedule}")
     sets = [backend.prepare(arrays) for arrays in sets]
 
+    runners: dict = {}  # schedule -> its prepared run: what a remembered op call runs
+
     def run(arrays, schedule):
-        return backend.run(primitive, arrays, g, schedule)
+        return runners[schedule](arrays)
 
     run_in_program = backend.in_program(run)
 
@@ -110,6 +112,7 @@ def tune_one(layer: Layer, primitive: str, dtype: str, space: dict, deadline: fl
             break
         start = time.perf_counter()
         try:
+            runners[schedule] = backend.runner(primitive, g, schedule, np_dtype)
             result = backend.to_host(run(sets[0], schedule))
         except Exception as error:  # a candidate that fails to compile or run is rejected
             outcome.rejected.append((schedule, f"{type(error).__name__}: {error}"))

@@ -23,13 +23,14 @@ input-channel groups) for backward-filter (:func:`fit` and the launches).
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 from dataclasses import dataclass, field
-from typing import ClassVar
+from typing import Callable, ClassVar
 
 import numpy as np
 
-from ...family import Family, run_per_primitive
+from ...family import Family, run_prepared
 from ...geometry import ConvGeometry
 from ...machine import this_machine
 from ...primitives import primitive as primitive_named
@@ -184,19 +185,21 @@ def _input_pads(g: ConvGeometry) -> tuple[int, int, int, int]:
     return g.pad_top, g.pad_bottom, g.pad_left, g.pad_right
 
 
-def _padded_elements(shape: tuple, pads: tuple) -> int:
-    """Elements of :func:`layout.padded`'s copy of an NHWC array (none when no pad)."""
-    if not any(pads):
-        return 0
+def _padded_shape(shape: tuple, pads: tuple) -> tuple:
     batch, height, width, channels = shape
     top, bottom, left, right = pads
-    return batch * (height + top + bottom) * (width + left + right) * channels
+    return (batch, height + top + bottom, width + left + right, channels)
+
+
+def _padded_elements(shape: tuple, pads: tuple) -> int:
+    """Elements of :func:`layout.padded`'s copy of an NHWC array (none when no pad)."""
+    return math.prod(_padded_shape(shape, pads)) if any(pads) else 0
 
 
 def _panel_elements(phase_taps: list[int], schedule: TiledSchedule, channels: int,
                     reduction_channels: int, pixel_tiles: int) -> int:
     """Elements of the per-task panels of a ``packed_panels`` launch (its task split as
-    :func:`phases.run` makes it)."""
+    :func:`phases.launcher` makes it)."""
     k_groups = max(1, channels // schedule.channel_block)
     tasks = k_groups * groups_for(pixel_tiles, k_groups)
     return tasks * max(phase_taps) * reduction_channels * schedule.register_tile[1]
@@ -236,48 +239,82 @@ def workspace_bytes(primitive: str, g: ConvGeometry, schedule: TiledSchedule,
 
 # --- runs ---------------------------------------------------------------------------------
 
-def _forward(x, w, g: ConvGeometry, schedule: TiledSchedule) -> np.ndarray:
-    xp = layout.padded(x, *_input_pads(g))
-    out = np.empty(g.output_shape, dtype=x.dtype)
-    filter_ = layout.kernel_filter(w, schedule.register_tile[1],
-                                   schedule.loop_order == "packed_panels")
-    phases.run(xp, out, [phases.Phase(filter_, (g.out_height, g.out_width),
-                                      (g.stride_h, g.stride_w), (g.dilation_h, g.dilation_w))],
-               schedule, g.groups)
-    return out
+def _prepare_forward(g: ConvGeometry, schedule: TiledSchedule, dtype: np.dtype) -> Callable:
+    pad = layout.padder(g.input_shape, dtype, *_input_pads(g))
+    padded_shape = _padded_shape(g.input_shape, _input_pads(g))
+    tile, panels = schedule.register_tile[1], schedule.loop_order == "packed_panels"
+    phase = phases.Phase(layout.kernel_filter(g.filter_shape, tile, panels),
+                         (g.out_height, g.out_width), (g.stride_h, g.stride_w),
+                         (g.dilation_h, g.dilation_w))
+    out_shape = g.output_shape
+    launch = phases.launcher(padded_shape, out_shape, [phase], schedule, dtype.name, g.groups)
+    # The generated kernels take writable arrays for their read-only parameters as they are.
+    filter_values = np.ravel if panels else functools.partial(layout.pack_filter, tile=tile)
+
+    def forward(x, w):
+        out = np.empty(out_shape, dtype)
+        launch(pad(x).reshape(-1), filter_values(w), out.reshape(-1))
+        return out
+
+    return forward
 
 
-def _backward_data(dy, w, g: ConvGeometry, schedule: TiledSchedule) -> np.ndarray:
-    dx = np.empty(g.input_shape, dy.dtype)
+def _prepare_backward_data(g: ConvGeometry, schedule: TiledSchedule,
+                           dtype: np.dtype) -> Callable:
     reached, unreached = phases.stride_phases(g)
-    for ph, pw in unreached:
-        dx[:, ph::g.stride_h, pw::g.stride_w] = 0
+    unreached = [(slice(None), slice(ph, None, g.stride_h), slice(pw, None, g.stride_w))
+                 for ph, pw in unreached]
     if not reached:
-        return dx
+        return lambda dy, w: np.zeros(g.input_shape, dtype)
     padding = phases.dy_padding(reached)
-    dyp = layout.padded(dy, *padding)
-    panels = schedule.loop_order == "packed_panels"
+    pad = layout.padder(g.output_shape, dtype, *padding)
+    padded_shape = _padded_shape(g.output_shape, padding)
+    tile, panels = schedule.register_tile[1], schedule.loop_order == "packed_panels"
     if g.groups == 1:
-        packed = layout.kernel_filter(w, schedule.register_tile[1], panels, swap=True)
+        read_as = layout.kernel_filter(g.filter_shape, tile, panels, swap=True)
+    else:  # swapped within each group first: [R, S, Kg, G·C]
+        height, width, in_channels, out_channels = g.filter_shape
+        read_as = layout.kernel_filter(
+            (height, width, out_channels // g.groups, g.groups * in_channels), tile, panels)
+    launch = phases.launcher(
+        padded_shape, g.input_shape,
+        phases.backward_data_phases(reached, read_as, g, padding, padded_shape), schedule,
+        dtype.name, g.groups)
+
+    dx_shape = g.input_shape
+    if g.groups == 1:
+        filter_values = (np.ravel if panels
+                         else functools.partial(layout.pack_filter, tile=tile, swap=True))
+    elif panels:
+        def filter_values(w):
+            return layout.swap_channels(w, g.groups).reshape(-1)
     else:
-        packed = layout.kernel_filter(layout.swap_channels(w, g.groups),
-                                      schedule.register_tile[1], panels)
-    phases.run(dyp, dx, phases.backward_data_phases(reached, packed, g, padding, dyp.shape),
-               schedule, g.groups)
-    return dx
+        def filter_values(w):
+            return layout.pack_filter(layout.swap_channels(w, g.groups), tile)
+
+    def backward_data(dy, w):
+        dx = np.empty(dx_shape, dtype)
+        for part in unreached:
+            dx[part] = 0
+        launch(pad(dy).reshape(-1), filter_values(w), dx.reshape(-1))
+        return dx
+
+    return backward_data
 
 
-def _backward_filter(x, dy, g: ConvGeometry, schedule: TiledSchedule) -> np.ndarray:
+def _prepare_backward_filter(g: ConvGeometry, schedule: TiledSchedule,
+                             dtype: np.dtype) -> Callable:
     splits = _splits(schedule, g)
     pixels_outer = schedule.loop_order == "pixel_tiles_outer"
     # Pixel tiles outer keeps each tile's running sums in the partials between rows.
-    found = (np.zeros if pixels_outer else np.empty)((splits,) + g.filter_shape, x.dtype)
-    xp = layout.padded(x, *_input_pads(g))
+    allocate = np.zeros if pixels_outer else np.empty
+    pad = layout.padder(g.input_shape, dtype, *_input_pads(g))
+    _, padded_height, padded_width, _ = _padded_shape(g.input_shape, _input_pads(g))
     tile_in, tile_out = schedule.register_tile
     taps = g.filter_height * g.filter_width
-    backward_filter_kernel(tile_in, tile_out, x.dtype.name, this_machine().vector_bits)(
-        xp=layout.readonly_flat(xp), dy=layout.readonly_flat(dy), partials=found.reshape(-1),
-        batch=g.batch, padded_height=xp.shape[1], padded_width=xp.shape[2],
+    launch = backward_filter_kernel(tile_in, tile_out, dtype.name,
+                                    this_machine().vector_bits).bind(
+        batch=g.batch, padded_height=padded_height, padded_width=padded_width,
         x_channels=g.in_channels, in_channels=g.in_channels_per_group,
         filter_height=g.filter_height, filter_width=g.filter_width,
         out_channels=g.out_channels, group_out_channels=g.out_channels_per_group,
@@ -285,11 +322,27 @@ def _backward_filter(x, dy, g: ConvGeometry, schedule: TiledSchedule) -> np.ndar
         stride_w=g.stride_w, dilation_h=g.dilation_h, dilation_w=g.dilation_w, splits=splits,
         c_groups=groups_for(g.in_channels_per_group // tile_in, splits * taps),
         pixels_outer=pixels_outer)
-    return partials.reduced(found)
+    partials_shape = (splits,) + g.filter_shape
+
+    def backward_filter(x, dy):
+        found = allocate(partials_shape, dtype)
+        launch(pad(x).reshape(-1), dy.reshape(-1), found.reshape(-1))
+        return partials.reduced(found)
+
+    return backward_filter
 
 
+def prepare(primitive: str, g: ConvGeometry, schedule: TiledSchedule,
+            dtype: np.dtype) -> Callable:
+    """The run of ``primitive`` on ``g`` under ``schedule`` as a function of its two
+    operands (C-contiguous NHWC / HWIO of ``dtype``, in the primitive table's order): the
+    kernel, its arguments, the phase table and the pads made once."""
+    return _PREPARES[primitive](g, schedule, np.dtype(dtype))
 
 
-#: Each run takes C-contiguous NHWC / HWIO operands, in the primitive table's order.
+_PREPARES = {"forward": _prepare_forward, "backward_data": _prepare_backward_data,
+             "backward_filter": _prepare_backward_filter}
+
+
 FAMILY = Family("tiled", TiledSchedule, candidates, illegal_reason, workspace_bytes, fit,
-                run_per_primitive(_forward, _backward_data, _backward_filter))
+                run_prepared(prepare), prepare)

@@ -13,7 +13,7 @@ its taps through filter strides, and writes its pixels of dx in place
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import NamedTuple
+from typing import Callable, NamedTuple
 
 import numpy as np
 
@@ -40,18 +40,21 @@ class Phase:
     step: tuple = (1, 1)
 
 
-def run(xp: np.ndarray, out: np.ndarray, phases: list, schedule, groups: int = 1):
-    """xp [N, Hp, Wp, C] (padded) -> ``out`` [N, H, W, K] (C-contiguous), every phase in one
-    kernel launch, written in place; ``schedule`` a tiled schedule; ``groups``: output
+def launcher(padded_shape: tuple, out_shape: tuple, phases: list, schedule, dtype: str,
+             groups: int = 1) -> Callable:
+    """Every phase in one launch of the forward kernel, bound to everything but its arrays:
+    call the result with (xp, w, out), flat (xp padded NHWC [N, Hp, Wp, C] read-only, w the
+    filter's values as the phases' :class:`layout.TiledFilter` reads them, out [N, H, W, K]
+    C-contiguous, written in place); ``schedule`` a tiled schedule; ``groups``: output
     channel k of group g reads input channels [g·C/groups, (g + 1)·C/groups)."""
-    batch, padded_height, padded_width, x_channels = xp.shape
-    _, height, width, out_channels = out.shape
+    batch, padded_height, padded_width, x_channels = padded_shape
+    _, height, width, out_channels = out_shape
     rows, cols = schedule.register_tile
     shared = phases[0].filter
     table, first_tile = [], 0
     for phase in phases:
-        f = phase.filter
-        assert (f.data is shared.data and f.tile == cols
+        f = phase.filter  # taps of one filter: only its tap offsets and strides differ
+        assert (_tiles_of(f) == _tiles_of(shared) and f.tile == cols
                 and f.in_channels * groups == x_channels and f.out_channels == out_channels)
         fields = dict(
             first_tile=first_tile, out_height=phase.size[0], out_width=phase.size[1],
@@ -65,35 +68,41 @@ def run(xp: np.ndarray, out: np.ndarray, phases: list, schedule, groups: int = 1
             out_col_stride=phase.step[1] * out_channels)
         table.append([fields[name] for name in PHASE_FIELDS])
         first_tile += -(-(batch * phase.size[0] * phase.size[1]) // rows)
-    launch(xp.reshape(-1), xp.shape, shared, out.reshape(-1), table, first_tile, schedule,
-           k_groups=max(1, out_channels // schedule.channel_block), groups=groups)
+    return table_launcher(padded_shape, shared, table, first_tile, schedule, dtype,
+                          k_groups=max(1, out_channels // schedule.channel_block),
+                          groups=groups)
 
 
-def launch(xp: np.ndarray, x_grid: tuple, shared: layout.TiledFilter, out: np.ndarray, table,
-           total_tiles: int, schedule, k_groups: int, groups: int = 1):
-    """One launch of the forward kernel (``schedule``'s tile and loop order) over ``table``
-    (a row of :data:`PHASE_FIELDS` per phase, ``total_tiles`` pixel tiles in all): ``xp``
-    and ``out`` flat, ``x_grid`` = (batch, padded height, padded width, pixel stride) of xp,
-    the filter ``shared`` by every phase, tasks over ``k_groups`` channel groups."""
+def _tiles_of(f: layout.TiledFilter) -> tuple:
+    return (f.in_channels, f.out_channels, f.tile, f.tile_stride, f.channel_stride,
+            f.lane_stride)
+
+
+def table_launcher(x_grid: tuple, shared: layout.TiledFilter, table, total_tiles: int,
+                   schedule, dtype: str, k_groups: int, groups: int = 1) -> Callable:
+    """The forward kernel (``schedule``'s tile and loop order) over ``table`` (a row of
+    :data:`PHASE_FIELDS` per phase, ``total_tiles`` pixel tiles in all), bound to everything
+    but its arrays (called as :func:`launcher`'s result): ``x_grid`` = (batch, padded
+    height, padded width, pixel stride) of xp, the filter read as ``shared`` by every phase
+    (its tap offsets and strides the table's), tasks over ``k_groups`` channel groups."""
     batch, padded_height, padded_width, x_channels = x_grid
     rows, cols = schedule.register_tile
     out_channels = shared.out_channels
     vector_bits = this_machine().vector_bits
     arguments = dict(
-        xp=layout.readonly(xp), w=shared.data, out=out,
         phases=layout.readonly(np.asarray(table, dtype=np.int64)), batch=batch,
         padded_height=padded_height, padded_width=padded_width, x_channels=x_channels,
         in_channels=shared.in_channels, out_channels=out_channels,
         group_out_channels=out_channels // groups, w_tile_stride=shared.tile_stride,
-        w_channel_stride=shared.channel_stride, total_tiles=total_tiles,
-        pixel_groups=groups_for(total_tiles, k_groups), k_groups=k_groups)
+        w_channel_stride=shared.channel_stride)
+    tasks = dict(total_tiles=total_tiles, pixel_groups=groups_for(total_tiles, k_groups),
+                 k_groups=k_groups)
     if schedule.loop_order == "packed_panels":
-        arguments["w_lane_stride"] = shared.lane_stride
-        forward_panels_kernel(rows, cols, xp.dtype.name, vector_bits).launch(arguments)
-    else:
-        assert shared.lane_stride == 1
-        arguments["pixels_outer"] = schedule.loop_order == "pixel_tiles_outer"
-        forward_kernel(rows, cols, xp.dtype.name, vector_bits).launch(arguments)
+        return forward_panels_kernel(rows, cols, dtype, vector_bits).bind(
+            **arguments, w_lane_stride=shared.lane_stride, **tasks)
+    assert shared.lane_stride == 1
+    return forward_kernel(rows, cols, dtype, vector_bits).bind(
+        **arguments, **tasks, pixels_outer=schedule.loop_order == "pixel_tiles_outer")
 
 
 class StridePhase(NamedTuple):

@@ -220,7 +220,7 @@ def products(v: np.ndarray, u: np.ndarray, out: np.ndarray, tiles: int,
     tiled family's forward kernel: point p is a phase, a 1×1 convolution of the ``tiles``
     pixels (v: tiles × α² × C, u [α², K/KB, C, KB] packed, out: tiles × α² × K, as
     :func:`_strides` lays them out). The phase table is built at once, not phase by phase
-    (``phases.run``'s way): α² rows per chunk."""
+    (:func:`phases.launcher`'s way): α² rows per chunk."""
     points, k_tiles, in_channels, tile_channels = u.shape
     out_channels = k_tiles * tile_channels
     v_tile, v_point = _strides(points, in_channels)
@@ -235,11 +235,13 @@ def products(v: np.ndarray, u: np.ndarray, out: np.ndarray, tiles: int,
             out_offset=point * out_point, out_col_stride=out_tile).items():
         table[:, COLUMN[name]] = value
     total = points * per_point
-    shared = layout.TiledFilter(layout.readonly_flat(u), 1, 1, in_channels, out_channels,
-                                tile_channels, offset=0, tile_stride=in_channels * tile_channels,
-                                row_stride=0, col_stride=0, channel_stride=tile_channels)
-    phases.launch(v, (1, 1, tiles, v_tile), shared, out.reshape(-1), table, total, schedule,
-                  k_groups=max(1, min(k_tiles, -(-TARGET_TASKS // total))))
+    shared = layout.TiledFilter(1, 1, in_channels, out_channels, tile_channels, offset=0,
+                                tile_stride=in_channels * tile_channels, row_stride=0,
+                                col_stride=0, channel_stride=tile_channels)
+    launch = phases.table_launcher((1, 1, tiles, v_tile), shared, table, total, schedule,
+                                   v.dtype.name,
+                                   k_groups=max(1, min(k_tiles, -(-TARGET_TASKS // total))))
+    launch(v, u.reshape(-1), out.reshape(-1))
 
 
 def _tiles(source: np.ndarray, w: np.ndarray, plan: _Plan, schedule: WinogradSchedule,
