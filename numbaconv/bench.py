@@ -134,6 +134,8 @@ def parse_args(argv):
                         help="draw each layer's GFLOP/s per primitive against the FMA peak "
                              "(needs matplotlib)")
     parser.add_argument("--no-torch", action="store_true", help="do not time PyTorch")
+    parser.add_argument("--overhead", action="store_true",
+                        help="only the per-call cost of each op on a tiny layer")
     parser.add_argument("--torch-worker", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     args.primitives = [p.strip() for p in args.ops.split(",") if p.strip()]
@@ -184,6 +186,42 @@ def torch_times(argv) -> dict | None:
             return json.load(handle)
 
 
+#: ``--overhead``: a layer so small that its call is all overhead (1×4×4×8, 3×3, SAME).
+TINY_SHAPES = dict(input=(1, 4, 4, 8), filter=(3, 3, 8, 8), depthwise=(3, 3, 8, 1))
+
+
+def overhead_calls(rng) -> dict:
+    """Each op on the tiny layer: op name -> (the op's arguments)."""
+    x = rng.standard_normal(TINY_SHAPES["input"]).astype(np.float32)
+    w = rng.standard_normal(TINY_SHAPES["filter"]).astype(np.float32)
+    dw = rng.standard_normal(TINY_SHAPES["depthwise"]).astype(np.float32)
+    dy = rng.standard_normal(TINY_SHAPES["input"]).astype(np.float32)
+    shape, strides = TINY_SHAPES["input"], [1, 1, 1, 1]
+    return {"conv2d": (x, w, 1, "SAME"),
+            "conv2d_backprop_input": (shape, w, dy, 1, "SAME"),
+            "conv2d_backprop_filter": (x, TINY_SHAPES["filter"], dy, 1, "SAME"),
+            "depthwise_conv2d": (x, dw, strides, "SAME"),
+            "depthwise_conv2d_backprop_input": (shape, dw, dy, strides, "SAME"),
+            "depthwise_conv2d_backprop_filter": (x, TINY_SHAPES["depthwise"], dy, strides,
+                                                 "SAME")}
+
+
+def overhead_report(rounds: int) -> int:
+    """Per-call cost of each op on a tiny layer: as a user calls it (remembered after the
+    first call) and through the full path (arguments checked, schedule chosen and the run
+    prepared anew), in microseconds; medians of alternating blocks."""
+    print(f"per-call cost on a {TINY_SHAPES['input']} input, 3×3 filter, SAME, float32 "
+          f"({numba.get_num_threads()} threads), microseconds")
+    print(f"{'op':<34} {'call':>6} {'full path':>9}")
+    for op, arguments in overhead_calls(np.random.default_rng(0)).items():
+        public = getattr(nc, op)
+        times = alternating_medians(
+            {"call": lambda: public(*arguments),
+             "full": lambda: call_for(op, *arguments).run()}, rounds=rounds, per_round=200)
+        print(f"{op:<34} {times['call'] * 1e6:6.1f} {times['full'] * 1e6:9.1f}", flush=True)
+    return 0
+
+
 def fma_peak() -> float:
     """The calibrated float32 FMA peak of this CPU (GFLOP/s), measured now if none is."""
     found = ((configs.calibration() or {}).get("fma") or {}).get("peak_gflops")
@@ -199,6 +237,8 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     if args.torch_worker:
         return torch_worker(args)
+    if args.overhead:
+        return overhead_report(args.rounds)
     layers, primitives = _layers(args), args.primitives
     machine = this_machine()
     torch = None if args.no_torch else torch_times(argv)

@@ -15,7 +15,7 @@ from .jit import parallel_kernel
 #: copy itself.
 SMALL_COPY_BYTES = 256 * 2**10
 #: The same for a filter's rearrangement, whose strided reads NumPy makes slowly.
-SMALL_TRANSPOSE_BYTES = 16 * 2**10
+SMALL_TRANSPOSE_BYTES = 32 * 2**10
 
 
 @parallel_kernel

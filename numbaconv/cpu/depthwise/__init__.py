@@ -19,16 +19,17 @@ from __future__ import annotations
 import dataclasses
 import math
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import Callable, ClassVar
 
 import numpy as np
 
 from ... import memory
-from ...family import Family, run_per_primitive
+from ...family import Family, run_prepared
 from ...geometry import ConvGeometry
 from ...primitives import primitive as primitive_named
 from ...schedule import Schedule
-from .. import layout, partials
+from .. import partials
+from ..layout import readonly
 from ..tasks import channel_block_for, groups_for
 from .kernels import backward_data_depthwise, backward_filter_depthwise, forward_depthwise
 from .rows import backward_data_rows, backward_filter_rows, forward_rows
@@ -151,10 +152,10 @@ def _repeated(taps: np.ndarray, width: int) -> np.ndarray:
                                 ).reshape(r, s, width * c)
 
 
-def _flattened(array: np.ndarray) -> np.ndarray:
-    """[N, H, W, C] -> [N, H, W·C] (a view)."""
-    n, h, w, c = array.shape
-    return array.reshape(n, h, w * c)
+def _flat(shape: tuple) -> tuple:
+    """[N, H, W, C] -> [N, H, W·C]: the shape of a flattened-rows view."""
+    n, h, w, c = shape
+    return (n, h, w * c)
 
 
 def _rows_arguments(g: ConvGeometry) -> tuple:
@@ -162,45 +163,85 @@ def _rows_arguments(g: ConvGeometry) -> tuple:
             g.pad_top, g.pad_left)
 
 
-def _forward(x, w, g: ConvGeometry, schedule: DepthwiseSchedule) -> np.ndarray:
-    out = np.empty(g.output_shape, dtype=x.dtype)
+def _prepare_sweep(rows_kernel, pixels_kernel, g: ConvGeometry, schedule: DepthwiseSchedule,
+                   dtype, operand_shape: tuple, result_shape: tuple, width: int) -> Callable:
+    """Forward (x -> y) and backward-data (dy -> dx) alike: the operand swept by the taps
+    into a fresh result, by flat rows (the weights repeated along ``width`` pixels) or per
+    pixel."""
+    taps_shape = _taps_shape(g)
     if schedule.loop_order == "flat_rows":
-        forward_rows(layout.readonly(_flattened(x)), _repeated(_taps(w), g.out_width),
-                     _flattened(out), *_rows_arguments(g))
-        return out
-    forward_depthwise(layout.readonly(x), layout.readonly(_taps(w)), out,
-                      *_geometry_arguments(g), schedule.channel_block,
-                      schedule.loop_order == "row_taps")
-    return out
+        operand_rows, result_rows = _flat(operand_shape), _flat(result_shape)
+        rows_arguments = _rows_arguments(g)
+
+        def by_rows(operand, w):
+            result = np.empty(result_shape, dtype)
+            rows_kernel(readonly(operand.reshape(operand_rows)),
+                        _repeated(w.reshape(taps_shape), width), result.reshape(result_rows),
+                        *rows_arguments)
+            return result
+
+        return by_rows
+    arguments = (*_geometry_arguments(g), schedule.channel_block,
+                 schedule.loop_order == "row_taps")
+
+    def by_pixels(operand, w):
+        result = np.empty(result_shape, dtype)
+        pixels_kernel(readonly(operand), readonly(w.reshape(taps_shape)), result, *arguments)
+        return result
+
+    return by_pixels
 
 
-def _backward_data(dy, w, g: ConvGeometry, schedule: DepthwiseSchedule) -> np.ndarray:
-    dx = np.empty(g.input_shape, dtype=dy.dtype)
+def _prepare_forward(g: ConvGeometry, schedule: DepthwiseSchedule, dtype) -> Callable:
+    return _prepare_sweep(forward_rows, forward_depthwise, g, schedule, dtype, g.input_shape,
+                          g.output_shape, g.out_width)
+
+
+def _prepare_backward_data(g: ConvGeometry, schedule: DepthwiseSchedule, dtype) -> Callable:
+    return _prepare_sweep(backward_data_rows, backward_data_depthwise, g, schedule, dtype,
+                          g.output_shape, g.input_shape, g.in_width)
+
+
+def _prepare_backward_filter(g: ConvGeometry, schedule: DepthwiseSchedule,
+                             dtype) -> Callable:
+    found_shape = (_splits(schedule, g),) + _taps_shape(g)
+    filter_shape = g.filter_shape
     if schedule.loop_order == "flat_rows":
-        backward_data_rows(layout.readonly(_flattened(dy)), _repeated(_taps(w), g.in_width),
-                           _flattened(dx), *_rows_arguments(g))
-        return dx
-    backward_data_depthwise(layout.readonly(dy), layout.readonly(_taps(w)), dx,
-                            *_geometry_arguments(g), schedule.channel_block,
-                            schedule.loop_order == "row_taps")
-    return dx
+        x_rows, dy_rows = _flat(g.input_shape), _flat(g.output_shape)
+        arguments = (g.in_channels, g.in_width, g.out_width, g.stride_h, g.stride_w,
+                     g.dilation_h, g.dilation_w, g.pad_top, g.pad_left)
+
+        def backward_filter(x, dy):
+            found = np.empty(found_shape, dtype)
+            backward_filter_rows(readonly(x.reshape(x_rows)), readonly(dy.reshape(dy_rows)),
+                                 found, *arguments)
+            return partials.reduced(found).reshape(filter_shape)
+
+        return backward_filter
+    arguments = (*_geometry_arguments(g), schedule.channel_block)
+
+    def backward_filter(x, dy):
+        found = np.empty(found_shape, dtype)
+        backward_filter_depthwise(readonly(x), readonly(dy), found, *arguments)
+        return partials.reduced(found).reshape(filter_shape)
+
+    return backward_filter
 
 
-def _backward_filter(x, dy, g: ConvGeometry, schedule: DepthwiseSchedule) -> np.ndarray:
-    if schedule.loop_order == "flat_rows":
-        found = np.empty((_splits(schedule, g), g.filter_height, g.filter_width,
-                          g.out_channels), x.dtype)
-        backward_filter_rows(layout.readonly(_flattened(x)), layout.readonly(_flattened(dy)),
-                             found, g.in_channels, g.in_width, g.out_width, g.stride_h,
-                             g.stride_w, g.dilation_h, g.dilation_w, g.pad_top, g.pad_left)
-        return partials.reduced(found).reshape(g.filter_shape)
-    found = np.empty((_splits(schedule, g), g.filter_height, g.filter_width, g.out_channels),
-                     x.dtype)
-    backward_filter_depthwise(layout.readonly(x), layout.readonly(dy), found,
-                              *_geometry_arguments(g), schedule.channel_block)
-    return partials.reduced(found).reshape(g.filter_shape)
+def _taps_shape(g: ConvGeometry) -> tuple:
+    return (g.filter_height, g.filter_width, g.out_channels)
 
 
-#: Each run takes C-contiguous NHWC / HWIO operands, in the primitive table's order.
+def prepare(primitive: str, g: ConvGeometry, schedule: DepthwiseSchedule,
+            dtype) -> Callable:
+    """The run of ``primitive`` as a function of its two operands (C-contiguous NHWC /
+    HWIO of ``dtype``), its arguments made once."""
+    return _PREPARES[primitive](g, schedule, np.dtype(dtype))
+
+
+_PREPARES = {"forward": _prepare_forward, "backward_data": _prepare_backward_data,
+             "backward_filter": _prepare_backward_filter}
+
+
 FAMILY = Family("depthwise", DepthwiseSchedule, candidates, illegal_reason, workspace_bytes,
-                fit, run_per_primitive(_forward, _backward_data, _backward_filter))
+                fit, run_prepared(prepare), prepare)
