@@ -171,6 +171,7 @@ class Source:
     def __init__(self):
         self.lines: list[str] = []
         self.depth = 0
+        self._later: list[str] = []
 
     def __call__(self, *lines: str):
         for line in lines:
@@ -186,17 +187,40 @@ class Source:
         finally:
             self.depth -= 1
 
+    @contextlib.contextmanager
+    def after_all(self):
+        """Lines written inside go after everything else, from depth 0 (another function
+        of the module)."""
+        lines, depth = self.lines, self.depth
+        self.lines, self.depth = [], 0
+        try:
+            yield
+        finally:
+            self._later += self.lines
+            self.lines, self.depth = lines, depth
+
     def text(self) -> str:
-        return "\n".join(self.lines) + "\n"
+        return "\n".join(self.lines + self._later) + "\n"
 
 
 @contextlib.contextmanager
-def task_loop(src: Source, count: str, vector_bits: int):
-    """``for task in prange(count):``, its body (the function Numba outlines) compiled for
-    ``vector_bits``-wide vectors."""
+def task_loop(src: Source, count: str, vector_bits: int, name: str, arguments: tuple):
+    """``for task in prange(count): name(task, *arguments)``, the body written inside this
+    block becoming ``name``, a serial function of the module compiled for
+    ``vector_bits``-wide vectors (``arguments``: the kernel's names the body reads). Why
+    not the body in the loop: Numba's parallel passes over an unrolled register tile took
+    most of its compile time (27 s of 34 for an 8×32 tile); over a one-line loop they take
+    none."""
+    names = ", ".join(arguments)
     with src.block(f"for task in prange({count}):"):
-        src(f"{HINTS[vector_bits]}()")
-        yield
+        # The hint also here, should LLVM inline the call; int64: Numba's parallel lowering
+        # makes the loop index unsigned, and a second type would compile the body twice.
+        src(f"{HINTS[vector_bits]}()", f"{name}(int64(task), {names})")
+    with src.after_all():
+        src("", "", HELPER_DECORATOR)
+        with src.block(f"def {name}(task, {names}):"):
+            src(f"{HINTS[vector_bits]}()")
+            yield
 
 
 #: The decorators of a generated module's parallel kernel and of its serial helpers (kept
@@ -210,7 +234,7 @@ HELPER_DECORATOR = (f"@njit(cache=True, nogil=True, inline='never', "
 def preamble(src: Source, doc: str, dtype: str, vector_bits: int, decorator: bool = True):
     """The module's docstring and imports, then (``decorator``) the kernel's decorator."""
     src(f'"""{doc}"""',
-        "from numba import njit, prange, uint64",
+        "from numba import int64, njit, prange, uint64",
         f"from numpy import empty, {dtype}",
         f"from numbaconv.cpu.vector_width import {HINTS[vector_bits]}")
     if decorator:

@@ -20,19 +20,26 @@ SMALL_TRANSPOSE_BYTES = 32 * 2**10
 
 @parallel_kernel
 def pad_rows_kernel(x, xp, pad_top, pad_left):
-    """xp [N, Hp, Wp, C] <- x [N, H, W, C] placed at (pad_top, pad_left), zeros around."""
-    batch, in_height, in_width, _ = x.shape
-    padded_height = xp.shape[1]
+    """xp [N, Hp, Wp, C] <- x [N, H, W, C] placed at (pad_top, pad_left), zeros around.
+    Loops, not an array assignment: the latter's shape check compiles Numba's error
+    formatting, seconds of every cold start."""
+    batch, in_height, in_width, channels = x.shape
+    padded_height, padded_width = xp.shape[1], xp.shape[2]
     for row in prange(batch * padded_height):
         n = row // padded_height
         ih = row % padded_height - pad_top
+        out_row = xp[n, row % padded_height]
         if ih < 0 or ih >= in_height:
-            xp[n, row % padded_height] = 0
-        else:
-            out_row = xp[n, row % padded_height]
-            out_row[:pad_left] = 0
-            out_row[pad_left:pad_left + in_width] = x[n, ih]
-            out_row[pad_left + in_width:] = 0
+            out_row[:] = 0
+            continue
+        in_row = x[n, ih]
+        for iw in range(padded_width):
+            source = iw - pad_left
+            if source < 0 or source >= in_width:
+                out_row[iw] = 0
+            else:
+                for c in range(channels):
+                    out_row[iw, c] = in_row[source, c]
 
 
 def padded(x: np.ndarray, top: int, bottom: int, left: int, right: int) -> np.ndarray:

@@ -86,7 +86,8 @@ def render_forward(tile_pixels: int, tile_channels: int, dtype: str, vector_bits
             f"k_tiles = out_channels // {KB}",
             "last_phase = phases.shape[0] - 1",
             "w_step = uint64(w_channel_stride)")
-        with task_loop(src, "pixel_groups * k_groups", vector_bits):
+        with task_loop(src, "pixel_groups * k_groups", vector_bits, "tile_task",
+                       FORWARD_PARAMETERS.names + ("k_tiles", "last_phase", "w_step")):
             src("pg = task // k_groups",
                 "kg = task % k_groups",
                 "t0 = pg * total_tiles // pixel_groups",
@@ -217,7 +218,10 @@ def render_forward_panels(tile_pixels: int, tile_channels: int, dtype: str,
             "for phase in range(last_phase + 1):",
             "    panel_length = max(panel_length, phases[phase, "
             f"{COLUMN['filter_height']}] * phases[phase, {COLUMN['filter_width']}] * panel_column)")
-        with task_loop(src, "pixel_groups * k_groups", vector_bits):
+        with task_loop(src, "pixel_groups * k_groups", vector_bits, "panel_task",
+                       FORWARD_PANELS_PARAMETERS.names
+                       + ("k_tiles", "last_phase", "w_step", "lane", "panel_column",
+                          "panel_length")):
             src("kg = task // pixel_groups",
                 "pg = task % pixel_groups",
                 "t0 = pg * total_tiles // pixel_groups",
@@ -315,8 +319,10 @@ def render_backward_filter(tile_in_channels: int, tile_channels: int, dtype: str
             "rows = batch * out_height",
             "tiles = taps * c_tiles * k_tiles",
             "pixel_step = uint64(stride_w * x_channels)")
+        locals_ = ("c_tiles", "k_tiles", "taps", "rows", "tiles", "pixel_step")
         with src.block("if pixels_outer:"):
-            with task_loop(src, "splits * taps * c_groups", vector_bits):
+            with task_loop(src, "splits * taps * c_groups", vector_bits, "rows_task",
+                           BACKWARD_FILTER_PARAMETERS.names + locals_):
                 src("split = task // (taps * c_groups)",
                     "tap = task // c_groups % taps",
                     "group = task % c_groups",
@@ -339,7 +345,8 @@ def render_backward_filter(tile_in_channels: int, tile_channels: int, dtype: str
                                       " + c0)", "dy_row + uint64(k0)")
                             src(*(f"{slot} = {name}" for name, slot in tile_slots()))
         with src.block("else:"):
-            with task_loop(src, "splits * tiles", vector_bits):
+            with task_loop(src, "splits * tiles", vector_bits, "tile_task",
+                           BACKWARD_FILTER_PARAMETERS.names + locals_):
                 src("split = task // tiles",
                     "tile = task % tiles",
                     "tap = tile // (c_tiles * k_tiles)",
