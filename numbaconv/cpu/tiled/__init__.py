@@ -312,16 +312,15 @@ def _prepare_backward_filter(g: ConvGeometry, schedule: TiledSchedule,
     _, padded_height, padded_width, _ = _padded_shape(g.input_shape, _input_pads(g))
     tile_in, tile_out = schedule.register_tile
     taps = g.filter_height * g.filter_width
-    launch = backward_filter_kernel(tile_in, tile_out, dtype.name,
-                                    this_machine().vector_bits).bind(
+    launch = backward_filter_kernel(tile_in, tile_out, dtype.name, this_machine().vector_bits,
+                                    pixels_outer).bind(
         batch=g.batch, padded_height=padded_height, padded_width=padded_width,
         x_channels=g.in_channels, in_channels=g.in_channels_per_group,
         filter_height=g.filter_height, filter_width=g.filter_width,
         out_channels=g.out_channels, group_out_channels=g.out_channels_per_group,
         out_height=g.out_height, out_width=g.out_width, stride_h=g.stride_h,
         stride_w=g.stride_w, dilation_h=g.dilation_h, dilation_w=g.dilation_w, splits=splits,
-        c_groups=groups_for(g.in_channels_per_group // tile_in, splits * taps),
-        pixels_outer=pixels_outer)
+        c_groups=groups_for(g.in_channels_per_group // tile_in, splits * taps))
     partials_shape = (splits,) + g.filter_shape
 
     def backward_filter(x, dy):
