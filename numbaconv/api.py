@@ -28,7 +28,7 @@ from .arguments import (FLOAT_NAMES, INTEGER_OPS_DTYPES, as_array, check_data_fo
                         shape_arg, spatial_pair, to_nhwc_shape)
 from . import call_memo, configs
 from .choice import MEMO_LIMIT, Choice
-from .cpu import bias, families, half
+from .cpu import bias, cold_start, families, half
 from .cpu.heuristic import choose
 from .cuda.runtime import is_device_array
 from .geometry import ConvGeometry, Padding, conv_geometry
@@ -91,7 +91,7 @@ class Call:
         if self.device == "cuda":
             check_result_fits(self.op, self.result_shape, self.dtype)
             return self._run_cuda(schedule or self.choice().schedule)
-        return self.prepare(schedule).run([_host(operand) for operand in self.operands])
+        return self.prepare(schedule).run_first([_host(operand) for operand in self.operands])
 
     def prepare(self, schedule=None) -> PreparedCall:
         """This CPU call's work but its operands, under ``schedule`` (by default the chosen
@@ -101,13 +101,15 @@ class Call:
             return PreparedCall(self.result_shape, self.dtype)
         p = primitive(self.primitive)
         dtype = self.compute_dtype
-        kernels = families.prepare(p.name, self.geometry, schedule or self.choice().schedule,
-                                   dtype)
+        now = (cold_start.Now(schedule) if schedule is not None
+               else cold_start.schedule_now(p.name, self.geometry, self.choice().schedule,
+                                            dtype))
+        kernels = families.prepare(p.name, self.geometry, now.schedule, dtype)
         layouts = tuple(_kernel_layout(tensor, operand.dtype, self.data_format, dtype)
                         for tensor, operand in zip(p.operands, self.operands))
         return PreparedCall(self.result_shape, self.dtype, kernels, layouts,
                             self.data_format if is_activation(p.result) else "NHWC",
-                            p.result_shape(self.geometry), dtype)
+                            p.result_shape(self.geometry), dtype, now.waiting, now.unmarked)
 
     def _run_cuda(self, schedule):
         if self.dtype.kind == "i":
@@ -150,14 +152,17 @@ class PreparedCall:
     (``data_format`` for an activation) and dtype. Every op call ends in :meth:`run`: its
     steps are chosen here, once, so that a call of a small layer pays only for its own."""
 
-    __slots__ = ("result_shape", "dtype", "kernels", "layouts", "_finish")
+    __slots__ = ("result_shape", "dtype", "kernels", "layouts", "waiting", "_unmarked",
+                 "_finish")
 
     def __init__(self, result_shape: tuple, dtype: np.dtype, kernels=None, layouts: tuple = (),
-                 data_format: str = "NHWC", kernel_result: tuple = (), kernel_dtype=None):
+                 data_format: str = "NHWC", kernel_result: tuple = (), kernel_dtype=None,
+                 waiting=None, unmarked: str | None = None):
         """``kernel_result``, ``kernel_dtype``: the shape (NHWC / HWIO) and dtype the
-        kernels return."""
+        kernels return; ``waiting``, ``unmarked``: as :class:`cold_start.Now` says."""
         self.result_shape, self.dtype = result_shape, dtype
         self.kernels, self.layouts = kernels, layouts
+        self.waiting, self._unmarked = waiting, unmarked
         steps = []
         if data_format == "NCHW":
             steps.append(functools.partial(from_nhwc, data_format=data_format))
@@ -166,6 +171,19 @@ class PreparedCall:
         if kernel_dtype != dtype:
             steps.append(lambda out: _rounded(out, dtype))
         self._finish = tuple(steps)
+
+    def current(self) -> bool:
+        """False once the background build it waits for is done: prepare the call again."""
+        return self.waiting is None or not self.waiting.done()
+
+    def run_first(self, operands) -> np.ndarray:
+        """:meth:`run`, then the mark that its kernels are built (the first run compiles
+        them all)."""
+        out = self.run(operands)
+        if self._unmarked is not None:
+            cold_start.mark_built(self._unmarked)
+            self._unmarked = None
+        return out
 
     def run(self, operands) -> np.ndarray:
         if self.kernels is None:
@@ -498,7 +516,8 @@ def _op(build):
         key = call_memo.key(name, args, kwargs)
         if key is not None:
             found = _remembered.get(key)
-            if found is not None and found.signature == configs.files_signature():
+            if (found is not None and found.signature == configs.files_signature()
+                    and found.prepared.current()):
                 return found.run(args, kwargs)
         signature = configs.files_signature()  # before the choice: a later change shows
         call = build(*args, **kwargs)
@@ -512,7 +531,7 @@ def _op(build):
             shapes = tuple(None if operand.shape == source.shape else operand.shape
                            for operand, source in zip(call.operands, call.sources))
             _remembered[key] = call_memo.Remembered(prepared, slots, shapes, signature)
-        return prepared.run(call.operands)
+        return prepared.run_first(call.operands)
 
     _BUILDERS[name] = build
     return op
@@ -739,15 +758,18 @@ class Explanation:
     choice: Choice
 
     def __str__(self) -> str:
-        g = self.call.geometry
-        return "\n".join([
-            f"{self.call.op} -> {self.call.primitive} ({self.call.dtype}, {self.call.data_format}, "
-            f"{self.call.device})",
+        call, g = self.call, self.call.geometry
+        lines = [
+            f"{call.op} -> {call.primitive} ({call.dtype}, {call.data_format}, {call.device})",
             f"geometry: {g.describe()}",
-            f"output: {self.call.result_shape}, {g.flops / 1e9:.3g} GFLOP",
+            f"output: {call.result_shape}, {g.flops / 1e9:.3g} GFLOP",
             f"schedule: {self.choice.schedule}",
             f"source: {self.choice.source}",
-        ])
+        ]
+        if call.device == "cpu":
+            lines.append("kernels: " + cold_start.status(call.primitive, self.choice.schedule,
+                                                         call.compute_dtype))
+        return "\n".join(lines)
 
 
 def explain(op_name: str, *args, **kwargs) -> Explanation:

@@ -17,6 +17,14 @@ class Schedule:
     """Base of every family's knobs dataclass."""
 
     algorithm: ClassVar[str]
+    #: The knobs that only split the work into tasks (the family's ``fit`` derives them per
+    #: geometry): schedules that differ only there run the same compiled kernels.
+    TASK_SPLIT: ClassVar[tuple] = ()
+
+    def kernels_key(self) -> str:
+        """The schedule without its task split: what decides the kernels it compiles."""
+        return ", ".join(f"{key}={value}" for key, value in self.to_dict().items()
+                         if key not in self.TASK_SPLIT)
 
     def to_dict(self) -> dict:
         """Plain data for YAML: the family's name and each knob (tuples as lists)."""

@@ -48,6 +48,8 @@ if os.environ["NUMBA_ENABLE_CUDASIM"] == "1":
 
 # Tests never read or write the user's tuned configs.
 os.environ["NUMBACONV_CONFIG_DIR"] = tempfile.mkdtemp(prefix="numbaconv-test-configs-")
+# Calls build their kernels themselves (tests/test_cold_start.py turns background builds on).
+os.environ["NUMBACONV_BACKGROUND_BUILDS"] = "0"
 
 #: Worst error allowed, relative to the largest magnitude of the float64 reference.
 TOLERANCE = {np.float32: 1e-5, np.float64: 1e-12}

@@ -124,6 +124,7 @@ def tune_one(layer: Layer, primitive: str, dtype: str, space: dict, deadline: fl
             outcome.rejected.append((schedule, f"wrong result (relative error {error:.2e})"))
             log(f"    rejected {schedule}: relative error {error:.2e}")
             continue
+        backend.verified(primitive, schedule, np_dtype)
         measured = measure(lambda i: run_in_program(sets[i], schedule), len(sets), repeats,
                            settle=settle)
         seconds = measured.seconds

@@ -46,6 +46,7 @@ class DepthwiseSchedule(Schedule):
     """The depthwise family's knobs (see the module docstring)."""
 
     algorithm: ClassVar[str] = "depthwise"
+    TASK_SPLIT: ClassVar[tuple] = ("channel_block", "reduction_splits")
     loop_order: str = "flat_rows"
     channel_block: int = 64
     reduction_splits: int = 1

@@ -51,6 +51,7 @@ class DirectSchedule(Schedule):
     """The direct family's knobs (see the module docstring)."""
 
     algorithm: ClassVar[str] = "direct"
+    TASK_SPLIT: ClassVar[tuple] = ("channel_block", "in_channel_block", "reduction_splits")
     loop_order: str = "pixel_tap_channel"
     channel_block: int = 64
     in_channel_block: int = 64

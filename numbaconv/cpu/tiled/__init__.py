@@ -55,6 +55,7 @@ class TiledSchedule(Schedule):
     """The tiled family's knobs (see the module docstring)."""
 
     algorithm: ClassVar[str] = "tiled"
+    TASK_SPLIT: ClassVar[tuple] = ("channel_block", "reduction_splits")
     loop_order: str = "pixel_tiles_outer"
     channel_block: int = 64
     register_tile: tuple = field(default=(4, 16))

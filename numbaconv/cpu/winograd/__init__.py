@@ -63,6 +63,7 @@ class WinogradSchedule(Schedule):
     """The winograd family's knobs (see the module docstring)."""
 
     algorithm: ClassVar[str] = "winograd"
+    TASK_SPLIT: ClassVar[tuple] = ("chunk_tiles",)
     output_tile: int = 4
     register_tile: tuple = field(default=(8, 32))
     loop_order: str = "channel_tiles_outer"

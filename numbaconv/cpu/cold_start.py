@@ -1,0 +1,193 @@
+"""Cold start: the first call of a schedule whose kernels were never built on this machine
+runs a *starter* schedule, quick to compile, while a background process builds the chosen
+schedule's kernels into Numba's disk cache; the first call after that build is done runs
+the chosen schedule (loaded from the cache in a fraction of a second).
+
+Why: a generated register tile takes seconds to compile (``docs/measurements.md``), and a
+user who calls the ops before tuning waited for all of them before a first training step.
+Why a process, not a thread: a compiling thread holds the GIL for most of its work and
+Numba's compiler lock for all of it, so the caller's next compilation (another primitive's
+starter) would wait for it. The child runs at a lower priority, one run of the call on
+random data (which compiles every kernel the run needs), then marks the build done.
+
+What has been built is remembered by one marker file per :func:`build_key` (the schedule
+without its task split, the primitive, dtype, vector width, CPU and Numba version) under
+the cache root; a marker whose kernels Numba's cache lost costs a compilation, as
+before. ``NUMBACONV_BACKGROUND_BUILDS=0`` builds in the call instead (benchmarks do, so as
+to time the chosen schedules).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import NamedTuple
+
+import numba
+import numpy as np
+
+from ..configs import geometry_to_dict
+from ..geometry import ConvGeometry
+from ..machine import this_machine
+from ..paths import cache_root
+from ..primitives import primitive as primitive_named
+from ..primitives import random_tensors
+from ..threads import ProcessLock
+from . import tiled
+from .families import CPU, run
+
+ENV = "NUMBACONV_BACKGROUND_BUILDS"
+#: The families whose kernels are generated per tile: the ones slow to compile.
+GENERATED = ("tiled", "winograd", "gemm")
+#: The background build's niceness where there is no idle scheduling class.
+NICENESS = 19
+
+_lock = ProcessLock()
+_builds: dict = {}  # build key -> Build: this process's background builds
+
+
+def enabled() -> bool:
+    return os.environ.get(ENV, "1") != "0"
+
+
+def build_key(primitive: str, schedule, dtype) -> str:
+    """What decides the kernels a run compiles (not the geometry: the generated kernels
+    take it as arguments), and where they were compiled."""
+    machine = this_machine()
+    return (f"{primitive}|{np.dtype(dtype).name}|{schedule.kernels_key()}|"
+            f"{machine.vector_bits}|{machine.key}|numba {numba.__version__}")
+
+
+def _marker(key: str) -> Path:
+    return cache_root() / "built" / hashlib.sha256(key.encode()).hexdigest()[:24]
+
+
+def is_built(key: str) -> bool:
+    return _marker(key).exists()
+
+
+def mark_built(key: str):
+    """Record that ``key``'s kernels are in the disk cache (best effort: a read-only cache
+    only means later processes start cold again)."""
+    path = _marker(key)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(key + "\n")
+    except OSError:
+        pass
+
+
+def starter(primitive: str, g: ConvGeometry, itemsize: int):
+    """A tiled schedule of one vector of channels by four rows, quick to compile (a few
+    seconds against 8-30 for the large tiles), or None where no such tile is legal."""
+    lanes = this_machine().lanes(itemsize)
+    for columns in (lanes, lanes // 2):
+        schedule = CPU.fit(tiled.TiledSchedule(loop_order="pixel_tiles_outer",
+                                               register_tile=(4, max(1, columns))),
+                           primitive, g, itemsize)
+        if CPU.illegal_reason(primitive, g, schedule, itemsize) is None:
+            return schedule
+    return None
+
+
+class Build:
+    """A background process building one schedule's kernels."""
+
+    def __init__(self, key: str, primitive: str, g: ConvGeometry, schedule, dtype):
+        self.key = key
+        package_parent = str(Path(__file__).resolve().parents[2])
+        env = dict(os.environ, PYTHONPATH=os.pathsep.join(
+            [package_parent] + [p for p in [os.environ.get("PYTHONPATH")] if p]))
+        spec = dict(primitive=primitive, geometry=geometry_to_dict(g),
+                    schedule=schedule.to_dict(), dtype=np.dtype(dtype).name)
+        self._process = subprocess.Popen(
+            [sys.executable, "-c", CHILD, json.dumps(spec)], env=env,
+            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+    def done(self) -> bool:
+        return self._process.poll() is not None
+
+    def wait(self, timeout: float | None = None) -> bool:
+        """Wait for the build; whether it succeeded."""
+        return self._process.wait(timeout) == 0
+
+
+class Now(NamedTuple):
+    """What a call runs now: ``schedule``; ``waiting``: the background build after which
+    the chosen schedule runs instead (None: ``schedule`` is the chosen one); ``unmarked``:
+    the build key to mark once ``schedule`` has run (None: marked, or not a generated
+    family)."""
+
+    schedule: object
+    waiting: Build | None = None
+    unmarked: str | None = None
+
+
+def schedule_now(primitive: str, g: ConvGeometry, chosen, dtype) -> Now:
+    """``chosen`` when its kernels are built or quick to build anyway (or background
+    builds are off), else a starter while a background process builds ``chosen`` (one per
+    build key and process)."""
+    dtype = np.dtype(dtype)
+    if chosen.algorithm not in GENERATED:
+        return Now(chosen)
+    key = build_key(primitive, chosen, dtype)
+    with _lock:
+        build = _builds.get(key)
+        if build is not None and build.done():
+            return Now(chosen, unmarked=key)  # built, or failed: then the call builds it
+        if build is None and is_built(key):
+            return Now(chosen)
+        fallback = starter(primitive, g, dtype.itemsize) if enabled() else None
+        if fallback is None or fallback.kernels_key() == chosen.kernels_key():
+            return Now(chosen, unmarked=key)
+        if build is None:
+            build = _builds[key] = Build(key, primitive, g, chosen, dtype)
+        return Now(fallback, build, build_key(primitive, fallback, dtype))
+
+
+def status(primitive: str, chosen, dtype) -> str:
+    """Whether ``chosen``'s kernels are built, for :func:`numbaconv.explain`."""
+    if chosen.algorithm not in GENERATED:
+        return "compiled on first use"
+    key = build_key(primitive, chosen, dtype)
+    build = _builds.get(key)
+    if build is not None and not build.done():
+        return "building in the background (calls run a starter schedule until then)"
+    if is_built(key) or build is not None:
+        return "built"
+    return ("not built on this machine yet: the first call builds them"
+            + (" in the background" if enabled() else ""))
+
+
+#: The background process's program.
+CHILD = "import sys; from numbaconv.cpu import cold_start; cold_start.child(sys.argv[1])"
+
+
+def child(spec: str):
+    """The background process: :func:`build`, on cores the caller leaves idle (Linux's
+    idle scheduling class; elsewhere the lowest priority)."""
+    try:
+        os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))
+    except (AttributeError, OSError):
+        try:
+            os.nice(NICENESS)
+        except OSError:
+            pass
+    build(json.loads(spec))
+
+
+def build(spec: dict):
+    """One run of the schedule on random operands (compiling every kernel it needs, into
+    the disk cache), then its marker."""
+    primitive = spec["primitive"]
+    g = ConvGeometry(**spec["geometry"])
+    schedule = CPU.parse(spec["schedule"])
+    dtype = np.dtype(spec["dtype"])
+    operands = primitive_named(primitive).pick(random_tensors(g, dtype,
+                                                              np.random.default_rng(0)))
+    run(primitive, operands, g, schedule)
+    mark_built(build_key(primitive, schedule, dtype))

@@ -1,0 +1,136 @@
+"""A call whose chosen kernels were never built runs a starter schedule while a background
+process builds them; the call after the build runs the chosen schedule."""
+
+import numpy as np
+import pytest
+from conftest import assert_matches, random
+
+import numbaconv as nc
+import reference as ref
+from numbaconv import api, configs
+from numbaconv.cpu import cold_start, families
+from numbaconv.cpu.tiled import TiledSchedule
+from numbaconv.geometry import conv_geometry
+
+X_SHAPE, W_SHAPE = (1, 12, 12, 16), (3, 3, 16, 32)
+CHOSEN = TiledSchedule(loop_order="pixel_tiles_outer", register_tile=(6, 16))
+SAME = ((1, 1), (1, 1), ((1, 1), (1, 1)))
+
+
+@pytest.fixture
+def cold(tmp_path, monkeypatch):
+    """Background builds on, no build markers yet, a tuned entry choosing ``CHOSEN``; the
+    schedules the ops prepare, in order."""
+    monkeypatch.setenv(cold_start.ENV, "1")
+    monkeypatch.setattr(cold_start, "_marker", lambda key: tmp_path / "built" / str(hash(key)))
+    monkeypatch.setattr(cold_start, "_builds", {})
+    monkeypatch.setattr(api, "_remembered", {})
+    monkeypatch.setenv(configs.CONFIG_ENV, str(tmp_path / "configs"))
+    g = conv_geometry(X_SHAPE, W_SHAPE, (1, 1), (1, 1), "SAME")
+    schedule = families.CPU.fit(CHOSEN, "forward", g, 4)
+    configs.save_entries(configs.user_config_path(), {configs.entry_key("forward", "float32", g):
+                         configs.make_entry("forward", "float32", g, schedule, 1e-3, 1e-3)})
+    prepared = []
+    real = families.prepare
+
+    def recording(primitive, g, schedule, dtype):
+        prepared.append(schedule)
+        return real(primitive, g, schedule, dtype)
+
+    monkeypatch.setattr(families, "prepare", recording)
+    return prepared
+
+
+def test_a_starter_runs_until_the_background_build_is_done(rng, cold):
+    x, w = random(rng, X_SHAPE, np.float32), random(rng, W_SHAPE, np.float32)
+    expected = ref.conv2d(x, w, *SAME)
+    assert_matches(nc.conv2d(x, w, 1, "SAME"), expected, np.float32)
+    starter = cold[-1]
+    assert starter.register_tile != CHOSEN.register_tile
+    (build,) = cold_start._builds.values()
+    assert build.wait(timeout=300)
+    assert_matches(nc.conv2d(x, w, 1, "SAME"), expected, np.float32)
+    assert cold[-1].register_tile == CHOSEN.register_tile
+    assert_matches(nc.conv2d(x, w, 1, "SAME"), expected, np.float32)  # remembered now
+    assert len(cold) == 2
+    assert "kernels: built" in str(nc.explain("conv2d", x, w, 1, "SAME"))
+
+
+class Pending:
+    """A background build that ends when the test says."""
+
+    def __init__(self, *args):
+        self.over = False
+
+    def done(self):
+        return self.over
+
+
+def test_calls_keep_the_starter_while_the_build_runs(rng, cold, monkeypatch):
+    monkeypatch.setattr(cold_start, "Build", Pending)
+    x, w = random(rng, X_SHAPE, np.float32), random(rng, W_SHAPE, np.float32)
+    for _ in range(3):
+        nc.conv2d(x, w, 1, "SAME")
+    assert len(cold) == 1 and cold[0].register_tile != CHOSEN.register_tile
+    assert "building in the background" in str(nc.explain("conv2d", x, w, 1, "SAME"))
+    (build,) = cold_start._builds.values()
+    build.over = True
+    assert_matches(nc.conv2d(x, w, 1, "SAME"), ref.conv2d(x, w, *SAME), np.float32)
+    assert [s.register_tile for s in cold][1:] == [CHOSEN.register_tile]
+
+
+def test_built_kernels_run_at_once_and_the_first_run_marks_them(rng, cold, monkeypatch):
+    x, w = random(rng, X_SHAPE, np.float32), random(rng, W_SHAPE, np.float32)
+    monkeypatch.setenv(cold_start.ENV, "0")  # built in the call, then marked
+    nc.conv2d(x, w, 1, "SAME")
+    assert [s.register_tile for s in cold] == [CHOSEN.register_tile]
+    monkeypatch.setenv(cold_start.ENV, "1")
+    monkeypatch.setattr(api, "_remembered", {})
+    assert_matches(nc.conv2d(x, w, 1, "SAME"), ref.conv2d(x, w, *SAME), np.float32)
+    assert [s.register_tile for s in cold] == [CHOSEN.register_tile] * 2
+    assert cold_start._builds == {}
+
+
+def test_a_failed_build_leaves_the_call_to_build_the_kernels(rng, cold, monkeypatch):
+    class Failed:
+        def __init__(self, *args):
+            pass
+
+        def done(self):
+            return True
+
+    monkeypatch.setattr(cold_start, "Build", Failed)
+    x, w = random(rng, X_SHAPE, np.float32), random(rng, W_SHAPE, np.float32)
+    nc.conv2d(x, w, 1, "SAME")  # the starter, its build already "over"
+    assert_matches(nc.conv2d(x, w, 1, "SAME"), ref.conv2d(x, w, *SAME), np.float32)
+    assert cold[-1].register_tile == CHOSEN.register_tile
+
+
+def test_no_starter_for_kernels_compiled_on_first_use_or_without_a_legal_one(cold):
+    g = conv_geometry((1, 6, 6, 3), (3, 3, 3, 5), (1, 1), (1, 1), "SAME")
+    direct = families.CPU.parse({"algorithm": "direct"})
+    assert cold_start.schedule_now("forward", g, direct, np.float32).schedule == direct
+    odd = TiledSchedule(register_tile=(4, 5))  # 5 channels: no vector-wide starter fits
+    assert cold_start.schedule_now("forward", g, odd, np.float32) == cold_start.Now(
+        odd, unmarked=cold_start.build_key("forward", odd, np.float32))
+
+
+def test_the_build_key_ignores_the_task_split():
+    a = TiledSchedule(register_tile=(8, 32), channel_block=64)
+    b = TiledSchedule(register_tile=(8, 32), channel_block=128, reduction_splits=3)
+    c = TiledSchedule(register_tile=(4, 32), channel_block=64)
+    key = cold_start.build_key
+    assert key("forward", a, np.float32) == key("forward", b, np.float32)
+    assert key("forward", a, np.float32) != key("forward", c, np.float32)
+    assert key("forward", a, np.float32) != key("backward_data", a, np.float32)
+    assert key("forward", a, np.float32) != key("forward", a, np.float64)
+
+
+def test_the_background_work_builds_and_marks(tmp_path, monkeypatch):
+    monkeypatch.setattr(cold_start, "_marker", lambda key: tmp_path / str(hash(key)))
+    g = conv_geometry((1, 5, 5, 16), (3, 3, 16, 16), (1, 1), (1, 1), "VALID")
+    schedule = families.CPU.fit(CHOSEN, "backward_filter", g, 4)
+    spec = dict(primitive="backward_filter", geometry=configs.geometry_to_dict(g),
+                schedule=schedule.to_dict(), dtype="float32")
+    cold_start.build(spec)
+    assert cold_start.is_built(cold_start.build_key("backward_filter", schedule, np.float32))
