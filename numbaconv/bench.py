@@ -77,6 +77,11 @@ def op_calls(primitive: str, layer: Layer, x, w, dy):
     return lambda: public(*args, **options), lambda: default.run(call.operands)
 
 
+#: The pause after the matmul's block: OpenBLAS's threads spin for a while after a
+#: matmul, and a Numba kernel started meanwhile waits for a core.
+BLAS_SETTLE_SECONDS = 0.3
+
+
 def matmul_call(layer: Layer, rng, dtype=np.float32):
     """The layer's forward as one GEMM: [N·OH·OW, R·S·C] @ [R·S·C, K] (same flops)."""
     g = layer.geometry
@@ -264,7 +269,8 @@ def main(argv=None) -> int:
             x, w, dy = _inputs(layer, rng)
             tuned, default = op_calls(primitive, layer, x, w, dy)
             times = alternating_medians({"tuned": tuned, "default": default,
-                                         "matmul": matmul_call(layer, rng)}, rounds=args.rounds)
+                                         "matmul": matmul_call(layer, rng)}, rounds=args.rounds,
+                                        after={"matmul": BLAS_SETTLE_SECONDS})
             rate = g.flops / times["tuned"] / 1e9
             default_rate = g.flops / times["default"] / 1e9
             matmul_rate = g.flops / times["matmul"] / 1e9

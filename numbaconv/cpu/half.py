@@ -1,13 +1,19 @@
 """float16 and bfloat16, the storage types: conversion to and from float32 as parallel
 kernels on their bits (Numba has no half types; NumPy's and ml_dtypes' casts run on one
 core), rounding to nearest even, NaN and Inf kept, overflow to Inf, as NumPy's and
-ml_dtypes' casts do.
+ml_dtypes' casts do. float16 goes through LLVM's own conversions (``fpext`` / ``fptrunc``
+of ``half``: the F16C instructions, or ARM's) where the CPU has them — at memory speed,
+2.5-3.4× the bit arithmetic below, which remains for CPUs without them (the one difference:
+a signaling NaN comes out quiet, as any arithmetic on it would make it).
 
 The arrays arrive as any dtype named ``float16`` or ``bfloat16`` (``ml_dtypes.bfloat16``
 is never imported here): the kernels read and write them as ``uint16``.
 """
 
 from __future__ import annotations
+
+import functools
+import platform
 
 import numpy as np
 from llvmlite import ir
@@ -37,6 +43,34 @@ def _float32_bits(typingctx, value):
         return builder.bitcast(args[0], ir.IntType(32))
 
     return types.uint32(types.float32), codegen
+
+
+@intrinsic
+def _float16_bits_as_float32(typingctx, bits):
+    """The float32 value of the float16 whose bits are the uint16 ``bits``."""
+    def codegen(context, builder, signature, args):
+        return builder.fpext(builder.bitcast(args[0], ir.HalfType()), ir.FloatType())
+
+    return types.float32(types.uint16), codegen
+
+
+@intrinsic
+def _float32_as_float16_bits(typingctx, value):
+    """The bits (a uint16) of the float32 ``value`` rounded to float16, nearest even."""
+    def codegen(context, builder, signature, args):
+        return builder.bitcast(builder.fptrunc(args[0], ir.HalfType()), ir.IntType(16))
+
+    return types.uint16(types.float32), codegen
+
+
+@functools.lru_cache(maxsize=1)
+def hardware_float16() -> bool:
+    """Whether LLVM converts float16 in instructions here (x86's F16C, any 64-bit ARM),
+    not in calls to a runtime library that Numba's JIT may not link."""
+    import llvmlite.binding as llvm
+
+    return bool(llvm.get_host_cpu_features().get("f16c")) or platform.machine() in (
+        "aarch64", "arm64")
 
 
 #: 2**112: moves a half's exponent (bias 15) to float32's (bias 127), subnormals included.
@@ -109,12 +143,33 @@ def narrow_kernel(bits, out, brain):
                                else float32_bits_to_float16_bits(f))
 
 
+@parallel_kernel
+def widen_float16_kernel(bits, out):
+    """out (float32) <- bits (uint16 of float16), by the CPU's conversion."""
+    size = bits.shape[0]
+    for task in prange((size + CHUNK - 1) // CHUNK):
+        for i in range(task * CHUNK, min(size, (task + 1) * CHUNK)):
+            out[i] = _float16_bits_as_float32(bits[i])
+
+
+@parallel_kernel
+def narrow_float16_kernel(values, out):
+    """out (uint16 of float16) <- values (float32), by the CPU's conversion."""
+    size = values.shape[0]
+    for task in prange((size + CHUNK - 1) // CHUNK):
+        for i in range(task * CHUNK, min(size, (task + 1) * CHUNK)):
+            out[i] = _float32_as_float16_bits(values[i])
+
+
 def to_float32(array: np.ndarray) -> np.ndarray:
     """A fresh C-contiguous float32 array with ``array``'s values (a half type)."""
     source = np.ascontiguousarray(array)
     out = np.empty(source.shape, np.float32)
-    widen_kernel(source.reshape(-1).view(np.uint16), out.reshape(-1).view(np.uint32),
-                 dtype_name(source.dtype) == "bfloat16")
+    bits, brain = source.reshape(-1).view(np.uint16), dtype_name(source.dtype) == "bfloat16"
+    if not brain and hardware_float16():
+        widen_float16_kernel(bits, out.reshape(-1))
+    else:
+        widen_kernel(bits, out.reshape(-1).view(np.uint32), brain)
     return out
 
 
@@ -122,6 +177,10 @@ def from_float32(array: np.ndarray, dtype) -> np.ndarray:
     """``array`` (C-contiguous float32) rounded once to ``dtype`` (a half type)."""
     dtype = np.dtype(dtype)
     out = np.empty(array.shape, dtype)
-    narrow_kernel(np.ascontiguousarray(array).reshape(-1).view(np.uint32),
-                  out.reshape(-1).view(np.uint16), dtype_name(dtype) == "bfloat16")
+    values = np.ascontiguousarray(array).reshape(-1)
+    bits, brain = out.reshape(-1).view(np.uint16), dtype_name(dtype) == "bfloat16"
+    if not brain and hardware_float16():
+        narrow_float16_kernel(values, bits)
+    else:
+        narrow_kernel(values.view(np.uint32), bits, brain)
     return out
