@@ -56,25 +56,37 @@ def test_a_starter_runs_until_the_background_build_is_done(rng, cold):
     assert "kernels: built" in str(nc.explain("conv2d", x, w, 1, "SAME"))
 
 
-class Pending:
-    """A background build that ends when the test says."""
+class FakeProcess:
+    """A background process that ends when the test sets its return code."""
 
-    def __init__(self, *args):
-        self.over = False
+    def __init__(self, returncode=None):
+        self.returncode = returncode
 
-    def done(self):
-        return self.over
+    def poll(self):
+        return self.returncode
 
 
-def test_calls_keep_the_starter_while_the_build_runs(rng, cold, monkeypatch):
-    monkeypatch.setattr(cold_start, "Build", Pending)
+@pytest.fixture
+def processes(monkeypatch):
+    """Background builds get fake processes, still running: the list of them."""
+    started = []
+
+    def start(self):
+        self._process = FakeProcess()
+        started.append(self._process)
+
+    monkeypatch.setattr(cold_start.Build, "start", start)
+    return started
+
+
+def test_calls_keep_the_starter_while_the_build_runs(rng, cold, processes):
     x, w = random(rng, X_SHAPE, np.float32), random(rng, W_SHAPE, np.float32)
     for _ in range(3):
         nc.conv2d(x, w, 1, "SAME")
     assert len(cold) == 1 and cold[0].register_tile != CHOSEN.register_tile
     assert "building in the background" in str(nc.explain("conv2d", x, w, 1, "SAME"))
-    (build,) = cold_start._builds.values()
-    build.over = True
+    (process,) = processes
+    process.returncode = 0
     assert_matches(nc.conv2d(x, w, 1, "SAME"), ref.conv2d(x, w, *SAME), np.float32)
     assert [s.register_tile for s in cold][1:] == [CHOSEN.register_tile]
 
@@ -91,19 +103,34 @@ def test_built_kernels_run_at_once_and_the_first_run_marks_them(rng, cold, monke
     assert cold_start._builds == {}
 
 
-def test_a_failed_build_leaves_the_call_to_build_the_kernels(rng, cold, monkeypatch):
-    class Failed:
-        def __init__(self, *args):
-            pass
-
-        def done(self):
-            return True
-
-    monkeypatch.setattr(cold_start, "Build", Failed)
+def test_a_failed_build_leaves_the_call_to_build_the_kernels(rng, cold, processes):
     x, w = random(rng, X_SHAPE, np.float32), random(rng, W_SHAPE, np.float32)
-    nc.conv2d(x, w, 1, "SAME")  # the starter, its build already "over"
+    nc.conv2d(x, w, 1, "SAME")  # the starter
+    processes[0].returncode = 1
     assert_matches(nc.conv2d(x, w, 1, "SAME"), ref.conv2d(x, w, *SAME), np.float32)
     assert cold[-1].register_tile == CHOSEN.register_tile
+
+
+def test_without_a_process_to_start_the_call_builds_its_kernels(rng, cold, monkeypatch):
+    def no_interpreter(self):
+        raise FileNotFoundError("no python")
+
+    monkeypatch.setattr(cold_start.Build, "start", no_interpreter)
+    x, w = random(rng, X_SHAPE, np.float32), random(rng, W_SHAPE, np.float32)
+    assert_matches(nc.conv2d(x, w, 1, "SAME"), ref.conv2d(x, w, *SAME), np.float32)
+    assert [s.register_tile for s in cold] == [CHOSEN.register_tile]
+
+
+def test_builds_beyond_the_running_limit_wait_their_turn(monkeypatch, processes):
+    monkeypatch.setattr(cold_start, "_builds", {})
+    monkeypatch.setattr(cold_start, "RUNNING_BUILDS", 1)
+    g = conv_geometry(X_SHAPE, W_SHAPE, (1, 1), (1, 1), "SAME")
+    for key in ("a", "b"):
+        cold_start._builds[key] = cold_start.Build(key, "forward", g, CHOSEN, np.float32)
+    first, second = cold_start._builds.values()
+    assert not first.done() and len(processes) == 1
+    processes[0].returncode = 0
+    assert first.done() and not second.done() and len(processes) == 2
 
 
 def test_no_starter_for_kernels_compiled_on_first_use_or_without_a_legal_one(cold):

@@ -7,8 +7,10 @@ Why: a generated register tile takes seconds to compile (``docs/measurements.md`
 user who calls the ops before tuning waited for all of them before a first training step.
 Why a process, not a thread: a compiling thread holds the GIL for most of its work and
 Numba's compiler lock for all of it, so the caller's next compilation (another primitive's
-starter) would wait for it. The child runs at a lower priority, one run of the call on
-random data (which compiles every kernel the run needs), then marks the build done.
+starter) would wait for it. The child runs in the idle scheduling class (on cores the
+caller leaves free), one run of the call on random data (which compiles every kernel the
+run needs), then marks the build done; at most :data:`RUNNING_BUILDS` run at once (each
+holds a few hundred MB), the others wait their turn.
 
 What has been built is remembered by one marker file per :func:`build_key` (the schedule
 without its task split, the primitive, dtype, vector width, CPU and Numba version) under
@@ -24,6 +26,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import NamedTuple
 
@@ -95,25 +98,64 @@ def starter(primitive: str, g: ConvGeometry, itemsize: int):
 
 
 class Build:
-    """A background process building one schedule's kernels."""
+    """A background process building one schedule's kernels: started when fewer than
+    :data:`RUNNING_BUILDS` run (else it waits its turn), checked by :meth:`done`."""
 
     def __init__(self, key: str, primitive: str, g: ConvGeometry, schedule, dtype):
         self.key = key
         package_parent = str(Path(__file__).resolve().parents[2])
-        env = dict(os.environ, PYTHONPATH=os.pathsep.join(
+        self._env = dict(os.environ, PYTHONPATH=os.pathsep.join(
             [package_parent] + [p for p in [os.environ.get("PYTHONPATH")] if p]))
         spec = dict(primitive=primitive, geometry=geometry_to_dict(g),
                     schedule=schedule.to_dict(), dtype=np.dtype(dtype).name)
+        self._command = [sys.executable, "-c", CHILD, json.dumps(spec)]
+        self._process = None
+        self._failed = False
+
+    def start(self):
+        """Start the process (an OSError where no interpreter can be started)."""
         self._process = subprocess.Popen(
-            [sys.executable, "-c", CHILD, json.dumps(spec)], env=env,
-            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            self._command, env=self._env, stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+    @property
+    def running(self) -> bool:
+        return self._process is not None and self._process.poll() is None
 
     def done(self) -> bool:
-        return self._process.poll() is not None
+        """Whether the build is over (built, or failed); starts waiting builds whose turn
+        has come."""
+        with _lock:
+            _start_waiting()
+        return self._failed or (self._process is not None and self._process.poll() is not None)
 
-    def wait(self, timeout: float | None = None) -> bool:
-        """Wait for the build; whether it succeeded."""
-        return self._process.wait(timeout) == 0
+    def wait(self, timeout: float = 600.0) -> bool:
+        """Wait for the build (its turn included); whether it succeeded."""
+        deadline = time.monotonic() + timeout
+        while not self.done():
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"background build still running: {self.key}")
+            time.sleep(0.05)
+        return not self._failed and self._process.returncode == 0
+
+
+#: Background builds run at once (each a Python process with Numba loaded, a few hundred
+#: MB, on one core): the others wait their turn.
+RUNNING_BUILDS = max(1, (os.cpu_count() or 2) // 2)
+
+
+def _start_waiting():
+    """Start waiting builds, oldest first, while fewer than RUNNING_BUILDS run."""
+    running = sum(build.running for build in _builds.values())
+    for build in _builds.values():
+        if running >= RUNNING_BUILDS:
+            return
+        if build._process is None and not build._failed:
+            try:
+                build.start()
+                running += 1
+            except OSError:
+                build._failed = True
 
 
 class Now(NamedTuple):
@@ -146,6 +188,9 @@ def schedule_now(primitive: str, g: ConvGeometry, chosen, dtype) -> Now:
             return Now(chosen, unmarked=key)
         if build is None:
             build = _builds[key] = Build(key, primitive, g, chosen, dtype)
+            _start_waiting()
+            if build._failed:  # no interpreter to start (an embedded Python): build in the call
+                return Now(chosen, unmarked=key)
         return Now(fallback, build, build_key(primitive, fallback, dtype))
 
 
@@ -175,7 +220,7 @@ def child(spec: str):
     except (AttributeError, OSError):
         try:
             os.nice(NICENESS)
-        except OSError:
+        except (AttributeError, OSError):
             pass
     build(json.loads(spec))
 
