@@ -57,10 +57,13 @@ def key(op: str, args: tuple, kwargs: dict) -> tuple | None:
 
 def slots(sources: tuple, args: tuple, kwargs: dict) -> tuple | None:
     """Where each of ``sources`` (the caller's arrays a call's operands come from) is among
-    the arguments: a position or a keyword; None when one is not an argument or is passed
-    twice (which argument a later call's operand comes from would be ambiguous)."""
+    the arguments: a position or a keyword; None when one is not a NumPy array (a nested
+    list, say), not an argument, or passed twice (which argument a later call's operand
+    comes from would be ambiguous)."""
     found = []
     for source in sources:
+        if type(source) is not np.ndarray:
+            return None
         places = ([index for index, value in enumerate(args) if value is source]
                   + [name for name, value in kwargs.items() if value is source])
         if len(places) != 1:

@@ -159,3 +159,13 @@ def test_nothing_is_written_to_the_callers_arrays(rng):
         nc.conv2d_backprop_filter(x, W_SHAPE, dy, 1, "SAME")
     for array, copy in zip((x, w, dy), copies):
         np.testing.assert_array_equal(array, copy)
+
+
+def test_nested_lists_are_refused_every_time(rng):
+    """A nested list has a key (its values), but is no array: the checks refuse it, each
+    call."""
+    x, w = random(rng, (1, 3, 3, 2), np.float32), random(rng, (2, 2, 2, 1), np.float32)
+    nc.conv2d(x, w, 1, "VALID")
+    for _ in range(2):
+        with pytest.raises(TypeError, match="input must be a NumPy array"):
+            nc.conv2d(x.tolist(), w, 1, "VALID")
