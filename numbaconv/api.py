@@ -34,7 +34,7 @@ from .cuda.runtime import is_device_array
 from .geometry import ConvGeometry, Padding, conv_geometry
 from .memory import check_result_fits
 from .primitives import is_activation, primitive
-from .threads import kernel_launch, launched
+from .threads import launched
 
 DEVICES = ("cpu", "cuda")
 
@@ -142,7 +142,6 @@ class Call:
             out = _rounded(out, self.dtype)
         # Batch dimensions, a depthwise filter's [R, S, C, M]: views of the fresh result.
         return out if tuple(out.shape) == self.result_shape else out.reshape(self.result_shape)
-
 
 
 class PreparedCall:
@@ -514,12 +513,12 @@ def _op(build):
     @functools.wraps(build)
     def op(*args, **kwargs):
         key = call_memo.key(name, args, kwargs)
+        signature = configs.files_signature()  # before any choice: a later change shows
         if key is not None:
             found = _remembered.get(key)
-            if (found is not None and found.signature == configs.files_signature()
+            if (found is not None and found.signature == signature
                     and found.prepared.current()):
                 return found.run(args, kwargs)
-        signature = configs.files_signature()  # before the choice: a later change shows
         call = build(*args, **kwargs)
         if key is None or call.device != "cpu":
             return call.run()
@@ -730,8 +729,7 @@ def bias_add_grad(out_backprop=None, data_format="NHWC", name=None, *, device=No
         return np.zeros(channels, dtype=dy.dtype)
     x3 = (half.to_float32(dy) if is_half(dy.dtype)
           else np.ascontiguousarray(dy)).reshape(-1, channels, inner)
-    with kernel_launch():
-        total = bias.run(x3)
+    total = launched(bias.run, x3)
     return total if total.dtype == dy.dtype else _rounded(total, dy.dtype)
 
 

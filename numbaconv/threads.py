@@ -18,7 +18,6 @@ numbaconv never changes it, it adapts:
 
 from __future__ import annotations
 
-import contextlib
 import os
 import threading
 
@@ -91,19 +90,10 @@ def _after_fork_in_child():
 os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
-@contextlib.contextmanager
-def kernel_launch():
-    """Wrap every kernel launch: serialised only where the layer requires it."""
-    if is_thread_safe(threading_layer()):
-        yield
-        return
-    with _launch_lock:
-        yield
-
-
 def launched(kernel, *arguments):
-    """``kernel(*arguments)`` inside :func:`kernel_launch` (without a context manager's
-    cost: the per-call path of a small layer counts microseconds)."""
+    """``kernel(*arguments)``, the guard of every kernel launch: serialised only where the
+    layer requires it (a plain call, not a context manager: the per-call path of a small
+    layer counts microseconds)."""
     if is_thread_safe(threading_layer()):
         return kernel(*arguments)
     with _launch_lock:

@@ -42,12 +42,6 @@ def pad_rows_kernel(x, xp, pad_top, pad_left):
                     out_row[iw, c] = in_row[source, c]
 
 
-def padded(x: np.ndarray, top: int, bottom: int, left: int, right: int) -> np.ndarray:
-    """NHWC ``x`` zero-padded (negative pads crop), for reading only: ``x`` itself when
-    nothing is added or cut and it is C-contiguous (no copy for unpadded layers)."""
-    return padder(x.shape, x.dtype, top, bottom, left, right)(x)
-
-
 def pad(x: np.ndarray, top: int, bottom: int, left: int, right: int) -> np.ndarray:
     """A fresh zero-padded copy of NHWC ``x`` (negative pads crop)."""
     return padder(x.shape, x.dtype, top, bottom, left, right, copy=True)(x)
@@ -55,8 +49,10 @@ def pad(x: np.ndarray, top: int, bottom: int, left: int, right: int) -> np.ndarr
 
 def padder(shape: tuple, dtype, top: int, bottom: int, left: int, right: int,
            copy: bool = False) -> Callable[[np.ndarray], np.ndarray]:
-    """:func:`padded` (``copy``: :func:`pad`) for NHWC arrays of ``shape`` and ``dtype``,
-    its arithmetic done once: what a prepared run calls."""
+    """The zero-padding (negative pads crop) of NHWC arrays of ``shape`` and ``dtype``,
+    its arithmetic done once: what a prepared run calls. For reading only: an array with
+    nothing added or cut comes back as it is when C-contiguous (no copy for unpadded
+    layers), unless ``copy`` (:func:`pad`)."""
     if (top, bottom, left, right) == (0, 0, 0, 0) and not copy:
         return np.ascontiguousarray
     batch, height, width, channels = shape
@@ -164,7 +160,7 @@ def pack_filter_kernel(w, packed, swap):
 @dataclass(frozen=True)
 class TiledFilter:
     """How the register-tiled forward kernel reads a filter (its values come separately, a
-    flat read-only array ``data``): the value of tap (r, s), input channel c and output
+    flat array ``data``): the value of tap (r, s), input channel c and output
     channel kt·tile + j is ``data[offset + kt·tile_stride + r·row_stride + s·col_stride +
     c·channel_stride + j·lane_stride]`` (tap strides may be negative). Only
     ``packed_panels`` kernels read lanes that are not contiguous."""
@@ -258,8 +254,3 @@ def readonly(array: np.ndarray) -> np.ndarray:
     view = array.view()
     view.flags.writeable = False
     return view
-
-
-def readonly_flat(array: np.ndarray) -> np.ndarray:
-    """A read-only flat view of a C-contiguous array (see :func:`readonly`)."""
-    return readonly(array.reshape(-1))

@@ -193,7 +193,7 @@ def _padded_shape(shape: tuple, pads: tuple) -> tuple:
 
 
 def _padded_elements(shape: tuple, pads: tuple) -> int:
-    """Elements of :func:`layout.padded`'s copy of an NHWC array (none when no pad)."""
+    """Elements of :func:`layout.padder`'s copy of an NHWC array (none when no pad)."""
     return math.prod(_padded_shape(shape, pads)) if any(pads) else 0
 
 

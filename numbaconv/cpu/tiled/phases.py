@@ -43,7 +43,7 @@ class Phase:
 def launcher(padded_shape: tuple, out_shape: tuple, phases: list, schedule, dtype: str,
              groups: int = 1) -> Callable:
     """Every phase in one launch of the forward kernel, bound to everything but its arrays:
-    call the result with (xp, w, out), flat (xp padded NHWC [N, Hp, Wp, C] read-only, w the
+    call the result with (xp, w, out), flat (xp padded NHWC [N, Hp, Wp, C], read; w the
     filter's values as the phases' :class:`layout.TiledFilter` reads them, out [N, H, W, K]
     C-contiguous, written in place); ``schedule`` a tiled schedule; ``groups``: output
     channel k of group g reads input channels [g·C/groups, (g + 1)·C/groups)."""
