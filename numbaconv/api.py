@@ -104,7 +104,7 @@ class Call:
         now = (cold_start.Now(schedule) if schedule is not None
                else cold_start.schedule_now(p.name, self.geometry, self.choice().schedule,
                                             dtype))
-        kernels = families.prepare(p.name, self.geometry, now.schedule, dtype)
+        kernels = now.prepare(p.name, self.geometry, dtype)
         layouts = tuple(_kernel_layout(tensor, operand.dtype, self.data_format, dtype)
                         for tensor, operand in zip(p.operands, self.operands))
         return PreparedCall(self.result_shape, self.dtype, kernels, layouts,

@@ -137,12 +137,13 @@ class Registry:
                 if self.illegal_reason(primitive, g, s, itemsize) is None]
 
     def prepare(self, primitive: str, g: ConvGeometry, schedule: Schedule,
-                dtype) -> Callable:
-        """The family's ``prepare``, or its ``run`` waiting for the operands."""
+                dtype, **options) -> Callable:
+        """The family's ``prepare`` (``options``: the family's own), or its ``run`` waiting
+        for the operands."""
         primitive_named(primitive)
         family = self.family_of(schedule)
         if family.prepare is not None:
-            return family.prepare(primitive, g, schedule, dtype)
+            return family.prepare(primitive, g, schedule, dtype, **options)
         return lambda first, second: family.run(primitive, (first, second), g, schedule)
 
     def run(self, primitive: str, operands, g: ConvGeometry, schedule: Schedule, **options):

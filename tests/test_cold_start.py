@@ -8,7 +8,7 @@ from conftest import assert_matches, random
 import numbaconv as nc
 import reference as ref
 from numbaconv import api, configs
-from numbaconv.cpu import cold_start, families
+from numbaconv.cpu import cold_start, families, layout
 from numbaconv.cpu.tiled import TiledSchedule
 from numbaconv.geometry import conv_geometry
 
@@ -33,9 +33,9 @@ def cold(tmp_path, monkeypatch):
     prepared = []
     real = families.prepare
 
-    def recording(primitive, g, schedule, dtype):
+    def recording(primitive, g, schedule, dtype, **options):
         prepared.append(schedule)
-        return real(primitive, g, schedule, dtype)
+        return real(primitive, g, schedule, dtype, **options)
 
     monkeypatch.setattr(families, "prepare", recording)
     return prepared
@@ -101,6 +101,31 @@ def test_built_kernels_run_at_once_and_the_first_run_marks_them(rng, cold, monke
     assert_matches(nc.conv2d(x, w, 1, "SAME"), ref.conv2d(x, w, *SAME), np.float32)
     assert [s.register_tile for s in cold] == [CHOSEN.register_tile] * 2
     assert cold_start._builds == {}
+
+
+def test_a_starter_compiles_nothing_but_its_register_tile(rng, cold, processes, monkeypatch):
+    # Copies large enough that a chosen schedule makes them by parallel kernels.
+    x_shape, w_shape = (1, 40, 40, 48), (3, 3, 48, 32)
+    g = conv_geometry(x_shape, w_shape, (1, 1), (1, 1), "SAME")
+    configs.save_entries(configs.user_config_path(), {
+        configs.entry_key(p, "float32", g): configs.make_entry(
+            p, "float32", g, families.CPU.fit(CHOSEN, p, g, 4), 1e-3, 1e-3)
+        for p in ("forward", "backward_data", "backward_filter")})
+
+    def not_compiled(*args):
+        raise AssertionError("a starter compiled a copy kernel")
+
+    for kernel in ("pad_rows_kernel", "pack_filter_kernel", "swap_channels_kernel"):
+        monkeypatch.setattr(layout, kernel, not_compiled)
+    x, w = random(rng, x_shape, np.float32), random(rng, w_shape, np.float32)
+    dy = random(rng, x_shape[:3] + w_shape[3:], np.float32)
+    assert_matches(nc.conv2d(x, w, 1, "SAME"), ref.conv2d(x, w, *SAME), np.float32)
+    assert_matches(nc.conv2d_backprop_input(x_shape, w, dy, 1, "SAME"),
+                   ref.conv2d_backprop_input(x_shape, w, dy, *SAME), np.float32)
+    assert_matches(nc.conv2d_backprop_filter(x, w_shape, dy, 1, "SAME"),
+                   ref.conv2d_backprop_filter(x, w_shape, dy, *SAME), np.float32)
+    assert len(cold_start._builds) == 3
+    assert all(s.register_tile != CHOSEN.register_tile for s in cold)
 
 
 def test_a_failed_build_leaves_the_call_to_build_the_kernels(rng, cold, processes):

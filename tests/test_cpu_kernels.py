@@ -211,6 +211,22 @@ def test_grouped_swap_exchanges_channel_roles_within_each_group(rng):
                                       w[:, :, :, 7 * group:7 * group + 7].transpose(0, 1, 3, 2))
 
 
+def test_copies_by_numpy_equal_the_kernels_copies(rng):
+    # Sizes past the NumPy thresholds, so that the default path runs the kernels.
+    x = random(rng, (2, 41, 37, 24), np.float32)
+    for pads in [(1, 2, 0, 3), (-1, 2, 3, -2)]:
+        by_kernel = layout.padder(x.shape, x.dtype, *pads)(x)
+        np.testing.assert_array_equal(layout.padder(x.shape, x.dtype, *pads, by_numpy=True)(x),
+                                      by_kernel)
+    w = random(rng, (3, 3, 48, 64), np.float32)
+    for swap in (False, True):
+        np.testing.assert_array_equal(layout.pack_filter(w, 16, swap, by_numpy=True),
+                                      layout.pack_filter(w, 16, swap))
+    for groups in (1, 4):
+        np.testing.assert_array_equal(layout.swap_channels(w, groups, by_numpy=True),
+                                      layout.swap_channels(w, groups))
+
+
 @pytest.mark.parametrize("shape", [(1, 1, 1), (37, 5, 1), (3, 4, 49), (100, 7, 3)])
 def test_bias_kernel(rng, shape):
     x3 = random(rng, shape, np.float32)

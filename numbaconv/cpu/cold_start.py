@@ -1,7 +1,9 @@
 """Cold start: the first call of a schedule whose kernels were never built on this machine
-runs a *starter* schedule, quick to compile, while a background process builds the chosen
-schedule's kernels into Numba's disk cache; the first call after that build is done runs
-the chosen schedule (loaded from the cache in a fraction of a second).
+runs a *starter* schedule, quick to compile (a small register tile, its padded copies and
+filter rearrangements made by NumPy: the tile is the one kernel it compiles), while a
+background process builds the chosen schedule's kernels into Numba's disk cache; the first
+call after that build is done runs the chosen schedule (loaded from the cache in a fraction
+of a second).
 
 Why: a generated register tile takes seconds to compile (``docs/measurements.md``), and a
 user who calls the ops before tuning waited for all of them before a first training step.
@@ -40,7 +42,7 @@ from ..paths import cache_root
 from ..primitives import primitive as primitive_named
 from ..primitives import random_tensors
 from ..threads import ProcessLock
-from . import tiled
+from . import families, tiled
 from .families import CPU, run
 
 ENV = "NUMBACONV_BACKGROUND_BUILDS"
@@ -167,6 +169,13 @@ class Now(NamedTuple):
     schedule: object
     waiting: Build | None = None
     unmarked: str | None = None
+
+    def prepare(self, primitive: str, g: ConvGeometry, dtype):
+        """The run of ``schedule`` (:func:`families.prepare`); a starter's copies by NumPy,
+        so that its register tile is all the call compiles."""
+        if self.waiting is None:
+            return families.prepare(primitive, g, self.schedule, dtype)
+        return families.prepare(primitive, g, self.schedule, dtype, copies_by_numpy=True)
 
 
 def schedule_now(primitive: str, g: ConvGeometry, chosen, dtype) -> Now:

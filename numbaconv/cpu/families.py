@@ -36,11 +36,11 @@ def run(primitive: str, operands, g: ConvGeometry, schedule) -> np.ndarray:
     return prepare(primitive, g, schedule, operands[0].dtype)(*operands)
 
 
-def prepare(primitive: str, g: ConvGeometry, schedule, dtype) -> Callable:
+def prepare(primitive: str, g: ConvGeometry, schedule, dtype, **options) -> Callable:
     """:func:`run` as a function of the two operands (of ``dtype``), what ``g`` fixes done
-    once."""
+    once (``options``: the family's own, e.g. the tiled family's ``copies_by_numpy``)."""
     p = primitive_named(primitive)
     if any(math.prod(shape) == 0 for shape in p.operand_shapes(g)):
         result_shape = p.result_shape(g)
         return lambda first, second: np.zeros(result_shape, dtype=dtype)
-    return CPU.prepare(primitive, g, schedule, dtype)
+    return CPU.prepare(primitive, g, schedule, dtype, **options)

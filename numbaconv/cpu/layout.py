@@ -48,11 +48,12 @@ def pad(x: np.ndarray, top: int, bottom: int, left: int, right: int) -> np.ndarr
 
 
 def padder(shape: tuple, dtype, top: int, bottom: int, left: int, right: int,
-           copy: bool = False) -> Callable[[np.ndarray], np.ndarray]:
+           copy: bool = False, by_numpy: bool = False) -> Callable[[np.ndarray], np.ndarray]:
     """The zero-padding (negative pads crop) of NHWC arrays of ``shape`` and ``dtype``,
     its arithmetic done once: what a prepared run calls. For reading only: an array with
     nothing added or cut comes back as it is when C-contiguous (no copy for unpadded
-    layers), unless ``copy`` (:func:`pad`)."""
+    layers), unless ``copy`` (:func:`pad`). Copies are made by NumPy when small, or
+    whatever their size when ``by_numpy`` (nothing to compile)."""
     if (top, bottom, left, right) == (0, 0, 0, 0) and not copy:
         return np.ascontiguousarray
     batch, height, width, channels = shape
@@ -63,7 +64,7 @@ def padder(shape: tuple, dtype, top: int, bottom: int, left: int, right: int,
     top, bottom, left, right = (max(v, 0) for v in (top, bottom, left, right))
     padded_shape = (batch, cropped_height + top + bottom, cropped_width + left + right,
                     channels)
-    if math.prod(padded_shape) * np.dtype(dtype).itemsize <= SMALL_COPY_BYTES:
+    if by_numpy or math.prod(padded_shape) * np.dtype(dtype).itemsize <= SMALL_COPY_BYTES:
         inside = (slice(None), slice(top, top + cropped_height),
                   slice(left, left + cropped_width))
 
@@ -121,10 +122,15 @@ def swap_group_channels_kernel(w, wt):
                 row[target + c] = source[c, first + kk]
 
 
-def swap_channels(w: np.ndarray, groups: int = 1) -> np.ndarray:
+def swap_channels(w: np.ndarray, groups: int = 1, by_numpy: bool = False) -> np.ndarray:
     """[R, S, C, G·Kg] -> [R, S, Kg, G·C], fresh: the filter of backward-data, whose input
-    channel g·C + c reduces over group g's Kg channels (one group: [R, S, K, C])."""
+    channel g·C + c reduces over group g's Kg channels (one group: [R, S, K, C]). By a
+    parallel kernel, or by NumPy's (slower) strided copy when ``by_numpy``."""
     height, width, in_channels, out_channels = w.shape
+    if by_numpy:  # [R, S, C, G, Kg] -> [R, S, Kg, G, C]
+        blocks = w.reshape(height, width, in_channels, groups, out_channels // groups)
+        return np.ascontiguousarray(blocks.transpose(0, 1, 4, 3, 2)).reshape(
+            height, width, out_channels // groups, groups * in_channels)
     wt = np.empty((height, width, out_channels // groups, groups * in_channels), w.dtype)
     if wt.size:
         (swap_channels_kernel if groups == 1 else swap_group_channels_kernel)(readonly(w), wt)
@@ -220,14 +226,15 @@ def strided_filter(shape: tuple, tile: int, swap: bool = False) -> TiledFilter:
                        channel_stride=out_channels)
 
 
-def pack_filter(w: np.ndarray, tile: int, swap: bool = False) -> np.ndarray:
+def pack_filter(w: np.ndarray, tile: int, swap: bool = False,
+                by_numpy: bool = False) -> np.ndarray:
     """[R, S, C, K] -> [K/tile, R, S, C, tile], flat (:func:`packed_filter`):
     each register tile's filter values contiguous, instead of ``K`` elements apart (for
     K = 512 that is a new page every 2 input channels). ``swap`` packs the filter with C
-    and K swapped (backward-data). Small filters are rearranged by NumPy: a parallel
-    launch costs more than their copy."""
+    and K swapped (backward-data). Small filters are rearranged by NumPy (a parallel
+    launch costs more than their copy), and any filter when ``by_numpy``."""
     height, width, in_channels, out_channels = _swapped(w.shape, swap)
-    if w.nbytes <= SMALL_TRANSPOSE_BYTES:
+    if by_numpy or w.nbytes <= SMALL_TRANSPOSE_BYTES:
         if swap:  # [R, S, K/tile, tile, C] -> [K/tile, R, S, C, tile]
             blocks = w.reshape(height, width, out_channels // tile, tile, in_channels)
             packed = blocks.transpose(2, 0, 1, 4, 3)

@@ -240,8 +240,9 @@ def workspace_bytes(primitive: str, g: ConvGeometry, schedule: TiledSchedule,
 
 # --- runs ---------------------------------------------------------------------------------
 
-def _prepare_forward(g: ConvGeometry, schedule: TiledSchedule, dtype: np.dtype) -> Callable:
-    pad = layout.padder(g.input_shape, dtype, *_input_pads(g))
+def _prepare_forward(g: ConvGeometry, schedule: TiledSchedule, dtype: np.dtype,
+                     by_numpy: bool) -> Callable:
+    pad = layout.padder(g.input_shape, dtype, *_input_pads(g), by_numpy=by_numpy)
     padded_shape = _padded_shape(g.input_shape, _input_pads(g))
     tile, panels = schedule.register_tile[1], schedule.loop_order == "packed_panels"
     phase = phases.Phase(layout.kernel_filter(g.filter_shape, tile, panels),
@@ -250,7 +251,8 @@ def _prepare_forward(g: ConvGeometry, schedule: TiledSchedule, dtype: np.dtype) 
     out_shape = g.output_shape
     launch = phases.launcher(padded_shape, out_shape, [phase], schedule, dtype.name, g.groups)
     # The generated kernels take writable arrays for their read-only parameters as they are.
-    filter_values = np.ravel if panels else functools.partial(layout.pack_filter, tile=tile)
+    filter_values = (np.ravel if panels
+                     else functools.partial(layout.pack_filter, tile=tile, by_numpy=by_numpy))
 
     def forward(x, w):
         out = np.empty(out_shape, dtype)
@@ -260,15 +262,15 @@ def _prepare_forward(g: ConvGeometry, schedule: TiledSchedule, dtype: np.dtype) 
     return forward
 
 
-def _prepare_backward_data(g: ConvGeometry, schedule: TiledSchedule,
-                           dtype: np.dtype) -> Callable:
+def _prepare_backward_data(g: ConvGeometry, schedule: TiledSchedule, dtype: np.dtype,
+                           by_numpy: bool) -> Callable:
     reached, unreached = phases.stride_phases(g)
     unreached = [(slice(None), slice(ph, None, g.stride_h), slice(pw, None, g.stride_w))
                  for ph, pw in unreached]
     if not reached:
         return lambda dy, w: np.zeros(g.input_shape, dtype)
     padding = phases.dy_padding(reached)
-    pad = layout.padder(g.output_shape, dtype, *padding)
+    pad = layout.padder(g.output_shape, dtype, *padding, by_numpy=by_numpy)
     padded_shape = _padded_shape(g.output_shape, padding)
     tile, panels = schedule.register_tile[1], schedule.loop_order == "packed_panels"
     if g.groups == 1:
@@ -285,13 +287,15 @@ def _prepare_backward_data(g: ConvGeometry, schedule: TiledSchedule,
     dx_shape = g.input_shape
     if g.groups == 1:
         filter_values = (np.ravel if panels
-                         else functools.partial(layout.pack_filter, tile=tile, swap=True))
+                         else functools.partial(layout.pack_filter, tile=tile, swap=True,
+                                                by_numpy=by_numpy))
     elif panels:
         def filter_values(w):
-            return layout.swap_channels(w, g.groups).reshape(-1)
+            return layout.swap_channels(w, g.groups, by_numpy).reshape(-1)
     else:
         def filter_values(w):
-            return layout.pack_filter(layout.swap_channels(w, g.groups), tile)
+            return layout.pack_filter(layout.swap_channels(w, g.groups, by_numpy), tile,
+                                      by_numpy=by_numpy)
 
     def backward_data(dy, w):
         dx = np.empty(dx_shape, dtype)
@@ -303,13 +307,13 @@ def _prepare_backward_data(g: ConvGeometry, schedule: TiledSchedule,
     return backward_data
 
 
-def _prepare_backward_filter(g: ConvGeometry, schedule: TiledSchedule,
-                             dtype: np.dtype) -> Callable:
+def _prepare_backward_filter(g: ConvGeometry, schedule: TiledSchedule, dtype: np.dtype,
+                             by_numpy: bool) -> Callable:
     splits = _splits(schedule, g)
     pixels_outer = schedule.loop_order == "pixel_tiles_outer"
     # Pixel tiles outer keeps each tile's running sums in the partials between rows.
     allocate = np.zeros if pixels_outer else np.empty
-    pad = layout.padder(g.input_shape, dtype, *_input_pads(g))
+    pad = layout.padder(g.input_shape, dtype, *_input_pads(g), by_numpy=by_numpy)
     _, padded_height, padded_width, _ = _padded_shape(g.input_shape, _input_pads(g))
     tile_in, tile_out = schedule.register_tile
     taps = g.filter_height * g.filter_width
@@ -332,12 +336,14 @@ def _prepare_backward_filter(g: ConvGeometry, schedule: TiledSchedule,
     return backward_filter
 
 
-def prepare(primitive: str, g: ConvGeometry, schedule: TiledSchedule,
-            dtype: np.dtype) -> Callable:
+def prepare(primitive: str, g: ConvGeometry, schedule: TiledSchedule, dtype: np.dtype,
+            copies_by_numpy: bool = False) -> Callable:
     """The run of ``primitive`` on ``g`` under ``schedule`` as a function of its two
     operands (C-contiguous NHWC / HWIO of ``dtype``, in the primitive table's order): the
-    kernel, its arguments, the phase table and the pads made once."""
-    return _PREPARES[primitive](g, schedule, np.dtype(dtype))
+    kernel, its arguments, the phase table and the pads made once. ``copies_by_numpy``:
+    padded copies and filter rearrangements by NumPy, whatever their size, so that the
+    register tile is the only kernel to compile (a cold start's starter)."""
+    return _PREPARES[primitive](g, schedule, np.dtype(dtype), copies_by_numpy)
 
 
 _PREPARES = {"forward": _prepare_forward, "backward_data": _prepare_backward_data,
