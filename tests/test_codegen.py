@@ -2,6 +2,7 @@
 cache collisions between tiles, dtypes or widths."""
 
 import re
+import sys
 
 import pytest
 
@@ -53,3 +54,13 @@ def test_variants_get_distinct_files(fresh_kernel_dir):
     files = sorted(path.name for path in fresh_kernel_dir.glob("numbaconv_*.py"))
     assert len(files) == 2 and files[0] != files[1]
     assert codegen.compiled_variants() == 2
+
+
+def test_a_task_helper_compiles_once(fresh_kernel_dir):
+    """The parallel loop calls its serial task with the kernel's own argument types: a
+    literal-typed argument would compile the whole register tile a second time."""
+    kernel = templates.forward_panels_kernel(1, 8, "float64", 512)
+    module = sys.modules[kernel.kernel.parallel.py_func.__module__]
+    helpers = [value for name, value in vars(module).items() if name.endswith("_task")]
+    assert helpers and all(len(helper.signatures) == 1 for helper in helpers), \
+        [helper.signatures for helper in helpers]

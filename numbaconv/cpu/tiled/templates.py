@@ -214,7 +214,8 @@ def render_forward_panels(tile_pixels: int, tile_channels: int, dtype: str,
             "w_step = uint64(w_channel_stride)",
             "lane = uint64(w_lane_stride)",
             f"panel_column = in_channels * {KB}",
-            "panel_length = 0",
+            # int64, not the literal 0: a literal-typed argument compiles the task twice.
+            "panel_length = int64(0)",
             "for phase in range(last_phase + 1):",
             "    panel_length = max(panel_length, phases[phase, "
             f"{COLUMN['filter_height']}] * phases[phase, {COLUMN['filter_width']}] * panel_column)")
