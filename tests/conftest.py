@@ -76,6 +76,16 @@ def assert_matches(actual, expected, dtype):
     assert error <= TOLERANCE[dtype] * scale, f"max error {error:.3g} (scale {scale:.3g})"
 
 
+@pytest.fixture
+def small_space(tmp_path):
+    """A search space file of one schedule, the direct loops, beside the default rule's
+    (which the tuner times first anyway): for tests of the tuner's command line, saving
+    and interruption, whose subject is not the search."""
+    path = tmp_path / "small_space.yaml"
+    path.write_text("cpu:\n  direct:\n    loop_order: [pixel_tap_channel]\n")
+    return path
+
+
 @pytest.fixture(autouse=True)
 def no_shipped_configs(tmp_path_factory, monkeypatch):
     """Tests see only the configs they write, not the project's shipped ones."""

@@ -32,13 +32,14 @@ def run_python(code, env_extra, timeout=600):
                           env=env, timeout=timeout)
 
 
-def test_tune_cli_round_trip(tmp_path):
+def test_tune_cli_round_trip(tmp_path, small_space):
     workload = tmp_path / "tiny.yaml"
     workload.write_text(TINY)
     out = tmp_path / "configs"
     env = {configs.CONFIG_ENV: str(out)}
     tuned = subprocess.run([sys.executable, "-m", "numbaconv.tune", "--workload", str(workload),
-                            "--budget", "120", "--repeats", "2"],
+                            "--budget", "120", "--repeats", "2", "--space", str(small_space),
+                            "--no-calibrate"],
                            capture_output=True, text=True, env=dict(os.environ, **env),
                            timeout=900)
     assert tuned.returncode == 0, tuned.stderr
@@ -75,7 +76,10 @@ def test_wrong_candidate_is_rejected_and_never_cached(tmp_path, monkeypatch):
         return lambda operands: run(operands) + 1.0
 
     monkeypatch.setattr(CpuBackend, "runner", sabotaged)
-    outcome = tuner.tune_one(layer, "forward", "float32", load_space(), deadline=float("inf"),
+    # the direct loops and im2col + matmul: a gemm candidate and honest ones, no more to compile
+    space = {"cpu": {"direct": {"loop_order": ["pixel_tap_channel"]},
+                     "gemm": {"matmul": ["tiled"]}}}
+    outcome = tuner.tune_one(layer, "forward", "float32", space, deadline=float("inf"),
                              repeats=1, log=lambda line: None)
     assert [s.algorithm for s, _ in outcome.rejected] == ["gemm"]
     assert outcome.best.algorithm != "gemm"
@@ -126,7 +130,7 @@ def test_rule_gives_register_tiles_wherever_channels_allow(workload):
                 assert schedule.algorithm == "tiled", (layer.name, primitive, schedule)
 
 
-def test_tune_calibrates_a_device_first_and_only_once(tmp_path):
+def test_tune_calibrates_a_device_first_and_only_once(tmp_path, small_space):
     """The main job calibrates where the device has no calibration, and records it."""
     env = dict(os.environ, **{configs.CONFIG_ENV: str(tmp_path)})
     first = subprocess.run([sys.executable, "-m", "numbaconv.tune", "--calibrate"],
@@ -140,7 +144,8 @@ def test_tune_calibrates_a_device_first_and_only_once(tmp_path):
     workload = tmp_path / "tiny.yaml"
     workload.write_text(TINY.splitlines()[0] + "\n")
     again = subprocess.run([sys.executable, "-m", "numbaconv.tune", "--workload", str(workload),
-                            "--ops", "forward", "--budget", "60", "--repeats", "1"],
+                            "--ops", "forward", "--budget", "60", "--repeats", "1",
+                            "--space", str(small_space)],
                            capture_output=True, text=True, env=env, timeout=900)
     assert again.returncode == 0, again.stderr
     assert "numbaconv calibrate:" not in again.stdout and "[1/1]" in again.stdout
