@@ -89,6 +89,20 @@ def test_wrong_candidate_is_rejected_and_never_cached(tmp_path, monkeypatch):
     assert [CPU.parse(e["schedule"]).algorithm != "gemm" for e in saved.values()] == [True]
 
 
+def test_a_problem_timed_while_other_work_held_the_cores_keeps_the_default(tmp_path,
+                                                                         monkeypatch):
+    """Every finalists' pass crowded: whatever won there, the rule's schedule is kept."""
+    layer = load_workload_text(tmp_path, TINY)[0]
+    monkeypatch.setattr(tuner, "crowded", lambda other_cores, threads: True)
+    monkeypatch.setattr(tuner, "CROWDED_PAUSE", 0.0)
+    monkeypatch.setattr(tuner, "KEEP_DEFAULT_WITHIN", 0.0)  # else the default may win anyway
+    space = {"cpu": {"direct": {"loop_order": ["pixel_tap_channel", "tap_channel_pixel"]}}}
+    outcome = tuner.tune_one(layer, "forward", "float32", space, deadline=float("inf"),
+                             repeats=1, log=lambda line: None)
+    assert outcome.timed == 3
+    assert outcome.crowded and outcome.best == outcome.default
+
+
 def test_candidates_are_bounded_legal_and_start_with_the_default():
     layer = load_workload_text(None, TINY)[0]
     for primitive in PRIMITIVES:

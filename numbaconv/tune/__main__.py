@@ -143,6 +143,8 @@ def main(argv=None) -> int:
             outcomes.append(outcome)
             best = f"{outcome.best} {outcome.best_seconds * 1e3:.2f} ms" if outcome.best else "none"
             retimed = f", {outcome.retimed} re-timed (disturbed)" if outcome.retimed else ""
+            if outcome.crowded:
+                retimed += ", other work held the cores: the default kept"
             print(f"[{index}/{len(problems)}] {layer.name} {op}: {outcome.timed} timed, "
                   f"{len(outcome.rejected)} rejected{retimed}, best {best}"
                   f" ({time.monotonic() - start:.0f} s)", flush=True)
@@ -150,8 +152,12 @@ def main(argv=None) -> int:
         print("\ninterrupted: every result above is saved", flush=True)
     print_table(outcomes, args.dtype, with_matmul=args.device == "cpu")
     first_calls = sum(o.compile_seconds for o in outcomes)
-    print(f"{sum(o.retimed for o in outcomes)} candidates had slow calls on a small share of "
-          f"the cores (other load, threads waking) timed again")
+    print(f"{sum(o.retimed for o in outcomes)} timings (candidates', finalists') had slow calls "
+          f"on a small share of the cores (other load, threads waking) timed again")
+    crowded = sum(o.crowded for o in outcomes)
+    if crowded:
+        print(f"{crowded} problems kept the default schedule: other processes held the cores "
+              f"through each of their final timings (tune them again on a quieter machine)")
     print(f"total {time.monotonic() - start:.0f} s, of which {first_calls:.0f} s in first calls "
           f"(compilation or cache loads, and verification); {codegen.compiled_variants()} "
           f"generated kernel variants loaded; results in {path}")

@@ -7,6 +7,7 @@ before anything runs, the schedules whose kernels spill on the real compiler.
 
 from __future__ import annotations
 
+import numba
 import numpy as np
 
 from .. import configs
@@ -72,6 +73,10 @@ class CpuBackend:
     def settle_after(self, schedule) -> float:
         # BLAS worker threads spin after a matmul: give them time to sleep before timing.
         return 0.3 if getattr(schedule, "matmul", None) == "blas" else 0.02
+
+    def host_threads(self) -> int:
+        """The CPU threads a timed call keeps busy: Numba's."""
+        return numba.get_num_threads()
 
     def entry_extras(self, primitive: str, schedule, dtype: str) -> dict:
         return {}
@@ -151,6 +156,10 @@ class CudaBackend:
 
     def settle_after(self, schedule) -> float:
         return 0.0
+
+    def host_threads(self) -> int:
+        """The CPU threads a timed call keeps busy: the one that launches and waits."""
+        return 1
 
     def entry_extras(self, primitive: str, schedule, dtype: str) -> dict:
         found = self._resources(primitive, schedule, dtype)
