@@ -43,7 +43,7 @@ from .cpu.rule import rule
 from .machine import this_machine
 from .primitives import NAMES as PRIMITIVES
 from .primitives import random_tensors, tensor_shape
-from .timing import alternating_medians
+from .timing import OtherLoad, alternating_medians, crowded
 from .tune.tuner import with_batch
 from .workloads import WORKLOAD_DIR, Layer, load_workload
 
@@ -263,6 +263,7 @@ def main(argv=None) -> int:
     ratios = {p: {"default": [], "torch": [], "torch_default": [], "torch_strided_or_1x1": []}
               for p in primitives}
     rates = {p: [] for p in primitives}  # (layer, tuned, default, torch) GFLOP/s
+    other = OtherLoad()
     for layer in layers:
         g = layer.geometry
         for primitive in primitives:
@@ -292,6 +293,11 @@ def main(argv=None) -> int:
                   f"{bandwidth:6.1f} {default_rate:8.1f} {rate / peak:5.2f} "
                   f"{rate / matmul_rate:7.2f} "
                   f"{vs_default:9.2f} {torch_text}", flush=True)
+    other_cores = other.cores()
+    if other_cores is not None:
+        print(f"\nother processes used {other_cores:.2f} cores on average while the table was "
+              f"timed" + (": crowded, its figures understate this machine"
+                          if crowded(other_cores, numba.get_num_threads()) else ""))
     print("\ngeometric means (time ratios, > 1: the first is slower)")
     for primitive, found in ratios.items():
         print(f"  {primitive:<16} default/tuned {geomean(found['default']):.2f}   "
