@@ -164,6 +164,7 @@ def torch_worker(args) -> int:
     layers = _layers(args)
     found = {"layers": {}, "sequence": {}}
     rng = np.random.default_rng(0)
+    other = OtherLoad()
     for layer in layers:
         for primitive in args.primitives:
             call = torch_call(primitive, layer, *_inputs(layer, rng))
@@ -172,6 +173,7 @@ def torch_worker(args) -> int:
     for primitive in args.primitives:
         calls = [torch_call(primitive, layer, *_inputs(layer, rng)) for layer in layers]
         found["sequence"][primitive] = in_sequence(calls)
+    found["other_cores"] = other.cores()
     with open(args.torch_worker, "w") as handle:
         json.dump(found, handle)
     return 0
@@ -293,11 +295,13 @@ def main(argv=None) -> int:
                   f"{bandwidth:6.1f} {default_rate:8.1f} {rate / peak:5.2f} "
                   f"{rate / matmul_rate:7.2f} "
                   f"{vs_default:9.2f} {torch_text}", flush=True)
-    other_cores = other.cores()
-    if other_cores is not None:
-        print(f"\nother processes used {other_cores:.2f} cores on average while the table was "
-              f"timed" + (": crowded, its figures understate this machine"
-                          if crowded(other_cores, numba.get_num_threads()) else ""))
+    print()
+    for whose, other_cores in (("the table", other.cores()),
+                               ("PyTorch", (torch or {}).get("other_cores"))):
+        if other_cores is not None:
+            print(f"other processes used {other_cores:.2f} cores on average while {whose} was "
+                  f"timed" + (": crowded, its figures understate this machine"
+                              if crowded(other_cores, numba.get_num_threads()) else ""))
     print("\ngeometric means (time ratios, > 1: the first is slower)")
     for primitive, found in ratios.items():
         print(f"  {primitive:<16} default/tuned {geomean(found['default']):.2f}   "
