@@ -43,3 +43,52 @@ def test_eight_threads_get_the_serial_results(layer):
 @pytest.mark.parametrize("layer", ["workqueue", "omp"])
 def test_thread_soak_one_minute(layer):
     run_threads(layer, seconds=60)
+
+
+# --- GNU OpenMP's waiting ------------------------------------------------------------------
+
+WAIT_PROBE = """
+import os, sys
+before = dict(os.environ)
+import numbaconv
+print("loaded", "numba.np.ufunc.omppool" in sys.modules)
+print("environment unchanged", dict(os.environ) == before)
+"""
+
+
+def _import_numbaconv(**settings):
+    import os
+    import subprocess
+    import sys
+
+    environment = {name: value for name, value in os.environ.items()
+                   if name not in ("GOMP_SPINCOUNT", "OMP_WAIT_POLICY")}
+    environment.update(settings)
+    done = subprocess.run([sys.executable, "-c", WAIT_PROBE], capture_output=True, text=True,
+                          env=environment, timeout=120)
+    assert done.returncode == 0, done.stderr
+    return done.stdout
+
+
+def test_importing_loads_gnu_openmp_with_the_short_spin_and_leaves_the_environment_as_it_was():
+    out = _import_numbaconv()
+    assert "loaded True" in out
+    assert "environment unchanged True" in out
+
+
+@pytest.mark.parametrize("setting", [{"GOMP_SPINCOUNT": "123"}, {"OMP_WAIT_POLICY": "active"}])
+def test_a_users_own_openmp_wait_setting_is_left_alone(setting):
+    out = _import_numbaconv(**setting)
+    assert "loaded False" in out  # numbaconv did not load OpenMP to apply its own setting
+    assert "environment unchanged True" in out
+
+
+def test_the_spin_setting_is_applied_only_where_the_user_chose_none(monkeypatch):
+    from numbaconv import threads
+
+    monkeypatch.setenv("OMP_WAIT_POLICY", "passive")
+    assert threads.shorten_openmp_spin() is False
+    monkeypatch.delenv("OMP_WAIT_POLICY")
+    monkeypatch.delenv("GOMP_SPINCOUNT", raising=False)
+    assert threads.shorten_openmp_spin() is True
+    assert "GOMP_SPINCOUNT" not in __import__("os").environ
