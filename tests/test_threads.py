@@ -1,8 +1,14 @@
 """Several Python threads calling every op at once, under each Numba threading layer that
 loads here (each in its own process: the layer is process-wide)."""
 
+import os
+import subprocess
+import sys
+
 import pytest
 from scenarios import EVERY_OP, run_under_layer
+
+from numbaconv import threads
 
 THREADS = EVERY_OP + """
 import threading, time, numba
@@ -57,12 +63,8 @@ print("environment unchanged", dict(os.environ) == before)
 
 
 def _import_numbaconv(**settings):
-    import os
-    import subprocess
-    import sys
-
     environment = {name: value for name, value in os.environ.items()
-                   if name not in ("GOMP_SPINCOUNT", "OMP_WAIT_POLICY")}
+                   if name not in threads.WAIT_SETTINGS}
     environment.update(settings)
     done = subprocess.run([sys.executable, "-c", WAIT_PROBE], capture_output=True, text=True,
                           env=environment, timeout=120)
@@ -84,11 +86,9 @@ def test_a_users_own_openmp_wait_setting_is_left_alone(setting):
 
 
 def test_the_spin_setting_is_applied_only_where_the_user_chose_none(monkeypatch):
-    from numbaconv import threads
-
     monkeypatch.setenv("OMP_WAIT_POLICY", "passive")
     assert threads.shorten_openmp_spin() is False
     monkeypatch.delenv("OMP_WAIT_POLICY")
     monkeypatch.delenv("GOMP_SPINCOUNT", raising=False)
     assert threads.shorten_openmp_spin() is True
-    assert "GOMP_SPINCOUNT" not in __import__("os").environ
+    assert "GOMP_SPINCOUNT" not in os.environ
