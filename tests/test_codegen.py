@@ -4,9 +4,11 @@ cache collisions between tiles, dtypes or widths."""
 import re
 import sys
 
+import numpy as np
 import pytest
+from numba import njit
 
-from numbaconv.cpu import codegen, disk_cache
+from numbaconv.cpu import codegen, disk_cache, simd
 from numbaconv.cpu.tiled import templates
 from numbaconv.machine import this_machine
 
@@ -64,3 +66,30 @@ def test_a_task_helper_compiles_once(fresh_kernel_dir):
     helpers = [value for name, value in vars(module).items() if name.endswith("_task")]
     assert helpers and all(len(helper.signatures) == 1 for helper in helpers), \
         [helper.signatures for helper in helpers]
+
+
+@pytest.mark.parametrize("dtype, lanes", [(np.float32, 16), (np.float64, 8), (np.float32, 4)])
+def test_simd_operations_work_lane_by_lane(dtype, lanes):
+    """load, broadcast, multiply_add and store on vectors at any element offset."""
+    load, store, broadcast, multiply_add = simd.operations(lanes)
+
+    @njit(fastmath={"contract"})
+    def axpy_at(a, x, y, out, offset):
+        store(out, offset, multiply_add(broadcast(a), load(x, offset), load(y, offset)))
+
+    rng = np.random.default_rng(0)
+    x, y = (rng.standard_normal(3 * lanes).astype(dtype) for _ in range(2))
+    out = np.full_like(x, np.nan)
+    axpy_at(dtype(1.5), x, y, out, np.uint64(1))
+    np.testing.assert_allclose(out[1:1 + lanes], 1.5 * x[1:1 + lanes] + y[1:1 + lanes],
+                               rtol=1e-6)
+    assert np.isnan(out[0]) and np.isnan(out[1 + lanes:]).all()  # nothing else written
+
+
+@pytest.mark.parametrize("channels, bits, dtype, lanes", [
+    (32, 512, "float32", 16), (16, 512, "float32", 16), (4, 512, "float32", 4),
+    (16, 256, "float32", 8), (8, 512, "float64", 8), (2, 512, "float64", 2),
+    (24, 512, "float32", 8)])
+def test_a_tile_is_whole_vectors_of_the_widest_lanes_that_divide_it(channels, bits, dtype,
+                                                                    lanes):
+    assert simd.vector_lanes(channels, bits, dtype) == lanes

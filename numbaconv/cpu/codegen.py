@@ -1,15 +1,17 @@
 """Generated register-tile kernels: source rendered per tile shape and dtype, written to a
 real file, imported and compiled once.
 
-Why generated: the accumulators of a register tile must be scalar variables (Numba keeps
-even tiny local arrays on the heap), one per (pixel, channel), so each tile shape is its
-own source. Why a file: Numba cannot disk-cache code made with ``exec``. Each file is named
-after a hash of its source, so variants never collide in Numba's cache (keyed by file and
-function) and a change of the generator gives new files, never stale hits.
+Why generated: the accumulators of a register tile must be variables (Numba keeps even
+tiny local arrays on the heap), one per (pixel, vector of channels) — explicit vectors
+(:mod:`numbaconv.cpu.simd`) in the tiled family's kernels, scalars in the others — so
+each tile shape is its own source. Why a file: Numba cannot disk-cache code made with
+``exec``. Each file is named after a hash of its source, so variants never collide in
+Numba's cache (keyed by file and function) and a change of the generator gives new files,
+never stale hits.
 
 The kernels are compiled with LLVM's SLP vectoriser on and the loop vectoriser off (set
-around their compilation only): the SLP vectoriser packs the scalar accumulators into
-vector registers, the loop vectoriser would turn the reduction into gathers
+around their compilation only): the SLP vectoriser packs scalar accumulators into vector
+registers, the loop vectoriser would turn the reduction into gathers
 (``docs/measurements.md`` has the figures).
 
 A kernel's parameters are one :class:`KernelParameters` list: its rendered ``def`` line,
@@ -231,11 +233,18 @@ HELPER_DECORATOR = (f"@njit(cache=True, nogil=True, inline='never', "
                     f"fastmath={set(sorted(FASTMATH))!r})")
 
 
-def preamble(src: Source, doc: str, dtype: str, vector_bits: int, decorator: bool = True):
-    """The module's docstring and imports, then (``decorator``) the kernel's decorator."""
+def preamble(src: Source, doc: str, dtype: str, vector_bits: int, decorator: bool = True,
+             lanes: int | None = None):
+    """The module's docstring and imports (``lanes``: also :mod:`numbaconv.cpu.simd`'s
+    operations on vectors of that many elements), then (``decorator``) the kernel's
+    decorator."""
     src(f'"""{doc}"""',
         "from numba import int64, njit, prange, uint64",
         f"from numpy import empty, {dtype}",
         f"from numbaconv.cpu.vector_width import {HINTS[vector_bits]}")
+    if lanes is not None:
+        src("from numbaconv.cpu.simd import operations",
+            "",
+            f"load, store, broadcast, multiply_add = operations({lanes})")
     if decorator:
         src("", "", KERNEL_DECORATOR)
