@@ -13,6 +13,7 @@ from numbaconv.cpu.direct import backward_data, backward_filter, forward
 from numbaconv.cpu.direct import DirectSchedule
 from numbaconv.cpu.families import CPU
 from numbaconv.cpu.gemm import GemmSchedule
+from numbaconv.cpu.layout import readonly
 from numbaconv.cpu.tiled import TiledSchedule
 from numbaconv.geometry import conv_geometry
 
@@ -165,8 +166,10 @@ def test_forward_kernel_writes_every_output_element(rng):
     g, x, w, dy = make_case(rng, GEOMETRIES["odd_same_strided_dilated"])
     for schedule in DIRECT_SCHEDULES:
         out = np.full(g.output_shape, np.nan)
-        forward.forward_direct(x, w, out, g.stride_h, g.stride_w, g.dilation_h, g.dilation_w,
-                               g.pad_top, g.pad_left, schedule.channel_block,
+        # Read-only inputs, as the ops pass them: the kernel's one compiled type.
+        forward.forward_direct(readonly(x), readonly(w), out, g.stride_h, g.stride_w,
+                               g.dilation_h, g.dilation_w, g.pad_top, g.pad_left,
+                               schedule.channel_block,
                                schedule.loop_order == "tap_channel_pixel", 1)
         assert_matches(out, reference_result("forward", g, x, w, dy), np.float64)
 
@@ -176,8 +179,9 @@ def test_backward_data_kernel_writes_every_input_element(rng):
     wt = np.ascontiguousarray(w.transpose(0, 1, 3, 2))
     for schedule in DIRECT_SCHEDULES:
         dx = np.full(g.input_shape, np.nan)
-        backward_data.backward_data_direct(dy, wt, dx, g.stride_h, g.stride_w, g.dilation_h,
-                                           g.dilation_w, g.pad_top, g.pad_left,
+        backward_data.backward_data_direct(readonly(dy), readonly(wt), dx, g.stride_h,
+                                           g.stride_w, g.dilation_h, g.dilation_w,
+                                           g.pad_top, g.pad_left,
                                            schedule.channel_block,
                                            schedule.loop_order == "tap_channel_pixel", 1)
         assert_matches(dx, reference_result("backward_data", g, x, w, dy), np.float64)
@@ -188,8 +192,8 @@ def test_backward_filter_kernel_writes_every_partial(rng):
     for schedule in DIRECT_SCHEDULES:
         partials = np.full((schedule.reduction_splits,) + g.filter_shape, np.nan)
         backward_filter.backward_filter_direct(
-            x, dy, partials, g.stride_h, g.stride_w, g.dilation_h, g.dilation_w, g.pad_top,
-            g.pad_left, schedule.channel_block, schedule.in_channel_block,
+            readonly(x), readonly(dy), partials, g.stride_h, g.stride_w, g.dilation_h,
+            g.dilation_w, g.pad_top, g.pad_left, schedule.channel_block, schedule.in_channel_block,
             schedule.loop_order == "tap_channel_pixel", 1)
         assert_matches(partials.sum(axis=0), reference_result("backward_filter", g, x, w, dy),
                        np.float64)
@@ -198,7 +202,7 @@ def test_backward_filter_kernel_writes_every_partial(rng):
 def test_swap_channels_kernel(rng):
     w = random(rng, (3, 2, 37, 70))
     wt = np.full((3, 2, 70, 37), np.nan)
-    layout.swap_channels_kernel(w, wt)
+    layout.swap_channels_kernel(readonly(w), wt)
     np.testing.assert_array_equal(wt, w.transpose(0, 1, 3, 2))
 
 
