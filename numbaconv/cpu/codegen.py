@@ -234,16 +234,18 @@ HELPER_DECORATOR = (f"@njit(cache=True, nogil=True, inline='never', "
 
 
 def preamble(src: Source, doc: str, dtype: str, vector_bits: int, decorator: bool = True,
-             lanes: int | None = None):
+             lanes: int | None = None, arithmetic: bool = False):
     """The module's docstring and imports (``lanes``: also :mod:`numbaconv.cpu.simd`'s
-    operations on vectors of that many elements), then (``decorator``) the kernel's
-    decorator."""
+    operations on vectors of that many elements, with its arithmetic if ``arithmetic``),
+    then (``decorator``) the kernel's decorator."""
     src(f'"""{doc}"""',
         "from numba import int64, njit, prange, uint64",
         f"from numpy import empty, {dtype}",
         f"from numbaconv.cpu.vector_width import {HINTS[vector_bits]}")
     if lanes is not None:
-        src("from numbaconv.cpu.simd import operations",
+        names = ("add, lanes_sum, negate, operations, scale, subtract" if arithmetic
+                 else "operations")
+        src(f"from numbaconv.cpu.simd import {names}",
             "",
             f"load, store, broadcast, multiply_add = operations({lanes})")
     if decorator:

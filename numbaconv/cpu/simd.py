@@ -1,5 +1,6 @@
 """Explicit SIMD vectors for the generated kernels: a Numba type whose values are LLVM
-vectors (``<lanes x float>``), and the five operations a register tile needs.
+vectors (``<lanes x float>``), the four operations a register tile needs, and the
+arithmetic of the Winograd transforms.
 
 Why: a register tile written as scalar accumulators (rows × channels of them) relied on
 LLVM's SLP vectoriser to pack them into vector registers, and Numba's front end spends
@@ -18,6 +19,12 @@ kernel asks for, not the one the vectoriser's cost model picks.
 - ``multiply_add(a, b, c)``: ``a · b + c`` lane by lane, fused into one FMA where the
   CPU has one (LLVM's ``contract``, as the kernels' ``fastmath`` gives scalars): each
   lane rounds exactly as the scalar loop it replaces.
+
+For the Winograd transforms' sums, arithmetic that promotes as Numba's scalar arithmetic
+does (a Python float's product is float64; float32 meeting float64 becomes
+float64; ``store`` rounds to the array's dtype), so that each lane is computed exactly as
+the scalar statement it replaces: ``add``, ``subtract``, ``negate``, ``scale(constant,
+vector)`` and ``lanes_sum``.
 """
 
 from __future__ import annotations
@@ -43,6 +50,28 @@ class _VectorModel(models.PrimitiveModel):
     def __init__(self, dmm, fe_type):
         element = dmm.lookup(fe_type.dtype).get_value_type()
         super().__init__(dmm, fe_type, ir.VectorType(element, fe_type.lanes))
+
+
+def _wider(first: types.Type, second: types.Type) -> types.Type:
+    return first if first.bitwidth >= second.bitwidth else second
+
+
+def _converted(context, builder, value, from_type: types.Type, to_type: types.Type):
+    """``value`` (a vector of ``from_type`` elements) as a vector of ``to_type`` ones."""
+    if from_type == to_type:
+        return value
+    target = ir.VectorType(context.get_value_type(to_type), value.type.count)
+    if from_type.bitwidth < to_type.bitwidth:
+        return builder.fpext(value, target)
+    return builder.fptrunc(value, target)
+
+
+def _spread(builder, vector_type, scalar, lanes: int):
+    """``lanes`` copies of ``scalar`` as a vector of ``vector_type``."""
+    first = builder.insert_element(ir.Constant(vector_type, ir.Undefined), scalar,
+                                   ir.Constant(ir.IntType(32), 0))
+    return builder.shuffle_vector(first, ir.Constant(vector_type, ir.Undefined),
+                                  ir.Constant(ir.VectorType(ir.IntType(32), lanes), [0] * lanes))
 
 
 def _vector_pointer(context, builder, array_type, array, index, lanes: int):
@@ -73,7 +102,9 @@ def operations(lanes: int):
         def codegen(context, builder, signature, args):
             pointer, align = _vector_pointer(context, builder, signature.args[0],
                                              args[0], args[1], lanes)
-            builder.store(args[2], pointer, align=align)
+            value = _converted(context, builder, args[2], signature.args[2].dtype,
+                               signature.args[0].dtype)
+            builder.store(value, pointer, align=align)
             return context.get_dummy_value()
 
         return types.void(array, index, vector), codegen
@@ -81,12 +112,8 @@ def operations(lanes: int):
     @intrinsic
     def broadcast(typingctx, scalar):
         def codegen(context, builder, signature, args):
-            vector_type = context.get_value_type(signature.return_type)
-            first = builder.insert_element(ir.Constant(vector_type, ir.Undefined), args[0],
-                                           ir.Constant(ir.IntType(32), 0))
-            everywhere = ir.Constant(ir.VectorType(ir.IntType(32), lanes), [0] * lanes)
-            return builder.shuffle_vector(first, ir.Constant(vector_type, ir.Undefined),
-                                          everywhere)
+            return _spread(builder, context.get_value_type(signature.return_type), args[0],
+                           lanes)
 
         return Vector(scalar, lanes)(scalar), codegen
 
@@ -99,6 +126,64 @@ def operations(lanes: int):
         return c(a, b, c), codegen
 
     return load, store, broadcast, multiply_add
+
+
+def _binary(build):
+    """An intrinsic ``f(a, b)`` on two vectors of equal lanes, the narrower promoted."""
+
+    @intrinsic
+    def operation(typingctx, a, b):
+        if not (isinstance(a, Vector) and isinstance(b, Vector) and a.lanes == b.lanes):
+            return None
+        result = Vector(_wider(a.dtype, b.dtype), a.lanes)
+
+        def codegen(context, builder, signature, args):
+            x, y = (_converted(context, builder, value, kind.dtype, result.dtype)
+                    for value, kind in zip(args, signature.args))
+            return build(builder)(x, y, flags=("contract",))
+
+        return result(a, b), codegen
+
+    return operation
+
+
+add = _binary(lambda builder: builder.fadd)
+subtract = _binary(lambda builder: builder.fsub)
+
+
+@intrinsic
+def negate(typingctx, a):
+    def codegen(context, builder, signature, args):
+        return builder.fneg(args[0])
+
+    return a(a), codegen
+
+
+@intrinsic
+def scale(typingctx, constant, a):
+    """``constant · a`` in the wider of the two types (a Python float: float64)."""
+    result = Vector(_wider(constant, a.dtype), a.lanes)
+
+    def codegen(context, builder, signature, args):
+        factor = context.cast(builder, args[0], signature.args[0], result.dtype)
+        spread = _spread(builder, context.get_value_type(result), factor, a.lanes)
+        value = _converted(context, builder, args[1], signature.args[1].dtype, result.dtype)
+        return builder.fmul(spread, value, flags=("contract",))
+
+    return result(constant, a), codegen
+
+
+@intrinsic
+def lanes_sum(typingctx, a):
+    """The sum of ``a``'s lanes (in lane order)."""
+    def codegen(context, builder, signature, args):
+        total = builder.extract_element(args[0], ir.Constant(ir.IntType(32), 0))
+        for lane in range(1, a.lanes):
+            total = builder.fadd(total, builder.extract_element(
+                args[0], ir.Constant(ir.IntType(32), lane)))
+        return total
+
+    return a.dtype(a), codegen
 
 
 def vector_lanes(tile_channels: int, vector_bits: int, dtype: str) -> int:

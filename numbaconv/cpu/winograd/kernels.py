@@ -2,9 +2,9 @@
 loop kernels for the filter and (backward-filter) back to it.
 
 The tile transforms are the 1-D transform of :mod:`.transforms` applied to the columns of a
-tile, then to its rows, each over ``lanes`` consecutive channels at a time as scalar
-statements (the SLP vectoriser packs them into vectors; the arithmetic is rendered with the
-matrices' entries as constants, zeros skipped). Tiles are laid out tile by tile,
+tile, then to its rows, each over ``lanes`` consecutive channels at a time as one vector
+(:mod:`numbaconv.cpu.simd`; the arithmetic is rendered with the matrices' entries as
+constants, zeros skipped). Tiles are laid out tile by tile,
 ``[tiles, α², channels]``, the layout the register-tiled kernel reads as pixels
 (:func:`numbaconv.cpu.winograd.products`).
 """
@@ -47,21 +47,46 @@ def _combination(row: tuple, operands: list[str]) -> str:
     return text + "".join(f" {sign} {term}" for sign, term in terms[1:])
 
 
+def _vector_combination(row: tuple, operands: list[str]) -> str:
+    """:func:`_combination` on vectors (:mod:`numbaconv.cpu.simd`), evaluated in the same
+    order with the same promotions: the same value in every lane."""
+    expression = None
+    for coefficient, operand in zip(row, operands):
+        if coefficient == 0:
+            continue
+        magnitude = abs(coefficient)
+        if expression is None:
+            if magnitude != 1:
+                expression = f"scale({float(coefficient)!r}, {operand})"
+            else:
+                expression = operand if coefficient > 0 else f"negate({operand})"
+            continue
+        term = operand if magnitude == 1 else f"scale({float(magnitude)!r}, {operand})"
+        expression = f"{'add' if coefficient > 0 else 'subtract'}({expression}, {term})"
+    return expression
+
+
 def _line_function(src: Source, name: str, matrix: tuple, lanes: int, vector_bits: int):
     """``name(a, first, step, b, target, target_step)``: the 1-D transform of ``lanes``
     consecutive channels, ``b[target + i·target_step + j] = Σ_k matrix[i][k] · a[first +
     k·step + j]``, every input loaded before any output is stored (so that ``b`` may be
-    ``a``, in place). Its own function so that the parallel kernels' bodies stay small
-    (Numba's parallel passes take far longer over long straight-line bodies)."""
+    ``a``, in place); vectors of ``lanes`` elements, or one scalar. Its own function so
+    that the parallel kernels' bodies stay small (Numba's parallel passes take far longer
+    over long straight-line bodies)."""
     inputs = len(matrix[0])
     src("", "", HELPER_DECORATOR)
     with src.block(f"def {name}(a, first, step, b, target, target_step):"):
         src(f"{HINTS[vector_bits]}()")
-        for k in range(inputs):
-            src(*(f"x{k}_{j} = a[first + uint64({k}) * step + uint64({j})]" for j in range(lanes)))
-        for i, row in enumerate(matrix):
-            src(*(f"b[target + uint64({i}) * target_step + uint64({j})] = "
-                  + _combination(row, [f"x{k}_{j}" for k in range(inputs)]) for j in range(lanes)))
+        if lanes == 1:
+            src(*(f"x{k} = a[first + uint64({k}) * step]" for k in range(inputs)))
+            src(*(f"b[target + uint64({i}) * target_step] = "
+                  + _combination(row, [f"x{k}" for k in range(inputs)])
+                  for i, row in enumerate(matrix)))
+            return
+        src(*(f"x{k} = load(a, first + uint64({k}) * step)" for k in range(inputs)))
+        src(*(f"store(b, target + uint64({i}) * target_step, "
+              + _vector_combination(row, [f"x{k}" for k in range(inputs)]) + ")"
+              for i, row in enumerate(matrix)))
 
 
 def _channel_blocks(src: Source, lanes: int, call):
@@ -87,7 +112,7 @@ def _module(src: Source, doc: str, dtype: str, vector_bits: int, matrix: tuple, 
             extra=None):
     """The preamble, the line functions (``line``: ``lanes`` lanes, ``line_1``: one) and
     ``extra()``'s helpers, then the kernel's decorator."""
-    preamble(src, doc, dtype, vector_bits, decorator=False)
+    preamble(src, doc, dtype, vector_bits, decorator=False, lanes=lanes, arithmetic=True)
     _line_function(src, "line", matrix, lanes, vector_bits)
     if lanes > 1:
         _line_function(src, "line_1", matrix, 1, vector_bits)
@@ -145,18 +170,19 @@ def render_input(m: int, which: str, dtype: str, vector_bits: int, lanes: int) -
 
 def _check_function(src: Source, lanes: int, dtype: str, vector_bits: int):
     """``check(a, first, count)``: Σ (a[i] − a[i]) over ``count`` elements from ``first``,
-    0 unless one of them is NaN or ±Inf (``lanes`` sums side by side, then one by one)."""
+    0 unless one of them is NaN or ±Inf (a vector of ``lanes`` sums, then one by one)."""
     src("", "", HELPER_DECORATOR)
     with src.block("def check(a, first, count):"):
         src(f"{HINTS[vector_bits]}()")
-        src(*(f"s{j} = {dtype}(0)" for j in range(lanes)))
-        src(f"whole = count - count % {lanes}")
+        src(f"sums = broadcast({dtype}(0))",
+            f"whole = count - count % {lanes}")
         with src.block(f"for i in range(0, whole, {lanes}):"):
-            src("at = first + uint64(i)")
-            src(*(f"s{j} += a[at + uint64({j})] - a[at + uint64({j})]" for j in range(lanes)))
+            src("values = load(a, first + uint64(i))",
+                "sums = add(sums, subtract(values, values))")
+        src("total = lanes_sum(sums)")
         with src.block("for i in range(whole, count):"):
-            src("s0 += a[first + uint64(i)] - a[first + uint64(i)]")
-        src("return " + " + ".join(f"s{j}" for j in range(lanes)))
+            src("total += a[first + uint64(i)] - a[first + uint64(i)]")
+        src("return total")
 
 
 def render_output(m: int, dtype: str, vector_bits: int, lanes: int) -> str:
@@ -252,11 +278,13 @@ def filter_kernel(w, g, u, rotate):
                 g0, g1, g2 = g[nu, 0], g[nu, 1], g[nu, 2]
                 first, second, third = columns[xi, 0], columns[xi, 1], columns[xi, 2]
                 for kt in range(k_tiles):
-                    target = u[xi * alpha + nu, kt, c]
+                    # Views from 0: an offset index keeps Numba's wrap-around in the loop.
                     k0 = kt * tile
+                    target = u[xi * alpha + nu, kt, c]
+                    one, two, three = (first[k0:k0 + tile], second[k0:k0 + tile],
+                                       third[k0:k0 + tile])
                     for j in range(tile):
-                        target[j] = (g0 * first[k0 + j] + g1 * second[k0 + j]
-                                     + g2 * third[k0 + j])
+                        target[j] = g0 * one[j] + g1 * two[j] + g2 * three[j]
 
 
 def transformed_filter(w: np.ndarray, t: Transform, tile: int, rotate: bool) -> np.ndarray:
