@@ -93,3 +93,28 @@ def test_simd_operations_work_lane_by_lane(dtype, lanes):
 def test_a_tile_is_whole_vectors_of_the_widest_lanes_that_divide_it(channels, bits, dtype,
                                                                     lanes):
     assert simd.vector_lanes(channels, bits, dtype) == lanes
+
+
+def test_simd_arithmetic_promotes_as_numbas_scalars_do():
+    """A float32 vector times a Python float is computed in float64 and rounded once when
+    stored, as the scalar statement ``out[i] = x[i] + 2.0 * y[i] - (-x[i])`` is."""
+    load, store, _, _ = simd.operations(8)
+
+    @njit(fastmath={"contract"})
+    def combine(x, y, out):
+        a, b = load(x, np.uint64(0)), load(y, np.uint64(0))
+        store(out, np.uint64(0), simd.subtract(simd.add(a, simd.scale(2.0, b)), simd.negate(a)))
+        return simd.lanes_sum(a)
+
+    @njit(fastmath={"contract"})
+    def scalar(x, y, out):
+        for i in range(8):
+            out[i] = x[i] + 2.0 * y[i] - (-x[i])
+
+    rng = np.random.default_rng(1)
+    x, y = (rng.standard_normal(8).astype(np.float32) for _ in range(2))
+    got, expected = np.empty(8, np.float32), np.empty(8, np.float32)
+    total = combine(x, y, got)
+    scalar(x, y, expected)
+    np.testing.assert_array_equal(got, expected)
+    assert total == pytest.approx(float(x.astype(np.float64).sum()), rel=1e-6)
