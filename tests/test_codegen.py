@@ -8,9 +8,11 @@ import numpy as np
 import pytest
 from numba import njit
 
-from numbaconv.cpu import codegen, disk_cache, simd
-from numbaconv.cpu.tiled import templates
-from numbaconv.machine import this_machine
+import reference as ref
+from numbaconv.cpu import codegen, disk_cache, families, simd, tiled
+from numbaconv.cpu.tiled import phases, templates
+from numbaconv.geometry import conv_geometry
+from numbaconv.machine import Machine, this_machine
 
 
 @pytest.fixture
@@ -118,3 +120,34 @@ def test_simd_arithmetic_promotes_as_numbas_scalars_do():
     scalar(x, y, expected)
     np.testing.assert_array_equal(got, expected)
     assert total == pytest.approx(float(x.astype(np.float64).sum()), rel=1e-6)
+
+
+NARROWER = {256: Machine("an AVX2 x86", "znver3", ("avx2", "fma", "avx"), 2),
+            128: Machine("an SSE x86", "nehalem", ("sse4.2",), 2)}
+
+
+@pytest.mark.parametrize("bits", sorted(NARROWER))
+def test_tiles_of_narrower_vectors_compute_the_same_function(monkeypatch, bits):
+    """On a CPU with 256- or 128-bit vectors a 16-channel tile is 2 or 4 vectors: the
+    tiled family's kernels for that width give the reference's results (and are the
+    ones that ran: their files name the width)."""
+    machine = NARROWER[bits]
+    monkeypatch.setattr(phases, "this_machine", lambda: machine)
+    monkeypatch.setattr(tiled, "this_machine", lambda: machine)
+    rng = np.random.default_rng(bits)
+    g = conv_geometry((1, 6, 7, 16), (3, 3, 16, 16), (1, 1), (1, 1), "SAME")
+    x, w, dy = (rng.standard_normal(shape).astype(np.float32)
+                for shape in (g.input_shape, g.filter_shape, g.output_shape))
+    args = ((1, 1), (1, 1), ((1, 1), (1, 1)))
+    cases = {"forward": ((x, w), (4, 16), "packed_panels", ref.conv2d(x, w, *args)),
+             "backward_data": ((dy, w), (3, 16), "pixel_tiles_outer",
+                               ref.conv2d_backprop_input(x.shape, w, dy, *args)),
+             "backward_filter": ((x, dy), (2, 16), "pixel_tiles_outer",
+                                 ref.conv2d_backprop_filter(x, w.shape, dy, *args))}
+    for primitive, (operands, tile, order, expected) in cases.items():
+        schedule = tiled.fit(tiled.TiledSchedule(loop_order=order, register_tile=tile),
+                             primitive, g, 4)
+        got = families.run(primitive, operands, g, schedule)
+        np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-4, err_msg=primitive)
+    names = [name for name in sys.modules if name.startswith("numbaconv_")]
+    assert any(f"_v{bits}_" in name for name in names), names
