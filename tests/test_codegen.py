@@ -151,3 +151,11 @@ def test_tiles_of_narrower_vectors_compute_the_same_function(monkeypatch, bits):
         np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-4, err_msg=primitive)
     names = [name for name in sys.modules if name.startswith("numbaconv_")]
     assert any(f"_v{bits}_" in name for name in names), names
+
+
+def test_a_change_of_the_simd_module_gives_new_kernel_files(monkeypatch):
+    """Numba caches a generated kernel by its own file: the file names the simd module's
+    digest, so code compiled with an older simd module is never loaded."""
+    before = templates.render_forward(4, 16, "float32", 512)
+    monkeypatch.setattr(codegen, "SIMD_DIGEST", "0" * 16)
+    assert templates.render_forward(4, 16, "float32", 512) != before

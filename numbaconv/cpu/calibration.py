@@ -26,6 +26,7 @@ from ..timing import median_seconds
 from . import direct, families, tiled
 from .codegen import KernelParameters, Source, load_kernel
 from .jit import FASTMATH
+from .simd import SOURCE_DIGEST as SIMD_DIGEST
 from .vector_width import HINTS
 
 #: Iterations of the probe's inner loop per call: long enough to dwarf the launch.
@@ -43,7 +44,7 @@ def render_fma_probe(chains: int, lanes: int, dtype: str, vector_bits: int) -> s
         f'{dtype!r}, {vector_bits})."""',
         "from numba import njit, prange",
         f"from numpy import {dtype}",
-        "from numbaconv.cpu.simd import operations",
+        f"from numbaconv.cpu.simd import operations  # simd {SIMD_DIGEST}",
         f"from numbaconv.cpu.vector_width import {HINTS[vector_bits]}",
         "",
         f"load, store, broadcast, multiply_add = operations({lanes})",

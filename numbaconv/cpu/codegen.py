@@ -35,6 +35,7 @@ from numba import config, types
 from ..threads import ProcessLock
 from .disk_cache import kernel_dir
 from .jit import FASTMATH, ParallelKernel
+from .simd import SOURCE_DIGEST as SIMD_DIGEST
 from .vector_width import HINTS
 
 _lock = ProcessLock()
@@ -245,7 +246,7 @@ def preamble(src: Source, doc: str, dtype: str, vector_bits: int, decorator: boo
     if lanes is not None:
         names = ("add, lanes_sum, negate, operations, scale, subtract" if arithmetic
                  else "operations")
-        src(f"from numbaconv.cpu.simd import {names}",
+        src(f"from numbaconv.cpu.simd import {names}  # simd {SIMD_DIGEST}",
             "",
             f"load, store, broadcast, multiply_add = operations({lanes})")
     if decorator:

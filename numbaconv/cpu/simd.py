@@ -30,11 +30,18 @@ vector)`` and ``lanes_sum``.
 from __future__ import annotations
 
 import functools
+import hashlib
 import math
+from pathlib import Path
 
 from llvmlite import ir
 from numba.core import types
 from numba.extending import intrinsic, models, register_model
+
+
+#: A digest of this module's source, written into each generated kernel that uses it: Numba
+#: keys its disk cache by the kernel's own file, so a change here must change that file.
+SOURCE_DIGEST = hashlib.sha256(Path(__file__).read_bytes()).hexdigest()[:16]
 
 
 class Vector(types.Type):
