@@ -169,6 +169,8 @@ def negate(typingctx, a):
 @intrinsic
 def scale(typingctx, constant, a):
     """``constant · a`` in the wider of the two types (a Python float: float64)."""
+    if not (isinstance(constant, types.Float) and isinstance(a, Vector)):
+        return None
     result = Vector(_wider(constant, a.dtype), a.lanes)
 
     def codegen(context, builder, signature, args):
