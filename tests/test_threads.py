@@ -8,7 +8,8 @@ import sys
 import pytest
 from scenarios import EVERY_OP, run_under_layer
 
-from numbaconv import threads
+from numbaconv import configs, threads
+from numbaconv.cpu import calibration
 
 THREADS = EVERY_OP + """
 import threading, time, numba
@@ -92,3 +93,27 @@ def test_the_spin_setting_is_applied_only_where_the_user_chose_none(monkeypatch)
     monkeypatch.delenv("GOMP_SPINCOUNT", raising=False)
     assert threads.shorten_openmp_spin() is True
     assert "GOMP_SPINCOUNT" not in os.environ
+
+
+def test_a_calibrated_spin_count_is_the_one_numbaconv_loads_openmp_with(tmp_path):
+    key = configs.device_info("cpu")["key"]
+    configs.save_calibration(tmp_path / f"{key}.yaml", {"openmp": {"spin_count": "12345"}})
+    env = {name: value for name, value in os.environ.items()
+           if name not in threads.WAIT_SETTINGS}
+    env[configs.CONFIG_ENV] = str(tmp_path)
+    out = subprocess.run([sys.executable, "-c", "import os, numbaconv; "
+                          "print(numbaconv.threads.openmp_wait()); "
+                          "print('GOMP_SPINCOUNT' in os.environ)"],
+                         capture_output=True, text=True, env=env, timeout=300)
+    assert out.returncode == 0, out.stderr
+    assert "GOMP_SPINCOUNT=12345 (calibrated" in out.stdout
+    assert out.stdout.split()[-1] == "False"  # taken out of the environment again
+
+
+@pytest.mark.parametrize("after_pause, chosen", [
+    ({"10000": 270.0, "300000": 17.0}, "300000"),   # the Zen 4 KVM guest of 2026-12-06
+    ({"10000": 17.0, "300000": 15.0}, "10000"),     # no clear gain: the shorter spin
+    ({"10000": 1800.0, "300000": 7700.0}, "10000")])
+def test_the_calibration_keeps_the_short_spin_unless_another_is_clearly_faster(after_pause,
+                                                                                 chosen):
+    assert calibration.choose_spin_count(after_pause) == chosen

@@ -10,7 +10,7 @@ import pytest
 import yaml
 
 from numbaconv import configs
-from numbaconv.cpu import winograd
+from numbaconv.cpu import calibration, winograd
 from numbaconv.cpu.families import CPU
 from numbaconv.cpu.rule import rule
 from numbaconv.machine import this_machine
@@ -155,6 +155,9 @@ def test_tune_calibrates_a_device_first_and_only_once(tmp_path, small_space):
     fma = data["calibration"]["fma"]
     assert fma["peak_gflops"] > 0 and 1 <= fma["chains_needed"] <= 16
     assert all(data["calibration"]["tiles"]["float32"][p] for p in PRIMITIVES)
+    openmp = data["calibration"]["openmp"]
+    assert openmp["spin_count"] in calibration.SPIN_COUNTS
+    assert all(value > 0 for value in openmp["after_pause_us"].values())
     workload = tmp_path / "tiny.yaml"
     workload.write_text(TINY.splitlines()[0] + "\n")
     again = subprocess.run([sys.executable, "-m", "numbaconv.tune", "--workload", str(workload),

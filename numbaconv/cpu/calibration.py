@@ -7,17 +7,26 @@
 - The best register tiles: the tiled family's menu for this machine, timed on a few probe
   layers per primitive; the ranking is stored in the device's config file and the default
   rule takes the first legal tile of it.
+- GNU OpenMP's spin count: how long its threads busy-wait before they sleep decides what a
+  call after a pause costs, and which count is best depends on the host (hypervisor
+  included), so a small parallel kernel is timed under each candidate, one process each;
+  :func:`numbaconv.threads.shorten_openmp_spin` loads OpenMP with the winner.
 """
 
 from __future__ import annotations
 
+import json
 import math
+import os
+import subprocess
+import sys
 import time
 from dataclasses import dataclass, field
 
 import numba
 import numpy as np
 
+from .. import threads
 from ..geometry import conv_geometry
 from ..machine import Machine
 from ..primitives import primitive as primitive_named
@@ -103,6 +112,76 @@ def measure_fma_peak(machine: Machine, dtype: str = "float32",
     return FmaPeak(dtype, machine.vector_bits, threads, rates)
 
 
+#: GNU OpenMP spin counts the calibration tries: numbaconv's short one and GNU's default.
+SPIN_COUNTS = (threads.SPIN_COUNT, "300000")
+#: Another count replaces numbaconv's only where its calls after a pause are this much faster.
+SPIN_GAIN = 0.8
+#: Run per candidate: a small parallel kernel back to back, then called after pauses of
+#: 0.1 s (two untimed calls first): the median µs of each, as JSON.
+SPIN_PROBE = """
+import json, time
+import numpy as np
+import numbaconv
+from numbaconv.cpu import half
+bits, out = np.zeros(1 << 18, np.uint16), np.empty(1 << 18, np.float32)
+def run():
+    half.widen_float16_kernel(bits, out)
+def median_us(samples):
+    return float(np.median(samples)) * 1e6
+for _ in range(20):
+    run()
+back_to_back = []
+for _ in range(100):
+    start = time.perf_counter(); run(); back_to_back.append(time.perf_counter() - start)
+after_pause = []
+for _ in range(6):
+    time.sleep(0.1); run(); run()
+    start = time.perf_counter(); run(); after_pause.append(time.perf_counter() - start)
+print(json.dumps([median_us(back_to_back), median_us(after_pause)]))
+"""
+
+
+#: Processes per candidate, alternating (the host's state drifts: one run can miss it).
+SPIN_ROUNDS = 2
+
+
+def measure_openmp_spin(log=print) -> dict:
+    """Each of :data:`SPIN_COUNTS` in processes of its own (GNU OpenMP reads it once, as it
+    loads), :data:`SPIN_ROUNDS` in turn: the probe's mean µs back to back and after a
+    pause; the winner by the latter (numbaconv's own count unless another is clearly
+    faster)."""
+    environment = {name: value for name, value in os.environ.items()
+                   if name not in threads.WAIT_SETTINGS}
+    runs = {count: [] for count in SPIN_COUNTS}
+    for _ in range(SPIN_ROUNDS):
+        for count in SPIN_COUNTS:
+            done = subprocess.run([sys.executable, "-c", SPIN_PROBE], capture_output=True,
+                                  text=True, timeout=300,
+                                  env={**environment, "GOMP_SPINCOUNT": count})
+            if done.returncode != 0:
+                raise RuntimeError(f"the OpenMP spin probe failed: {done.stderr[-2000:]}")
+            runs[count].append(json.loads(done.stdout.splitlines()[-1]))
+    back_to_back = {count: round(float(np.mean([r[0] for r in found])), 1)
+                    for count, found in runs.items()}
+    after_pause = {count: round(float(np.mean([r[1] for r in found])), 1)
+                   for count, found in runs.items()}
+    chosen = choose_spin_count(after_pause)
+    log(f"  OpenMP spin: GOMP_SPINCOUNT={chosen}; a small call after a pause "
+        + ", ".join(f"{after_pause[c]:.0f} µs with {c}" for c in SPIN_COUNTS))
+    return {"spin_count": chosen, "after_pause_us": after_pause,
+            "back_to_back_us": back_to_back}
+
+
+def choose_spin_count(after_pause: dict) -> str:
+    """The count whose calls after a pause are fastest (µs by count), numbaconv's own
+    unless another beats it by more than :data:`SPIN_GAIN`: a shorter spin burns less of
+    the cores the program's other work could use."""
+    fastest = min(after_pause, key=after_pause.get)
+    if after_pause[fastest] < SPIN_GAIN * after_pause[threads.SPIN_COUNT]:
+        return fastest
+    return threads.SPIN_COUNT
+
+
 #: Probe layers per primitive: a mid-sized 3×3 layer and a 1×1 one (batch 1, float32).
 PROBE_LAYERS = (((1, 28, 28, 128), (3, 3, 128, 128)), ((1, 28, 28, 128), (1, 1, 128, 256)))
 #: Tiles of the menu timed per primitive (each is a kernel to compile: seconds).
@@ -158,6 +237,7 @@ def calibrate(machine: Machine, log=print) -> dict:
     backward_filter = rank_tiles("backward_filter", machine, log)
     return {
         "fma": measured,
+        "openmp": measure_openmp_spin(log),
         # Backward-data runs the forward kernel on the rotated filter: the same tiles.
         "tiles": {"float32": {"forward": [list(t) for t in forward],
                               "backward_data": [list(t) for t in forward],
