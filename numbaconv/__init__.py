@@ -4,10 +4,10 @@ Replace ``tf.nn.`` with ``numbaconv.`` and pass NumPy arrays; the results match
 TensorFlow's (same shapes, padding arithmetic and numbers, to float rounding).
 """
 
-from . import threads
+from . import configs, threads
 
 # Before anything can start Numba's OpenMP threads: see threads.shorten_openmp_spin.
-threads.shorten_openmp_spin()
+threads.shorten_openmp_spin(configs.openmp_spin_count())
 
 from .api import (bias_add_grad, call_for, conv2d, conv2d_backprop_filter,  # noqa: E402
                   conv2d_backprop_filter_v2, conv2d_backprop_input, conv2d_backprop_input_v2,

@@ -278,6 +278,13 @@ def calibration(device: str = "cpu") -> dict | None:
     return None
 
 
+def openmp_spin_count(device: str = "cpu") -> str | None:
+    """The GNU OpenMP spin count this device's calibration measured
+    (:func:`numbaconv.cpu.calibration.measure_openmp_spin`), or None."""
+    found = ((calibration(device) or {}).get("openmp") or {}).get("spin_count")
+    return str(found) if found else None
+
+
 def file_calibration(path: Path, device: str = "cpu") -> dict | None:
     """The calibration section of one config file, or None."""
     return _cache.calibration(Path(path), device)

@@ -28,7 +28,8 @@ def report() -> str:
         f"threading layer: {layer} (thread-safe: {threads.is_thread_safe(layer)}, "
         f"fork-safe: {threads.is_fork_safe(layer)}; forked children of this process run "
         f"{'parallel' if threads.is_fork_safe(layer) else 'serial'} kernels); "
-        f"{numba.get_num_threads()} threads; GNU OpenMP waits: {threads.openmp_wait()}",
+        f"{numba.get_num_threads()} threads; GNU OpenMP waits: "
+        f"{threads.openmp_wait(configs.openmp_spin_count())}",
         f"CPU device key: {device.key} ({device.cpu}, LLVM CPU {device.llvm_cpu}, "
         f"SIMD {', '.join(device.simd) or 'none'}, {device.cores} cores)",
         f"machine model: {device.vector_bits}-bit vectors, {device.vector_registers} vector "

@@ -60,16 +60,17 @@ SPIN_COUNT = "10000"
 WAIT_SETTINGS = ("GOMP_SPINCOUNT", "OMP_WAIT_POLICY")
 
 
-def shorten_openmp_spin() -> bool:
+def shorten_openmp_spin(calibrated: str | None = None) -> bool:
     """Load Numba's OpenMP pool (and so GNU OpenMP, which reads its settings once, as it
-    loads) with ``GOMP_SPINCOUNT`` = :func:`spin_count`, then take the variable out of the
-    environment again. Does nothing where the user set a :data:`WAIT_SETTINGS` variable or
-    Numba's OpenMP pool is not installed; no effect where GNU OpenMP had loaded already.
-    Starts no thread and selects no threading layer. True when the pool was loaded with
-    the setting."""
+    loads) with ``GOMP_SPINCOUNT`` = the device's ``calibrated`` count
+    (:func:`numbaconv.configs.openmp_spin_count`), else :data:`SPIN_COUNT`, then take the
+    variable out of the environment again. Does nothing where the user set a
+    :data:`WAIT_SETTINGS` variable or Numba's OpenMP pool is not installed; no effect
+    where GNU OpenMP had loaded already. Starts no thread and selects no threading layer.
+    True when the pool was loaded with the setting."""
     if any(name in os.environ for name in WAIT_SETTINGS):
         return False
-    os.environ["GOMP_SPINCOUNT"] = spin_count()[0]
+    os.environ["GOMP_SPINCOUNT"] = str(calibrated or SPIN_COUNT)
     try:
         from numba.np.ufunc import omppool  # noqa: F401  (loading it is the point)
     except ImportError:
@@ -79,26 +80,15 @@ def shorten_openmp_spin() -> bool:
     return True
 
 
-def spin_count() -> tuple[str, str]:
-    """(the spin count numbaconv loads GNU OpenMP with, where it comes from): the device's
-    calibrated one (:func:`numbaconv.cpu.calibration.measure_openmp_spin`), else
-    :data:`SPIN_COUNT`."""
-    try:
-        from .configs import calibration
-
-        found = ((calibration() or {}).get("openmp") or {}).get("spin_count")
-    except Exception:  # noqa: BLE001  (an unreadable config must not break the import)
-        found = None
-    return (str(found), "calibrated") if found else (SPIN_COUNT, "numbaconv's default")
-
-
-def openmp_wait() -> str:
-    """How GNU OpenMP's threads wait in this process, for ``python -m numbaconv.info``."""
+def openmp_wait(calibrated: str | None = None) -> str:
+    """How GNU OpenMP's threads wait in this process (``calibrated``: the device's count),
+    for ``python -m numbaconv.info``."""
     chosen = [f"{name}={os.environ[name]}" for name in WAIT_SETTINGS if name in os.environ]
     if chosen:
         return f"{', '.join(chosen)} (yours)"
-    count, source = spin_count()
-    return f"GOMP_SPINCOUNT={count} ({source}, unless GNU OpenMP had loaded before numbaconv)"
+    source = "calibrated" if calibrated else "numbaconv's default"
+    return (f"GOMP_SPINCOUNT={calibrated or SPIN_COUNT} ({source}, unless GNU OpenMP had "
+            "loaded before numbaconv)")
 
 
 def threading_layer() -> str | None:

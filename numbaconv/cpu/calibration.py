@@ -10,7 +10,8 @@
 - GNU OpenMP's spin count: how long its threads busy-wait before they sleep decides what a
   call after a pause costs, and which count is best depends on the host (hypervisor
   included), so a small parallel kernel is timed under each candidate, one process each;
-  :func:`numbaconv.threads.shorten_openmp_spin` loads OpenMP with the winner.
+  ``import numbaconv`` loads OpenMP with the winner
+  (:func:`numbaconv.threads.shorten_openmp_spin`).
 """
 
 from __future__ import annotations
