@@ -70,7 +70,7 @@ def shorten_openmp_spin(calibrated: str | None = None) -> bool:
     True when the pool was loaded with the setting."""
     if any(name in os.environ for name in WAIT_SETTINGS):
         return False
-    os.environ["GOMP_SPINCOUNT"] = str(calibrated or SPIN_COUNT)
+    os.environ["GOMP_SPINCOUNT"] = calibrated or SPIN_COUNT
     try:
         from numba.np.ufunc import omppool  # noqa: F401  (loading it is the point)
     except ImportError:

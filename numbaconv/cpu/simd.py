@@ -34,6 +34,7 @@ import hashlib
 import math
 from pathlib import Path
 
+import numpy as np
 from llvmlite import ir
 from numba.core import types
 from numba.extending import intrinsic, models, register_model
@@ -199,5 +200,5 @@ def vector_lanes(tile_channels: int, vector_bits: int, dtype: str) -> int:
     """The lanes of the vectors a tile of ``tile_channels`` channels is made of: the most
     of the CPU's full vector that divides the tile (the full vector for the menu's tiles,
     the tile's width for its half- and quarter-vector ones)."""
-    full = vector_bits // (8 * {"float32": 4, "float64": 8}[dtype])
+    full = vector_bits // 8 // np.dtype(dtype).itemsize
     return math.gcd(tile_channels, full)

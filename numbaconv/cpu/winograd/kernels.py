@@ -34,35 +34,35 @@ OUTPUT_PARAMETERS = KernelParameters(
     ("tasks", "int"))
 
 
+def _terms(row: tuple, operands: list[str]) -> list[tuple[bool, float, str]]:
+    """``(negative, magnitude, operand)`` of each nonzero entry of ``row``, in order."""
+    return [(coefficient < 0, float(abs(coefficient)), operand)
+            for coefficient, operand in zip(row, operands) if coefficient != 0]
+
+
 def _combination(row: tuple, operands: list[str]) -> str:
     """``Σ row[i]·operands[i]`` as source, zero entries skipped, ±1 as a sign."""
-    terms = []
-    for coefficient, operand in zip(row, operands):
-        if coefficient == 0:
-            continue
-        magnitude = abs(coefficient)
-        term = operand if magnitude == 1 else f"{float(magnitude)!r} * {operand}"
-        terms.append(("-" if coefficient < 0 else "+", term))
-    text = ("-" if terms[0][0] == "-" else "") + terms[0][1]
-    return text + "".join(f" {sign} {term}" for sign, term in terms[1:])
+    (negative, magnitude, operand), *rest = _terms(row, operands)
+
+    def term(magnitude, operand):
+        return operand if magnitude == 1 else f"{magnitude!r} * {operand}"
+
+    return (("-" if negative else "") + term(magnitude, operand)
+            + "".join(f" {'-' if negative else '+'} {term(magnitude, operand)}"
+                      for negative, magnitude, operand in rest))
 
 
 def _vector_combination(row: tuple, operands: list[str]) -> str:
     """:func:`_combination` on vectors (:mod:`numbaconv.cpu.simd`), evaluated in the same
     order with the same promotions: the same value in every lane."""
-    expression = None
-    for coefficient, operand in zip(row, operands):
-        if coefficient == 0:
-            continue
-        magnitude = abs(coefficient)
-        if expression is None:
-            if magnitude != 1:
-                expression = f"scale({float(coefficient)!r}, {operand})"
-            else:
-                expression = operand if coefficient > 0 else f"negate({operand})"
-            continue
-        term = operand if magnitude == 1 else f"scale({float(magnitude)!r}, {operand})"
-        expression = f"{'add' if coefficient > 0 else 'subtract'}({expression}, {term})"
+    (negative, magnitude, operand), *rest = _terms(row, operands)
+    if magnitude != 1:
+        expression = f"scale({-magnitude if negative else magnitude!r}, {operand})"
+    else:
+        expression = f"negate({operand})" if negative else operand
+    for negative, magnitude, operand in rest:
+        term = operand if magnitude == 1 else f"scale({magnitude!r}, {operand})"
+        expression = f"{'subtract' if negative else 'add'}({expression}, {term})"
     return expression
 
 
