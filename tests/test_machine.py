@@ -109,3 +109,25 @@ def test_calibration_is_kept_beside_the_entries(tmp_path, monkeypatch):
     assert configs.entry_count(path) == 1
     assert np.isclose(configs.file_calibration(path)["fma"]["peak_gflops"], 123.0)
     configs.forget()
+
+
+def test_a_disturbed_fma_timing_is_taken_again(monkeypatch):
+    """A chain count timed slower than fewer chains ran is timed again (other load on the
+    host), and the faster timing is kept; a count that stays slow keeps its rate."""
+    from numbaconv.cpu import calibration
+
+    def probe(out, iterations, tasks):
+        out[:] = 1.0
+
+    monkeypatch.setattr(calibration, "load_kernel", lambda *args: probe)
+    # Seconds per timing, in call order: 1 chain; 2 chains disturbed, then quiet; 4 chains
+    # slow every time (as if they spilled).
+    timings = iter([1.0, 4.0, 0.5, 4.0, 4.0, 4.0])
+    monkeypatch.setattr(calibration, "median_seconds", lambda *args, **kwargs: next(timings))
+    found = calibration.measure_fma_peak(MACHINES["avx2_16_registers"],
+                                         chains_to_try=(1, 2, 4))
+    rate_of_one = found.rates[1]
+    assert found.rates[2] == pytest.approx(4 * rate_of_one)
+    assert found.rates[4] == pytest.approx(rate_of_one)
+    assert found.peak == found.rates[2] and found.chains_needed == 2
+    assert next(timings, None) is None

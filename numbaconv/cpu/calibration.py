@@ -92,6 +92,12 @@ class FmaPeak:
         return min(chains for chains, rate in self.rates.items() if rate >= 0.9 * self.peak)
 
 
+#: Times a chain count is measured at most: again while its rate is under
+#: DISTURBED_RATE of the best so far (the host's other load, or the count really spills).
+PROBE_TRIES = 3
+DISTURBED_RATE = 0.9
+
+
 def measure_fma_peak(machine: Machine, dtype: str = "float32",
                      chains_to_try=(1, 2, 4, 8, 12, 16)) -> FmaPeak:
     """Time the probe for each chain count on all of Numba's threads."""
@@ -104,10 +110,14 @@ def measure_fma_peak(machine: Machine, dtype: str = "float32",
                              lambda: render_fma_probe(chains, lanes, dtype, machine.vector_bits),
                              PROBE_PARAMETERS, dtype)
         out = np.empty(threads * chains * lanes, dtype)
-        seconds = median_seconds(lambda i: kernel(out=out, iterations=PROBE_ITERATIONS,
-                                                  tasks=threads), repeats=5, settle=0.02)
         flops = 2 * chains * lanes * PROBE_ITERATIONS * threads
-        rates[chains] = flops / seconds / 1e9
+        for _ in range(PROBE_TRIES):
+            seconds = median_seconds(lambda i: kernel(out=out, iterations=PROBE_ITERATIONS,
+                                                      tasks=threads), repeats=5, settle=0.02)
+            rates[chains] = max(rates.get(chains, 0.0), flops / seconds / 1e9)
+            # More chains run slower only once they spill; a busy host slows any count.
+            if rates[chains] >= DISTURBED_RATE * max(rates.values()):
+                break
         if not math.isfinite(float(out.sum())):
             raise RuntimeError("the FMA probe produced a non-finite sum")
     return FmaPeak(dtype, machine.vector_bits, threads, rates)
