@@ -16,6 +16,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import os
@@ -32,7 +33,7 @@ from ..geometry import conv_geometry
 from ..machine import Machine
 from ..primitives import primitive as primitive_named
 from ..primitives import random_tensors
-from ..timing import median_seconds
+from ..timing import alternating_medians, median_seconds
 from . import direct, families, tiled
 from .codegen import KernelParameters, Source, load_kernel
 from .jit import FASTMATH
@@ -193,43 +194,49 @@ def choose_spin_count(after_pause: dict) -> str:
     return threads.SPIN_COUNT
 
 
-#: Probe layers per primitive: a mid-sized 3×3 layer and a 1×1 one (batch 1, float32).
-PROBE_LAYERS = (((1, 28, 28, 128), (3, 3, 128, 128)), ((1, 28, 28, 128), (1, 1, 128, 256)))
+#: Probe layers per primitive (batch 1, float32): a mid-sized 3×3 layer, a 1×1 one, and a
+#: 3×3 layer of few pixels and a large filter (ResNet's last stage), where a tile's reuse of
+#: each filter vector decides more than its accumulators.
+PROBE_LAYERS = (((1, 28, 28, 128), (3, 3, 128, 128)), ((1, 28, 28, 128), (1, 1, 128, 256)),
+                ((1, 7, 7, 512), (3, 3, 512, 512)))
 #: Tiles of the menu timed per primitive (each is a kernel to compile: seconds).
 TILES_TIMED = 3
+#: Alternating rounds per probe layer: the tiles take turns, so a slow spell of a busy
+#: host hits them alike.
+PROBE_ROUNDS = 5
 
 
 def rank_tiles(primitive: str, machine: Machine, log=print) -> list:
     """The first :data:`TILES_TIMED` tiles of the tiled family's menu for ``primitive`` on
     ``machine`` (calibrated), fastest first on the probe layers (geometric mean of their
-    rates), each verified as the tuner verifies a candidate before it is timed."""
+    rates, the tiles timed in turns), each verified as the tuner verifies a candidate
+    before it is timed."""
     from ..tune.tuner import TOLERANCE, relative_error
 
-    probes = []
+    order = "packed_panels" if primitive == "forward" else "pixel_tiles_outer"
+    tiles = tiled.tile_menu(primitive, 4, machine)[:TILES_TIMED]
+    logs: dict[tuple, list] = {tile: [] for tile in tiles}
     for input_shape, filter_shape in PROBE_LAYERS:
         g = conv_geometry(input_shape, filter_shape, (1, 1), (1, 1), "SAME")
         operands = primitive_named(primitive).pick(
             random_tensors(g, np.float32, np.random.default_rng(0)))
-        probes.append((g, operands, families.run(primitive, operands, g,
-                                                 direct.default(primitive, g, 4))))
-    order = "packed_panels" if primitive == "forward" else "pixel_tiles_outer"
-    scores = {}
-    for tile in tiled.tile_menu(primitive, 4, machine)[:TILES_TIMED]:
-        logs = []
-        for g, operands, expected in probes:
+        expected = families.run(primitive, operands, g, direct.default(primitive, g, 4))
+        runs = {}
+        for tile in tiles:
             schedule = tiled.fit(tiled.TiledSchedule(loop_order=order, register_tile=tile),
                                  primitive, g, 4)
             if families.CPU.illegal_reason(primitive, g, schedule, 4):
                 continue
-            result = families.run(primitive, operands, g, schedule)
-            if not relative_error(result, expected) <= TOLERANCE["float32"]:
+            run = families.prepare(primitive, g, schedule, np.float32)
+            if not relative_error(run(*operands), expected) <= TOLERANCE["float32"]:
                 raise RuntimeError(f"calibration: tile {tile} computes a wrong {primitive}")
-            seconds = median_seconds(lambda i: families.run(primitive, operands, g, schedule),
-                                     settle=0.02, min_seconds=0.15)
-            logs.append(math.log(g.flops / seconds / 1e9))
-        if logs:
-            scores[tile] = math.exp(sum(logs) / len(logs))
-            log(f"  {primitive} tile {tile[0]}x{tile[1]}: {scores[tile]:.0f} GFLOP/s")
+            runs[tile] = functools.partial(run, *operands)
+        for tile, seconds in alternating_medians(runs, rounds=PROBE_ROUNDS, per_round=5,
+                                                   settle=0.02).items():
+            logs[tile].append(math.log(g.flops / seconds / 1e9))
+    scores = {tile: math.exp(sum(rates) / len(rates)) for tile, rates in logs.items() if rates}
+    for tile, score in scores.items():
+        log(f"  {primitive} tile {tile[0]}x{tile[1]}: {score:.0f} GFLOP/s")
     return sorted(scores, key=scores.get, reverse=True)
 
 
