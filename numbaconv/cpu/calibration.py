@@ -215,7 +215,7 @@ def rank_tiles(primitive: str, machine: Machine, log=print) -> list:
 
     order = "packed_panels" if primitive == "forward" else "pixel_tiles_outer"
     tiles = tiled.tile_menu(primitive, 4, machine)[:TILES_TIMED]
-    logs: dict[tuple, list] = {tile: [] for tile in tiles}
+    log_rates: dict[tuple, list] = {tile: [] for tile in tiles}  # log GFLOP/s per probe
     for input_shape, filter_shape in PROBE_LAYERS:
         g = conv_geometry(input_shape, filter_shape, (1, 1), (1, 1), "SAME")
         operands = primitive_named(primitive).pick(
@@ -233,8 +233,9 @@ def rank_tiles(primitive: str, machine: Machine, log=print) -> list:
             runs[tile] = functools.partial(run, *operands)
         for tile, seconds in alternating_medians(runs, rounds=PROBE_ROUNDS, per_round=5,
                                                    settle=0.02).items():
-            logs[tile].append(math.log(g.flops / seconds / 1e9))
-    scores = {tile: math.exp(sum(rates) / len(rates)) for tile, rates in logs.items() if rates}
+            log_rates[tile].append(math.log(g.flops / seconds / 1e9))
+    scores = {tile: math.exp(sum(rates) / len(rates)) for tile, rates in log_rates.items()
+              if rates}
     for tile, score in scores.items():
         log(f"  {primitive} tile {tile[0]}x{tile[1]}: {score:.0f} GFLOP/s")
     return sorted(scores, key=scores.get, reverse=True)
