@@ -10,8 +10,11 @@ import numbaconv as nc
 import reference as ref
 from numbaconv.cpu import depthwise, direct
 from numbaconv.cpu.families import CPU
+from numbaconv.cpu.rule import rule
+from numbaconv.geometry import conv_geometry
 from numbaconv.machine import this_machine
 from numbaconv.tune.space import load_space
+from test_machine import MACHINES
 
 OPS = ["depthwise_conv2d", "depthwise_conv2d_backprop_input", "depthwise_conv2d_backprop_filter"]
 
@@ -165,3 +168,58 @@ def test_data_format_none_is_nhwc_and_rate_is_dilations(rng):
                                   dilated)
     with pytest.raises(TypeError, match=r"both dilations= and its alias rate="):
         nc.depthwise_conv2d(x, w, 1, "VALID", dilations=2, rate=2)
+
+
+VECTOR_GEOMETRIES = {"s1": ((1, 1), (1, 1)), "s2x1_d1x2": ((2, 1), (1, 2)),
+                     "s1x2_d2x1": ((1, 2), (2, 1))}
+#: Vector tiles compute backward-data at unit stride only.
+VECTOR_CASES = {f"{op}-{name}": (op, geometry) for op in OPS
+                for name, geometry in VECTOR_GEOMETRIES.items()
+                if op != "depthwise_conv2d_backprop_input" or geometry[0] == (1, 1)}
+
+
+@pytest.mark.parametrize("width", [1, 2, 5, 9, 12, 13, 21])
+@pytest.mark.parametrize("op, geometry", VECTOR_CASES.values(), ids=VECTOR_CASES.keys())
+def test_vector_tiles_write_every_column_once(rng, op, geometry, width):
+    """Tiles of 4, 8 and 12 pixels over rows narrower than a tile, exactly whole tiles, and
+    whole tiles plus a rest (the last tile moved back over its neighbour); edge columns
+    one pixel at a time; backward-filter's rows in chunks of 16 pixels (64 channels)."""
+    strides, dilations = geometry
+    p = DepthwiseProblem(rng, (2, 5, width, 64), (3, 3, 64, 1), strides, dilations, "SAME",
+                         np.float32)
+    x, dy = p.x, p.dy
+    options = dict(strides=[1, *strides, 1], padding="SAME", dilations=list(dilations))
+    call = {"depthwise_conv2d": lambda: nc.call_for(op, x, p.w, **options),
+            "depthwise_conv2d_backprop_input": lambda: nc.call_for(op, x.shape, p.w, dy, **options),
+            "depthwise_conv2d_backprop_filter": lambda: nc.call_for(op, x, p.w.shape, dy, **options),
+            }[op]()
+    primitive = call.primitive
+    assert call.choice().schedule.loop_order == "vector_tiles"
+    for pixels in (4, 8, 12):
+        schedule = depthwise.fit(depthwise.DepthwiseSchedule("vector_tiles", tile_pixels=pixels),
+                                 primitive, call.geometry, 4)
+        result = call.run(schedule)
+        if op == "depthwise_conv2d_backprop_filter":
+            result = result.reshape(p.w.shape)
+        assert_matches(result, p.expected(op), np.float32)
+
+
+@pytest.mark.parametrize("machine", [MACHINES["avx2_16_registers"],
+                                     MACHINES["avx512_full_rate"]], ids=["avx2", "avx512"])
+def test_the_rule_takes_vector_tiles_where_they_apply_and_fit(machine):
+    def order(primitive, input_shape, filter_shape, strides=(1, 1), itemsize=4):
+        g = conv_geometry(input_shape, filter_shape, strides, (1, 1), "SAME")
+        return rule(primitive, g, itemsize, machine).loop_order
+
+    for primitive in ("forward", "backward_data", "backward_filter"):
+        assert order(primitive, (1, 14, 14, 96), (3, 3, 1, 96)) == "vector_tiles"
+        # A channel multiplier of 2: output channel k reads input channel k // 2.
+        assert order(primitive, (1, 14, 14, 48), (3, 3, 1, 96)) != "vector_tiles"
+        # 35 channels: one-lane vectors, slower than the loops LLVM vectorises.
+        assert order(primitive, (1, 14, 14, 35), (3, 3, 1, 35)) != "vector_tiles"
+    assert order("forward", (1, 14, 14, 96), (3, 3, 1, 96), strides=(2, 2)) == "vector_tiles"
+    assert order("backward_data", (1, 14, 14, 96), (3, 3, 1, 96), strides=(2, 2)) != "vector_tiles"
+    # Backward-filter keeps one accumulator per tap: 25 + 3 fit 32 registers, not 16.
+    five = order("backward_filter", (1, 14, 14, 96), (5, 5, 1, 96))
+    assert (five == "vector_tiles") == (machine.vector_registers == 32)
+    assert order("backward_filter", (1, 14, 14, 96), (7, 7, 1, 96)) != "vector_tiles"

@@ -26,7 +26,7 @@ def integer_schedule(primitive: str, g: ConvGeometry):
     """The schedule of integer operands: the direct (or depthwise) loops, the kernels
     written over any dtype; the generated tiles are float-only."""
     if g.is_depthwise:
-        return depthwise.default(primitive, g, 8)
+        return depthwise.default(primitive, g, 8, generated=False)
     return direct.default(primitive, g, 8)
 
 

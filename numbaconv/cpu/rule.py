@@ -35,7 +35,7 @@ def rule(primitive: str, g: ConvGeometry, itemsize: int, machine: Machine,
     """The default schedule: ``machine`` decides the tile menu, ``calibration`` (the device
     config's section, if any) its order."""
     if g.is_depthwise:
-        return depthwise.default(primitive, g, itemsize)
+        return depthwise.default(primitive, g, itemsize, machine)
     machine = machine.calibrated(calibration)
     pixels = g.batch * g.out_height * g.out_width
     if (primitive != "backward_filter" and pixels < TINY_PIXELS

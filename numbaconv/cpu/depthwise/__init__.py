@@ -4,11 +4,18 @@ axis (:mod:`.kernels`). Memory-bound: what counts is reading each row once.
 
 Knobs (:class:`DepthwiseSchedule`):
 
-- ``loop_order``: ``flat_rows`` (channel multiplier 1 and, but for backward-filter, unit
+- ``loop_order``: ``vector_tiles`` (channel multiplier 1; backward-data at stride 1;
+  backward-filter with a filter whose taps fit the vector registers, :mod:`.templates`):
+  generated kernels whose accumulators are vectors of channels in registers, a tile of
+  pixels (forward, backward-data) or every tap (backward-filter) at a time;
+  ``flat_rows`` (channel multiplier 1 and, but for backward-filter, unit
   horizontal stride, :mod:`.rows`): each filter tap is one multiply-add over a whole
   flattened row; forward and
   backward-data also ``row_taps``, each tap sweeps an output row pixel by pixel, or
-  ``pixel_taps``, each pixel sums its taps in one accumulator (:mod:`.kernels`).
+  ``pixel_taps``, each pixel sums its taps in one accumulator (:mod:`.kernels`). Integer
+  operands take the last three (the generated kernels are float-only).
+- ``tile_pixels`` (``vector_tiles``, forward and backward-data): the result pixels of a
+  register tile.
 - ``channel_block``: the contiguous channels one task writes (a task split, derived).
 - ``reduction_splits`` (backward-filter): the N·OH rows cut into this many chunks, each
   summed into its own partial filter, then added in a fixed order (derived).
@@ -26,6 +33,7 @@ import numpy as np
 from ... import memory
 from ...family import Family, run_prepared
 from ...geometry import ConvGeometry
+from ...machine import Machine, this_machine
 from ...primitives import primitive as primitive_named
 from ...schedule import Schedule
 from .. import partials
@@ -33,8 +41,9 @@ from ..layout import readonly
 from ..tasks import channel_block_for, groups_for
 from .kernels import backward_data_depthwise, backward_filter_depthwise, forward_depthwise
 from .rows import backward_data_rows, backward_filter_rows, forward_rows
+from .templates import channel_lanes, filter_chunk, filter_taps_kernel, sweep_kernel
 
-LOOP_ORDERS = ("flat_rows", "row_taps", "pixel_taps")
+LOOP_ORDERS = ("vector_tiles", "flat_rows", "row_taps", "pixel_taps")
 #: Forward and backward-data flat rows stream three rows per tap (result, operand,
 #: weights): beyond this many bytes a row they no longer share L1 and per-pixel
 #: accumulators win.
@@ -50,35 +59,84 @@ class DepthwiseSchedule(Schedule):
     loop_order: str = "flat_rows"
     channel_block: int = 64
     reduction_splits: int = 1
+    tile_pixels: int = 8
 
     def __post_init__(self):
         self._require_one_of("loop_order", LOOP_ORDERS)
-        self._require_positive("channel_block", "reduction_splits")
+        self._require_positive("channel_block", "reduction_splits", "tile_pixels")
 
 
-def default(primitive: str, g: ConvGeometry, itemsize: int = 4) -> DepthwiseSchedule:
-    """Flat rows where they apply, else one accumulator per pixel (forward, backward-data)
-    or per tap row (backward-filter); whole rows of channels per task unless the rows are
-    too few to fill the cores."""
+def default(primitive: str, g: ConvGeometry, itemsize: int = 4, machine: Machine | None = None,
+            generated: bool = True) -> DepthwiseSchedule:
+    """Vector tiles where they apply (``generated``: float operands) with vectors a quarter
+    of a register or wider; else flat rows where they apply, else one accumulator per pixel
+    (forward, backward-data) or per tap row (backward-filter); the task split of
+    :func:`fit`."""
+    machine = machine or this_machine()
     row_bytes = max(g.in_width, g.out_width) * g.out_channels * itemsize
-    if primitive == "backward_filter":  # its flat rows accumulate in place: no size limit
+    if generated and _vector_tiles_apply(g, primitive, machine) and _wide_enough(g, itemsize,
+                                                                                  machine):
+        order = "vector_tiles"
+    elif primitive == "backward_filter":  # its flat rows accumulate in place: no size limit
         order = "flat_rows" if _flat_rows_apply(g, primitive) else "row_taps"
     else:
         order = ("flat_rows" if _flat_rows_apply(g) and row_bytes <= FLAT_ROW_BYTES
                  else "pixel_taps")
+    return fit(DepthwiseSchedule(order, tile_pixels=default_tile_pixels(machine)), primitive, g,
+               itemsize)
+
+
+def fit(schedule: DepthwiseSchedule, primitive: str, g: ConvGeometry,
+        itemsize: int) -> DepthwiseSchedule:
+    """``schedule``'s loop order and tile with the task split for ``g``: whole rows of
+    channels per task unless the rows are too few to fill the cores; backward-filter's rows
+    cut into splits, each summed into a partial filter within the workspace cap."""
     channels = primitive_named(primitive).channels(g)
     if primitive == "backward_filter":
         rows = g.batch * g.out_height
-        block = channel_block_for(channels, 1, multiple=16)
-        per_split = _partial_bytes(order, g, itemsize)
+        # Vector tiles read whole pixels per task (channels inner), cut by rows first: a
+        # task reading one vector of each pixel would use one cache line in several.
+        block = channel_block_for(channels, rows if schedule.loop_order == "vector_tiles" else 1,
+                                  multiple=16)
+        flat = schedule.loop_order == "flat_rows"
+        per_split = _partial_bytes(schedule.loop_order, g, itemsize)
         most_splits = max(1, memory.WORKSPACE_BYTES_CAP // 2 // max(per_split, 1))
-        blocks = 1 if order == "flat_rows" else -(-channels // block)
+        blocks = 1 if flat else -(-channels // block)
         splits = min(most_splits, groups_for(rows, blocks))
-        if order == "flat_rows":  # a split's buffer costs about a row: give it two or more
+        if flat:  # a split's buffer costs about a row: give it two or more
             splits = max(1, min(splits, rows // 2))
-        return DepthwiseSchedule(order, channel_block=block, reduction_splits=splits)
+        return dataclasses.replace(schedule, channel_block=block, reduction_splits=splits)
     rows = g.batch * (g.out_height if primitive == "forward" else g.in_height)
-    return DepthwiseSchedule(order, channel_block=channel_block_for(channels, rows, multiple=16))
+    return dataclasses.replace(schedule, reduction_splits=1,
+                               channel_block=channel_block_for(channels, rows, multiple=16))
+
+
+def default_tile_pixels(machine: Machine) -> int:
+    """Pixels of a vector tile: enough independent accumulators to cover the FMA units'
+    latency, at least 8 (each tap's weights are loaded once per tile), and at most half
+    the registers (the rest hold weights and loads)."""
+    return max(1, min(machine.vector_registers // 2, max(8, machine.accumulators_needed)))
+
+
+def _wide_enough(g: ConvGeometry, itemsize: int, machine: Machine) -> bool:
+    """Whether the vector tiles' vectors (the most of a register that divides the channels)
+    are a quarter of a register or more: narrower ones lose to the loops LLVM vectorises
+    with a scalar tail."""
+    full = machine.lanes(itemsize)
+    return 4 * math.gcd(g.out_channels, full) >= full
+
+
+def _vector_tiles_apply(g: ConvGeometry, primitive: str, machine: Machine) -> bool:
+    """Channel multiplier 1; backward-data at unit stride (its sweep is a plain
+    correlation only there); backward-filter with one accumulator per tap, plus the dy
+    vector, a load and a spare, within the vector registers."""
+    if g.out_channels != g.in_channels:
+        return False
+    if primitive == "backward_data":
+        return g.stride_h == 1 and g.stride_w == 1
+    if primitive == "backward_filter":
+        return g.filter_height * g.filter_width + 3 <= machine.vector_registers
+    return True
 
 
 def _flat_rows_apply(g: ConvGeometry, primitive: str = "forward") -> bool:
@@ -96,15 +154,15 @@ def _filter_bytes(g: ConvGeometry, itemsize: int) -> int:
     return math.prod(g.filter_shape) * itemsize
 
 
-def fit(schedule: DepthwiseSchedule, primitive: str, g: ConvGeometry,
-        itemsize: int) -> DepthwiseSchedule:
-    return dataclasses.replace(default(primitive, g, itemsize), loop_order=schedule.loop_order)
-
-
 def candidates(primitive: str, g: ConvGeometry, itemsize: int, section: dict, machine) -> list:
-    base = default(primitive, g, itemsize)
-    return [fit(dataclasses.replace(base, loop_order=order), primitive, g, itemsize)
-            for order in section.get("loop_order", [])]
+    found = []
+    for order in section.get("loop_order", []):
+        tiles = section.get("tile_pixels") or [default_tile_pixels(machine)]
+        if order != "vector_tiles" or primitive == "backward_filter":
+            tiles = [default_tile_pixels(machine)]
+        found += [fit(DepthwiseSchedule(order, tile_pixels=pixels), primitive, g, itemsize)
+                  for pixels in tiles]
+    return found
 
 
 def illegal_reason(primitive: str, g: ConvGeometry, schedule: DepthwiseSchedule,
@@ -116,6 +174,10 @@ def illegal_reason(primitive: str, g: ConvGeometry, schedule: DepthwiseSchedule,
                 "horizontal stride 1)")
     if schedule.loop_order == "pixel_taps" and primitive == "backward_filter":
         return "pixel_taps is not a backward-filter loop order"
+    if schedule.loop_order == "vector_tiles" and not _vector_tiles_apply(g, primitive,
+                                                                         this_machine()):
+        return ("vector_tiles needs channel multiplier 1, backward-data unit strides and "
+                "backward-filter a filter whose taps fit the vector registers")
     return None
 
 
@@ -165,11 +227,29 @@ def _rows_arguments(g: ConvGeometry) -> tuple:
 
 
 def _prepare_sweep(rows_kernel, pixels_kernel, g: ConvGeometry, schedule: DepthwiseSchedule,
-                   dtype, operand_shape: tuple, result_shape: tuple, width: int) -> Callable:
+                   dtype, operand_shape: tuple, result_shape: tuple, width: int,
+                   sweep: dict) -> Callable:
     """Forward (x -> y) and backward-data (dy -> dx) alike: the operand swept by the taps
-    into a fresh result, by flat rows (the weights repeated along ``width`` pixels) or per
-    pixel."""
+    into a fresh result, by vector tiles (``sweep``: the generated kernel's stride, tap
+    step and origin, :mod:`.templates`), by flat rows (the weights repeated along
+    ``width`` pixels) or per pixel."""
     taps_shape = _taps_shape(g)
+    if schedule.loop_order == "vector_tiles":
+        bits = this_machine().vector_bits
+        lanes = channel_lanes(g.out_channels, bits, dtype.name)
+        batch, operand_height, operand_width, channels = operand_shape
+        launch = sweep_kernel(schedule.tile_pixels, lanes, dtype.name, bits).bind(
+            batch=batch, operand_height=operand_height, operand_width=operand_width,
+            channels=channels, result_height=result_shape[1], result_width=result_shape[2],
+            filter_height=g.filter_height, filter_width=g.filter_width,
+            channel_block=schedule.channel_block, **sweep)
+
+        def by_vectors(operand, w):
+            result = np.empty(result_shape, dtype)
+            launch(readonly(operand).reshape(-1), readonly(w).reshape(-1), result.reshape(-1))
+            return result
+
+        return by_vectors
     if schedule.loop_order == "flat_rows":
         operand_rows, result_rows = _flat(operand_shape), _flat(result_shape)
         rows_arguments = _rows_arguments(g)
@@ -194,19 +274,41 @@ def _prepare_sweep(rows_kernel, pixels_kernel, g: ConvGeometry, schedule: Depthw
 
 
 def _prepare_forward(g: ConvGeometry, schedule: DepthwiseSchedule, dtype) -> Callable:
+    sweep = dict(stride_h=g.stride_h, stride_w=g.stride_w, tap_h=g.dilation_h,
+                 tap_w=g.dilation_w, origin_h=-g.pad_top, origin_w=-g.pad_left)
     return _prepare_sweep(forward_rows, forward_depthwise, g, schedule, dtype, g.input_shape,
-                          g.output_shape, g.out_width)
+                          g.output_shape, g.out_width, sweep)
 
 
 def _prepare_backward_data(g: ConvGeometry, schedule: DepthwiseSchedule, dtype) -> Callable:
+    # At unit stride, dx[ih, iw] gathers dy[ih + pt - r·dh, iw + pl - s·dw].
+    sweep = dict(stride_h=1, stride_w=1, tap_h=-g.dilation_h, tap_w=-g.dilation_w,
+                 origin_h=g.pad_top, origin_w=g.pad_left)
     return _prepare_sweep(backward_data_rows, backward_data_depthwise, g, schedule, dtype,
-                          g.output_shape, g.input_shape, g.in_width)
+                          g.output_shape, g.input_shape, g.in_width, sweep)
 
 
 def _prepare_backward_filter(g: ConvGeometry, schedule: DepthwiseSchedule,
                              dtype) -> Callable:
     found_shape = (_splits(schedule, g),) + _taps_shape(g)
     filter_shape = g.filter_shape
+    if schedule.loop_order == "vector_tiles":
+        bits = this_machine().vector_bits
+        lanes = channel_lanes(g.out_channels, bits, dtype.name)
+        launch = filter_taps_kernel(g.filter_height, g.filter_width, lanes, dtype.name,
+                                    bits).bind(
+            batch=g.batch, in_height=g.in_height, in_width=g.in_width, channels=g.in_channels,
+            out_height=g.out_height, out_width=g.out_width, stride_h=g.stride_h,
+            stride_w=g.stride_w, dilation_h=g.dilation_h, dilation_w=g.dilation_w,
+            pad_top=g.pad_top, pad_left=g.pad_left, splits=found_shape[0],
+            channel_block=schedule.channel_block, chunk=filter_chunk(g.in_channels, dtype.itemsize))
+
+        def by_vectors(x, dy):
+            found = np.empty(found_shape, dtype)
+            launch(readonly(x).reshape(-1), readonly(dy).reshape(-1), found.reshape(-1))
+            return partials.reduced(found).reshape(filter_shape)
+
+        return by_vectors
     if schedule.loop_order == "flat_rows":
         x_rows, dy_rows = _flat(g.input_shape), _flat(g.output_shape)
         arguments = (g.in_channels, g.in_width, g.out_width, g.stride_h, g.stride_w,
