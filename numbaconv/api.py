@@ -104,12 +104,21 @@ class Call:
         now = (cold_start.Now(schedule) if schedule is not None
                else cold_start.schedule_now(p.name, self.geometry, self.choice().schedule,
                                             dtype))
-        kernels = now.prepare(p.name, self.geometry, dtype)
-        layouts = tuple(_kernel_layout(tensor, operand.dtype, self.data_format, dtype)
+        # Half-type activations as their bits, where the schedule's kernels convert them.
+        storage = dtype_name(self.dtype) if (
+            is_half(self.dtype) and all(operand.size for operand in self.operands)
+            and families.CPU.half_storage(p.name, self.geometry, now.schedule,
+                                          dtype_name(self.dtype))) else None
+        kernels = (now.prepare(p.name, self.geometry, dtype, storage=storage) if storage
+                   else now.prepare(p.name, self.geometry, dtype))
+        layouts = tuple(_kernel_layout(tensor, operand.dtype, self.data_format, dtype,
+                                       as_bits=storage is not None and is_activation(tensor))
                         for tensor, operand in zip(p.operands, self.operands))
+        kernel_dtype = np.dtype(np.uint16) if storage and is_activation(p.result) else dtype
         return PreparedCall(self.result_shape, self.dtype, kernels, layouts,
                             self.data_format if is_activation(p.result) else "NHWC",
-                            p.result_shape(self.geometry), dtype, now.waiting, now.unmarked)
+                            p.result_shape(self.geometry), kernel_dtype, now.waiting,
+                            now.unmarked)
 
     def _run_cuda(self, schedule):
         if self.dtype.kind == "i":
@@ -158,7 +167,8 @@ class PreparedCall:
                  data_format: str = "NHWC", kernel_result: tuple = (), kernel_dtype=None,
                  waiting=None, unmarked: str | None = None):
         """``kernel_result``, ``kernel_dtype``: the shape (NHWC / HWIO) and dtype the
-        kernels return; ``waiting``, ``unmarked``: as :class:`cold_start.Now` says."""
+        kernels return (uint16 for a half type: its bits, rounded in the kernels);
+        ``waiting``, ``unmarked``: as :class:`cold_start.Now` says."""
         self.result_shape, self.dtype = result_shape, dtype
         self.kernels, self.layouts = kernels, layouts
         self.waiting, self._unmarked = waiting, unmarked
@@ -167,7 +177,9 @@ class PreparedCall:
             steps.append(functools.partial(from_nhwc, data_format=data_format))
         if from_nhwc_shape(kernel_result, data_format) != result_shape:
             steps.append(lambda out: out.reshape(result_shape))  # batch dims, [R, S, C, M]
-        if kernel_dtype != dtype:
+        if is_half(dtype) and kernel_dtype == np.uint16:
+            steps.append(lambda out: out.view(dtype))
+        elif kernel_dtype != dtype:
             steps.append(lambda out: _rounded(out, dtype))
         self._finish = tuple(steps)
 
@@ -233,12 +245,16 @@ def _on_cuda(sources, operands, compute):
 
 
 def _kernel_layout(tensor: str, dtype: np.dtype, data_format: str,
-                   compute_dtype: np.dtype):
+                   compute_dtype: np.dtype, as_bits: bool = False):
     """The conversion of an operand (``tensor``, of ``dtype``) to what the CPU kernels
     take: C-contiguous NHWC for an activation, C-contiguous HWIO for the filter, in
-    ``compute_dtype``; one copy at most (none when the array already is all that)."""
+    ``compute_dtype`` (``as_bits``: a half type's bits, uint16, which the kernels convert);
+    one copy at most (none when the array already is all that)."""
     transposed = is_activation(tensor) and data_format == "NCHW"
-    if is_half(dtype):
+    if as_bits:
+        def convert(array):
+            return np.ascontiguousarray(array).view(np.uint16)
+    elif is_half(dtype):
         convert = half.to_float32
     elif dtype != compute_dtype:
         def convert(array):

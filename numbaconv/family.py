@@ -36,6 +36,10 @@ class Family:
     - ``prepare(primitive, geometry, schedule, dtype)`` (optional): ``run`` as a function
       of the two operands, with what the geometry alone fixes done once (the ops keep it
       for calls of the same shapes); None: the registry wraps ``run``.
+    - ``half_storage(primitive, geometry, schedule, storage)`` (optional): whether
+      ``prepare(..., storage=storage)`` takes the activations of the half type ``storage``
+      as their bits (uint16, operands and result) and converts them in its kernels; None:
+      never (the ops convert them to ``dtype`` and back).
     """
 
     name: str
@@ -46,6 +50,7 @@ class Family:
     fit: Callable
     run: Callable
     prepare: Callable | None = None
+    half_storage: Callable | None = None
 
 
 def run_per_primitive(forward: Callable, backward_data: Callable,
@@ -135,6 +140,14 @@ class Registry:
                 found += family.candidates(primitive, g, itemsize, section, machine)
         return [s for s in dict.fromkeys(found)
                 if self.illegal_reason(primitive, g, s, itemsize) is None]
+
+    def half_storage(self, primitive: str, g: ConvGeometry, schedule: Schedule,
+                     storage: str) -> bool:
+        """Whether the family of ``schedule`` converts the half type ``storage`` in its
+        kernels (:class:`Family`)."""
+        family = self.family_of(schedule)
+        return family.half_storage is not None and family.half_storage(primitive, g, schedule,
+                                                                       storage)
 
     def prepare(self, primitive: str, g: ConvGeometry, schedule: Schedule,
                 dtype, **options) -> Callable:

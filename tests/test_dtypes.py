@@ -8,6 +8,7 @@ from conftest import random
 
 import numbaconv as nc
 import reference as ref
+from numbaconv.cpu import families, half
 
 HALVES = {"float16": np.float16, "bfloat16": ml_dtypes.bfloat16}
 X_SHAPE, W_SHAPE = (2, 9, 8, 6), (3, 3, 6, 4)
@@ -83,6 +84,43 @@ def test_half_precision_nchw_and_nan(rng):
                   data_format="NCHW")
     assert y.dtype == np.float16 and np.isnan(y[0, :, 2, 2]).all()
     assert np.isfinite(y[1]).all()
+
+
+DEPTHWISE_OPS = ("depthwise_conv2d", "depthwise_conv2d_backprop_input",
+                 "depthwise_conv2d_backprop_filter")
+
+
+@pytest.mark.parametrize("data_format", ["NHWC", "NCHW"])
+@pytest.mark.parametrize("op", DEPTHWISE_OPS)
+@pytest.mark.parametrize("dtype_name", ["float16", "bfloat16"])
+def test_depthwise_vector_tiles_convert_half_types_in_their_kernels(rng, dtype_name, op,
+                                                                    data_format):
+    """Half-type activations read and written as they are, converted in registers: bit
+    for bit the float32 kernels on the widened operands, rounded once (NaN, Inf, values
+    beyond the type's range included)."""
+    dtype = HALVES[dtype_name]
+    x = random(rng, (2, 7, 13, 32)).astype(dtype)
+    w = random(rng, (3, 3, 32, 1)).astype(dtype)
+    dy = (random(rng, (2, 7, 13, 32)) * 1e4).astype(dtype)
+    x[0, 3, 4, 5], x[1, 0, 0, 7], dy[0, 2, 2, 9] = np.nan, np.inf, -np.inf
+    if data_format == "NCHW":
+        x, dy = (np.ascontiguousarray(a.transpose(0, 3, 1, 2)) for a in (x, dy))
+    strides = [1, 1, 1, 1]
+    options = dict(strides=strides, padding="SAME", data_format=data_format)
+    arguments = {"depthwise_conv2d": lambda x, w, dy: (x, w),
+                 "depthwise_conv2d_backprop_input": lambda x, w, dy: (x.shape, w, dy),
+                 "depthwise_conv2d_backprop_filter": lambda x, w, dy: (x, w.shape, dy)}[op]
+    call = nc.call_for(op, *arguments(x, w, dy), **options)
+    assert call.choice().schedule.loop_order == "vector_tiles"
+    assert families.CPU.half_storage(call.primitive, call.geometry, call.choice().schedule,
+                                     dtype_name) == (dtype_name == "bfloat16"
+                                                     or half.hardware_float16())
+    fused = getattr(nc, op)(*arguments(x, w, dy), **options)
+    widened = getattr(nc, op)(*arguments(*(a.astype(np.float32) for a in (x, w, dy))),
+                              **options)
+    assert fused.dtype == np.dtype(dtype)
+    np.testing.assert_array_equal(fused.view(np.uint16),
+                                  half.from_float32(widened, dtype).view(np.uint16))
 
 
 def test_float16_overflow_rounds_to_inf_as_a_float16_sum_would():
@@ -188,3 +226,41 @@ def test_rounding_to_a_half_type_matches_numpy_and_ml_dtypes(rng, dtype_name):
     nan = np.isnan(values)
     assert np.isnan(ours[nan].astype(np.float32)).all()
     np.testing.assert_array_equal(ours[~nan].view(np.uint16), theirs[~nan].view(np.uint16))
+
+
+@pytest.mark.parametrize("dtype_name", HALVES)
+def test_vector_conversions_in_registers_match_the_array_conversions(rng, dtype_name):
+    """The kernels' in-register widening (every half value) and rounding (random bits,
+    NaN, Inf, ties, subnormals, overflow) give :mod:`numbaconv.cpu.half`'s bits exactly."""
+    from numba import njit, uint64
+
+    from numbaconv.cpu.simd import operations, storage_operations
+
+    if dtype_name == "float16" and not half.hardware_float16():
+        pytest.skip("float16 is converted in registers only where the CPU has instructions")
+    load_bits, store_bits = storage_operations(16, dtype_name)
+    load, store, _, _ = operations(16)
+
+    @njit
+    def widen(bits, out):
+        for i in range(0, bits.shape[0], 16):
+            store(out, uint64(i), load_bits(bits, uint64(i)))
+
+    @njit
+    def narrow(values, bits):
+        for i in range(0, values.shape[0], 16):
+            store_bits(bits, uint64(i), load(values, uint64(i)))
+
+    dtype = HALVES[dtype_name]
+    every = np.arange(2**16, dtype=np.uint32).astype(np.uint16)
+    widened = np.empty(every.shape, np.float32)
+    widen(every, widened)
+    np.testing.assert_array_equal(widened.view(np.uint32),
+                                  half.to_float32(every.view(dtype)).view(np.uint32))
+    values = np.concatenate([
+        np.array([np.nan, np.inf, -np.inf, 65520, 3.4e38, 1e-8, -0.0, 1.00048828125],
+                 np.float32),
+        rng.integers(0, 2**32, 2**16 - 8, dtype=np.uint64).astype(np.uint32).view(np.float32)])
+    rounded = np.empty(values.shape, np.uint16)
+    narrow(values, rounded)
+    np.testing.assert_array_equal(rounded, half.from_float32(values, dtype).view(np.uint16))

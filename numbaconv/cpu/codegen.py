@@ -65,10 +65,13 @@ def _write_atomically(path: Path, text: str):
 
 
 def _numba_type(kind: str, dtype: str):
-    """``in``/``out``: a flat read-only/writable array of ``dtype``; ``table``: a read-only
-    2-D int64 array; ``int``: int64; ``bool``: a boolean."""
+    """``in``/``out``: a flat read-only/writable array of ``dtype``; ``bits_in``/``bits_out``:
+    the same of uint16 (a half type's bits); ``table``: a read-only 2-D int64 array;
+    ``int``: int64; ``bool``: a boolean."""
     if kind in ("in", "out"):
         return types.Array(NUMBA_DTYPES[dtype], 1, "C", readonly=kind == "in")
+    if kind in ("bits_in", "bits_out"):
+        return types.Array(types.uint16, 1, "C", readonly=kind == "bits_in")
     return {"table": types.Array(types.int64, 2, "C", readonly=True), "int": types.int64,
             "bool": types.boolean}[kind]
 
@@ -235,10 +238,11 @@ HELPER_DECORATOR = (f"@njit(cache=True, nogil=True, inline='never', "
 
 
 def preamble(src: Source, doc: str, dtype: str, vector_bits: int, decorator: bool = True,
-             lanes: int | None = None, arithmetic: bool = False):
+             lanes: int | None = None, arithmetic: bool = False, storage: str | None = None):
     """The module's docstring and imports (``lanes``: also :mod:`numbaconv.cpu.simd`'s
-    operations on vectors of that many elements, with its arithmetic if ``arithmetic``),
-    then (``decorator``) the kernel's decorator."""
+    operations on vectors of that many elements, with its arithmetic if ``arithmetic``, and
+    ``load_bits, store_bits`` for arrays of the half type ``storage``), then
+    (``decorator``) the kernel's decorator."""
     src(f'"""{doc}"""',
         "from numba import int64, njit, prange, uint64",
         f"from numpy import empty, {dtype}",
@@ -246,8 +250,12 @@ def preamble(src: Source, doc: str, dtype: str, vector_bits: int, decorator: boo
     if lanes is not None:
         names = ("add, lanes_sum, negate, operations, scale, subtract" if arithmetic
                  else "operations")
+        if storage is not None:
+            names += ", storage_operations"
         src(f"from numbaconv.cpu.simd import {names}  # simd {SIMD_DIGEST}",
             "",
             f"load, store, broadcast, multiply_add = operations({lanes})")
+        if storage is not None:
+            src(f"load_bits, store_bits = storage_operations({lanes}, {storage!r})")
     if decorator:
         src("", "", KERNEL_DECORATOR)

@@ -170,12 +170,14 @@ class Now(NamedTuple):
     waiting: Build | None = None
     unmarked: str | None = None
 
-    def prepare(self, primitive: str, g: ConvGeometry, dtype):
-        """The run of ``schedule`` (:func:`families.prepare`); a starter's copies by NumPy,
-        so that its register tile is all the call compiles."""
+    def prepare(self, primitive: str, g: ConvGeometry, dtype, **options):
+        """The run of ``schedule`` (:func:`families.prepare`, ``options``: the family's
+        own); a starter's copies by NumPy, so that its register tile is all the call
+        compiles."""
         if self.waiting is None:
-            return families.prepare(primitive, g, self.schedule, dtype)
-        return families.prepare(primitive, g, self.schedule, dtype, copies_by_numpy=True)
+            return families.prepare(primitive, g, self.schedule, dtype, **options)
+        return families.prepare(primitive, g, self.schedule, dtype, copies_by_numpy=True,
+                                **options)
 
 
 def schedule_now(primitive: str, g: ConvGeometry, chosen, dtype) -> Now:

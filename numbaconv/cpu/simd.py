@@ -136,6 +136,70 @@ def operations(lanes: int):
     return load, store, broadcast, multiply_add
 
 
+@functools.lru_cache(maxsize=None)
+def storage_operations(lanes: int, storage: str):
+    """``(load, store)`` for arrays of a half type held as their bits (``uint16``;
+    ``storage``: ``"float16"`` or ``"bfloat16"``), each vector float32 in registers:
+    ``load`` widens exactly; ``store`` rounds once to nearest even, Inf and NaN kept (a NaN
+    quiet), as :mod:`numbaconv.cpu.half`'s conversions. float16 by LLVM's ``fpext`` /
+    ``fptrunc`` of ``half`` (F16C's instructions: callers check
+    :func:`numbaconv.cpu.half.hardware_float16`), bfloat16 on the bits."""
+    if storage not in ("float16", "bfloat16"):
+        raise ValueError(f"storage must be 'float16' or 'bfloat16', got {storage!r}")
+    float_vector = ir.VectorType(ir.FloatType(), lanes)
+    bits16, bits32 = ir.VectorType(ir.IntType(16), lanes), ir.VectorType(ir.IntType(32), lanes)
+
+    def spread(value: int):
+        return ir.Constant(bits32, [value] * lanes)
+
+    def widened(builder, bits):
+        if storage == "float16":
+            return builder.fpext(builder.bitcast(bits, ir.VectorType(ir.HalfType(), lanes)),
+                                 float_vector)
+        return builder.bitcast(builder.shl(builder.zext(bits, bits32), spread(16)),
+                               float_vector)
+
+    def narrowed(builder, value):
+        if storage == "float16":
+            return builder.bitcast(builder.fptrunc(value, ir.VectorType(ir.HalfType(), lanes)),
+                                   bits16)
+        bits = builder.bitcast(value, bits32)
+        # (bits + 0x7FFF + lowest kept bit) >> 16 rounds to nearest even; a NaN keeps its
+        # top bits, made quiet (the carry could turn it into an Inf).
+        odd = builder.and_(builder.lshr(bits, spread(16)), spread(1))
+        rounded = builder.lshr(builder.add(builder.add(bits, spread(0x7FFF)), odd), spread(16))
+        quiet = builder.or_(builder.lshr(bits, spread(16)), spread(0x0040))
+        nan = builder.icmp_unsigned(">", builder.and_(bits, spread(0x7FFFFFFF)),
+                                    spread(0x7F800000))
+        return builder.trunc(builder.select(nan, quiet, rounded), bits16)
+
+    @intrinsic
+    def load(typingctx, array, index):
+        if array.dtype != types.uint16:
+            return None
+
+        def codegen(context, builder, signature, args):
+            pointer, align = _vector_pointer(context, builder, signature.args[0], *args, lanes)
+            return widened(builder, builder.load(pointer, align=align))
+
+        return Vector(types.float32, lanes)(array, index), codegen
+
+    @intrinsic
+    def store(typingctx, array, index, vector):
+        if array.dtype != types.uint16 or vector != Vector(types.float32, lanes):
+            return None
+
+        def codegen(context, builder, signature, args):
+            pointer, align = _vector_pointer(context, builder, signature.args[0],
+                                             args[0], args[1], lanes)
+            builder.store(narrowed(builder, args[2]), pointer, align=align)
+            return context.get_dummy_value()
+
+        return types.void(array, index, vector), codegen
+
+    return load, store
+
+
 def _binary(build):
     """An intrinsic ``f(a, b)`` on two vectors of equal lanes, the narrower promoted."""
 

@@ -37,6 +37,7 @@ from ...machine import Machine, this_machine
 from ...primitives import primitive as primitive_named
 from ...schedule import Schedule
 from .. import partials
+from ..half import hardware_float16
 from ..layout import readonly
 from ..tasks import channel_block_for, groups_for
 from .kernels import backward_data_depthwise, backward_filter_depthwise, forward_depthwise
@@ -228,24 +229,26 @@ def _rows_arguments(g: ConvGeometry) -> tuple:
 
 def _prepare_sweep(rows_kernel, pixels_kernel, g: ConvGeometry, schedule: DepthwiseSchedule,
                    dtype, operand_shape: tuple, result_shape: tuple, width: int,
-                   sweep: dict) -> Callable:
+                   sweep: dict, storage: str | None) -> Callable:
     """Forward (x -> y) and backward-data (dy -> dx) alike: the operand swept by the taps
     into a fresh result, by vector tiles (``sweep``: the generated kernel's stride, tap
-    step and origin, :mod:`.templates`), by flat rows (the weights repeated along
-    ``width`` pixels) or per pixel."""
+    step and origin, :mod:`.templates`; ``storage``: operand and result as that half
+    type's bits), by flat rows (the weights repeated along ``width`` pixels) or per
+    pixel."""
     taps_shape = _taps_shape(g)
     if schedule.loop_order == "vector_tiles":
         bits = this_machine().vector_bits
         lanes = channel_lanes(g.out_channels, bits, dtype.name)
         batch, operand_height, operand_width, channels = operand_shape
-        launch = sweep_kernel(schedule.tile_pixels, lanes, dtype.name, bits).bind(
+        result_dtype = dtype if storage is None else np.dtype(np.uint16)
+        launch = sweep_kernel(schedule.tile_pixels, lanes, dtype.name, bits, storage).bind(
             batch=batch, operand_height=operand_height, operand_width=operand_width,
             channels=channels, result_height=result_shape[1], result_width=result_shape[2],
             filter_height=g.filter_height, filter_width=g.filter_width,
             channel_block=schedule.channel_block, **sweep)
 
         def by_vectors(operand, w):
-            result = np.empty(result_shape, dtype)
+            result = np.empty(result_shape, result_dtype)
             launch(readonly(operand).reshape(-1), readonly(w).reshape(-1), result.reshape(-1))
             return result
 
@@ -273,30 +276,32 @@ def _prepare_sweep(rows_kernel, pixels_kernel, g: ConvGeometry, schedule: Depthw
     return by_pixels
 
 
-def _prepare_forward(g: ConvGeometry, schedule: DepthwiseSchedule, dtype) -> Callable:
+def _prepare_forward(g: ConvGeometry, schedule: DepthwiseSchedule, dtype,
+                     storage: str | None) -> Callable:
     sweep = dict(stride_h=g.stride_h, stride_w=g.stride_w, tap_h=g.dilation_h,
                  tap_w=g.dilation_w, origin_h=-g.pad_top, origin_w=-g.pad_left)
     return _prepare_sweep(forward_rows, forward_depthwise, g, schedule, dtype, g.input_shape,
-                          g.output_shape, g.out_width, sweep)
+                          g.output_shape, g.out_width, sweep, storage)
 
 
-def _prepare_backward_data(g: ConvGeometry, schedule: DepthwiseSchedule, dtype) -> Callable:
+def _prepare_backward_data(g: ConvGeometry, schedule: DepthwiseSchedule, dtype,
+                           storage: str | None) -> Callable:
     # At unit stride, dx[ih, iw] gathers dy[ih + pt - r·dh, iw + pl - s·dw].
     sweep = dict(stride_h=1, stride_w=1, tap_h=-g.dilation_h, tap_w=-g.dilation_w,
                  origin_h=g.pad_top, origin_w=g.pad_left)
     return _prepare_sweep(backward_data_rows, backward_data_depthwise, g, schedule, dtype,
-                          g.output_shape, g.input_shape, g.in_width, sweep)
+                          g.output_shape, g.input_shape, g.in_width, sweep, storage)
 
 
-def _prepare_backward_filter(g: ConvGeometry, schedule: DepthwiseSchedule,
-                             dtype) -> Callable:
+def _prepare_backward_filter(g: ConvGeometry, schedule: DepthwiseSchedule, dtype,
+                             storage: str | None) -> Callable:
     found_shape = (_splits(schedule, g),) + _taps_shape(g)
     filter_shape = g.filter_shape
     if schedule.loop_order == "vector_tiles":
         bits = this_machine().vector_bits
         lanes = channel_lanes(g.out_channels, bits, dtype.name)
         launch = filter_taps_kernel(g.filter_height, g.filter_width, lanes, dtype.name,
-                                    bits).bind(
+                                    bits, storage).bind(
             batch=g.batch, in_height=g.in_height, in_width=g.in_width, channels=g.in_channels,
             out_height=g.out_height, out_width=g.out_width, stride_h=g.stride_h,
             stride_w=g.stride_w, dilation_h=g.dilation_h, dilation_w=g.dilation_w,
@@ -335,11 +340,23 @@ def _taps_shape(g: ConvGeometry) -> tuple:
     return (g.filter_height, g.filter_width, g.out_channels)
 
 
-def prepare(primitive: str, g: ConvGeometry, schedule: DepthwiseSchedule,
-            dtype) -> Callable:
+def prepare(primitive: str, g: ConvGeometry, schedule: DepthwiseSchedule, dtype,
+            storage: str | None = None) -> Callable:
     """The run of ``primitive`` as a function of its two operands (C-contiguous NHWC /
-    HWIO of ``dtype``), its arguments made once."""
-    return _PREPARES[primitive](g, schedule, np.dtype(dtype))
+    HWIO of ``dtype``), its arguments made once. ``storage`` (where :func:`half_storage`
+    allows it): the activations, operands and result, are that half type's bits (uint16),
+    converted in the kernels; the filter, operand or result, is ``dtype``."""
+    if storage is not None and not half_storage(primitive, g, schedule, storage):
+        raise ValueError(f"storage: {schedule} does not convert {storage} in its kernels")
+    return _PREPARES[primitive](g, schedule, np.dtype(dtype), storage)
+
+
+def half_storage(primitive: str, g: ConvGeometry, schedule: DepthwiseSchedule,
+                 storage: str) -> bool:
+    """Whether :func:`prepare` converts the half type ``storage`` in its kernels: vector
+    tiles, for float16 where the CPU converts it in instructions."""
+    return schedule.loop_order == "vector_tiles" and (storage == "bfloat16"
+                                                      or hardware_float16())
 
 
 _PREPARES = {"forward": _prepare_forward, "backward_data": _prepare_backward_data,
@@ -347,4 +364,4 @@ _PREPARES = {"forward": _prepare_forward, "backward_data": _prepare_backward_dat
 
 
 FAMILY = Family("depthwise", DepthwiseSchedule, candidates, illegal_reason, workspace_bytes,
-                fit, run_prepared(prepare), prepare)
+                fit, run_prepared(prepare), prepare, half_storage)
