@@ -7,15 +7,16 @@ blocks, so that no side pays for another's spinning worker threads), it times:
 - the same call with the default heuristic's schedule (what an untuned shape gets),
 - a NumPy float32 matmul of the same flop count (the layer's own im2col GEMM shape),
 
-and, first, in a process of its own (two OpenMP runtimes in one process take each other's
-cores), PyTorch's CPU convolution of the same geometry when ``torch`` is installed (never a
-dependency), with the same thread count. It prints GFLOP/s, the fraction of the CPU's FMA
+and, in a process of its own (two OpenMP runtimes in one process take each other's cores)
+whose blocks take turns with those, PyTorch's CPU convolution of the same geometry when
+``torch`` is installed (never a dependency), with the same thread count: a slow spell of
+the machine hits both sides alike. It prints GFLOP/s, the fraction of the CPU's FMA
 peak (calibrated, else measured), the fraction of the matmul rate, tuned/default and
 PyTorch/numbaconv time ratios (> 1: numbaconv is faster; ``torch/def``: against the
 default heuristic's schedule, what an untuned shape gets), GB/s (the three tensors moved
 once: what memory-bound depthwise layers are judged by), then the geometric means per
 primitive. Last, per primitive, every layer back to back without pauses, as a network runs
-them. ``--plot FILE.png`` draws the GFLOP/s against the peak (matplotlib, if installed).
+them (numbaconv's passes and PyTorch's taking turns). ``--plot FILE.png`` draws the GFLOP/s against the peak (matplotlib, if installed).
 """
 
 from __future__ import annotations
@@ -43,7 +44,7 @@ from .cpu.rule import rule
 from .machine import this_machine
 from .primitives import NAMES as PRIMITIVES
 from .primitives import random_tensors, tensor_shape
-from .timing import OtherLoad, alternating_medians, crowded
+from .timing import SETTLE_SECONDS, OtherLoad, alternating_medians, crowded, warm_up
 from .tune.tuner import with_batch
 from .workloads import WORKLOAD_DIR, Layer, load_workload
 
@@ -142,7 +143,7 @@ def parse_args(argv):
     parser.add_argument("--no-torch", action="store_true", help="do not time PyTorch")
     parser.add_argument("--overhead", action="store_true",
                         help="only the per-call cost of each op on a tiny layer")
-    parser.add_argument("--torch-worker", default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--torch-worker", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     args.primitives = [p.strip() for p in args.ops.split(",") if p.strip()]
     for primitive in args.primitives:
@@ -159,39 +160,87 @@ def _layers(args) -> list:
 
 
 def torch_worker(args) -> int:
-    """In a process of its own (two OpenMP runtimes in one process take each other's
-    cores): PyTorch's time per (layer, primitive), and per primitive back to back, as JSON."""
-    layers = _layers(args)
-    found = {"layers": {}, "sequence": {}}
+    """PyTorch's side, in a process of its own: times on request, one line of JSON per
+    line of stdin (:class:`TorchWorker`): ``layer NAME PRIMITIVE`` the median of one block
+    of calls, ``sequence PRIMITIVE`` one pass through every layer back to back (after
+    untimed ones), ``cpu`` this process's CPU seconds so far."""
+    layers = {layer.name: layer for layer in _layers(args)}
     rng = np.random.default_rng(0)
-    other = OtherLoad()
-    for layer in layers:
-        for primitive in args.primitives:
-            call = torch_call(primitive, layer, *_inputs(layer, rng))
-            found["layers"][f"{layer.name}|{primitive}"] = alternating_medians(
-                {"torch": call}, rounds=args.rounds)["torch"]
-    for primitive in args.primitives:
-        calls = [torch_call(primitive, layer, *_inputs(layer, rng)) for layer in layers]
-        found["sequence"][primitive] = in_sequence(calls)
-    found["other_cores"] = other.cores()
-    with open(args.torch_worker, "w") as handle:
-        json.dump(found, handle)
+    calls, sequences = {}, {}
+    _reply({"ready": torch_call("forward", next(iter(layers.values())),
+                                *_inputs(next(iter(layers.values())), rng)) is not None})
+    for line in sys.stdin:
+        command, *words = line.split()
+        if command == "layer":
+            name, primitive = words
+            if (name, primitive) not in calls:
+                layer = layers[name]
+                calls[name, primitive] = torch_call(primitive, layer, *_inputs(layer, rng))
+            _reply(alternating_medians({"torch": calls[name, primitive]}, rounds=1)["torch"])
+        elif command == "sequence":
+            (primitive,) = words
+            if primitive not in sequences:
+                sequences[primitive] = [torch_call(primitive, layer, *_inputs(layer, rng))
+                                        for layer in layers.values()]
+            warm_up(lambda: _one_pass(sequences[primitive]))  # as numbaconv's (in_sequence)
+            _reply(_one_pass(sequences[primitive]))
+        elif command == "cpu":
+            _reply(time.process_time())
     return 0
 
 
-def torch_times(argv) -> dict | None:
-    """PyTorch's times from a child process, or None without torch."""
-    if importlib.util.find_spec("torch") is None:
-        return None
-    with tempfile.TemporaryDirectory() as folder:
-        path = os.path.join(folder, "torch.json")
-        done = subprocess.run([sys.executable, "-m", "numbaconv.bench", *argv,
-                               "--torch-worker", path], capture_output=True, text=True)
-        if done.returncode != 0:
-            print(f"PyTorch not timed: {done.stderr.strip()[-300:]}", flush=True)
+def _reply(value):
+    print(json.dumps(value), flush=True)
+
+
+class TorchWorker:
+    """PyTorch timed in a child process (:func:`torch_worker`) on request, so that its
+    blocks take turns with numbaconv's; None from :meth:`start` without torch."""
+
+    def __init__(self, argv):
+        self._errors = tempfile.TemporaryFile(mode="w+")
+        self._process = subprocess.Popen(
+            [sys.executable, "-m", "numbaconv.bench", *argv, "--torch-worker"],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self._errors, text=True)
+
+    @classmethod
+    def start(cls, argv) -> "TorchWorker | None":
+        if importlib.util.find_spec("torch") is None:
             return None
-        with open(path) as handle:
-            return json.load(handle)
+        worker = cls(argv)
+        try:
+            if worker._ask():
+                return worker
+        except RuntimeError as error:
+            print(f"PyTorch not timed: {error}", flush=True)
+        worker.close()
+        return None
+
+    def layer(self, name: str, primitive: str) -> float:
+        """Median seconds of one block of PyTorch's calls of the layer."""
+        return self._ask("layer", name, primitive)
+
+    def sequence(self, primitive: str) -> float:
+        """Seconds of one pass through every layer back to back."""
+        return self._ask("sequence", primitive)
+
+    def cpu_seconds(self) -> float:
+        return self._ask("cpu")
+
+    def _ask(self, *words):
+        if words:
+            self._process.stdin.write(" ".join(words) + "\n")
+            self._process.stdin.flush()
+        line = self._process.stdout.readline()
+        if not line:
+            self._errors.seek(0)
+            raise RuntimeError(self._errors.read().strip()[-300:] or "the worker exited")
+        return json.loads(line)
+
+    def close(self):
+        self._process.stdin.close()
+        self._process.wait()
+        self._errors.close()
 
 
 #: ``--overhead``: a layer so small that its call is all overhead (1×4×4×8, 3×3, SAME).
@@ -249,15 +298,26 @@ def main(argv=None) -> int:
         return torch_worker(args)
     if args.overhead:
         return overhead_report(args.rounds)
+    torch = None if args.no_torch else TorchWorker.start(argv)
+    try:
+        return report(args, torch)
+    finally:
+        if torch:
+            torch.close()
+
+
+def report(args, torch: TorchWorker | None) -> int:
+    """The table, the geometric means and the passes back to back (see the module
+    docstring); PyTorch's side from ``torch`` (None: not timed)."""
     layers, primitives = _layers(args), args.primitives
     machine = this_machine()
-    torch = None if args.no_torch else torch_times(argv)
     peak = fma_peak()
     rng = np.random.default_rng(0)
     print(f"numbaconv {nc.__version__}, numba {numba.__version__}, numpy {np.__version__}, "
           f"{numba.get_num_threads()} threads, float32; {machine.cpu} ({machine.llvm_cpu}, "
           f"{machine.vector_bits}-bit vectors), FMA peak {peak:.0f} GFLOP/s"
-          + ("; PyTorch timed in its own process" if torch else "; PyTorch not timed"))
+          + ("; PyTorch timed in its own process, in turns" if torch
+             else "; PyTorch not timed"))
     header = (f"{'layer':<20} {'primitive':<16} {'ms':>7} {'GFLOP/s':>8} {'GB/s':>6} "
               f"{'default':>8} "
               f"{'peak':>5} {'matmul':>7} {'tuned/def':>9} {'torch/us':>8} {'torch/def':>9}")
@@ -266,14 +326,15 @@ def main(argv=None) -> int:
               for p in primitives}
     rates = {p: [] for p in primitives}  # (layer, tuned, default, torch) GFLOP/s
     other = OtherLoad()
+    torch_cpu = torch.cpu_seconds() if torch else 0.0
     for layer in layers:
         g = layer.geometry
         for primitive in primitives:
             x, w, dy = _inputs(layer, rng)
             tuned, default = op_calls(primitive, layer, x, w, dy)
-            times = alternating_medians({"tuned": tuned, "default": default,
-                                         "matmul": matmul_call(layer, rng)}, rounds=args.rounds,
-                                        after={"matmul": BLAS_SETTLE_SECONDS})
+            times, theirs = _layer_times(
+                {"tuned": tuned, "default": default, "matmul": matmul_call(layer, rng)},
+                torch and (lambda: torch.layer(layer.name, primitive)), args.rounds)
             rate = g.flops / times["tuned"] / 1e9
             default_rate = g.flops / times["default"] / 1e9
             matmul_rate = g.flops / times["matmul"] / 1e9
@@ -281,7 +342,6 @@ def main(argv=None) -> int:
             ratios[primitive]["default"].append(vs_default)
             torch_text, torch_rate = f"{'-':>8} {'-':>9}", None
             if torch:
-                theirs = torch["layers"][f"{layer.name}|{primitive}"]
                 vs_torch = theirs / times["tuned"]
                 torch_rate = g.flops / theirs / 1e9
                 ratios[primitive]["torch"].append(vs_torch)
@@ -296,12 +356,12 @@ def main(argv=None) -> int:
                   f"{rate / matmul_rate:7.2f} "
                   f"{vs_default:9.2f} {torch_text}", flush=True)
     print()
-    for whose, other_cores in (("the table", other.cores()),
-                               ("PyTorch", (torch or {}).get("other_cores"))):
-        if other_cores is not None:
-            print(f"other processes used {other_cores:.2f} cores on average while {whose} was "
-                  f"timed" + (": crowded, its figures understate this machine"
-                              if crowded(other_cores, numba.get_num_threads()) else ""))
+    # The worker's CPU time is PyTorch's side of the table, not other load.
+    other_cores = other.cores((torch.cpu_seconds() - torch_cpu) if torch else 0.0)
+    if other_cores is not None:
+        print(f"other processes used {other_cores:.2f} cores on average while the table was "
+              f"timed" + (": crowded, its figures understate this machine"
+                          if crowded(other_cores, numba.get_num_threads()) else ""))
     print("\ngeometric means (time ratios, > 1: the first is slower)")
     for primitive, found in ratios.items():
         print(f"  {primitive:<16} default/tuned {geomean(found['default']):.2f}   "
@@ -312,10 +372,10 @@ def main(argv=None) -> int:
           f"{SEQUENCE_PASSES} passes")
     for primitive in primitives:
         inputs = [(layer, *_inputs(layer, rng)) for layer in layers]
-        ours = in_sequence([op_calls(primitive, *args)[0] for args in inputs])
+        ours, theirs = in_sequence([op_calls(primitive, *args)[0] for args in inputs],
+                                   torch and (lambda: torch.sequence(primitive)))
         line = f"  {primitive:<16} numbaconv {ours * 1e3:8.2f} ms"
         if torch:
-            theirs = torch["sequence"][primitive]
             line += f"   torch {theirs * 1e3:8.2f} ms   torch/numbaconv {theirs / ours:.2f}"
         print(line, flush=True)
     if args.plot:
@@ -357,18 +417,47 @@ def plot(rates: dict, peak: float, path: str):
 SEQUENCE_PASSES = 5
 
 
-def in_sequence(calls: list) -> float:
+def _layer_times(functions: dict, theirs, rounds: int) -> tuple[dict, float | None]:
+    """Median seconds per call of each of ``functions`` and of PyTorch's (``theirs()``: the
+    median of one block of its calls, or None), in ``rounds`` rounds: our functions in turns
+    (:func:`alternating_medians`, one block each), then PyTorch's block."""
+    ours = {name: [] for name in functions}
+    found = []
+    for round_ in range(rounds):
+        shift = round_ % len(functions)
+        names = list(functions)[shift:] + list(functions)[:shift]
+        times = alternating_medians({name: functions[name] for name in names}, rounds=1,
+                                    after={"matmul": BLAS_SETTLE_SECONDS})
+        for name, seconds in times.items():
+            ours[name].append(seconds)
+        if theirs:
+            found.append(theirs())
+    return ({name: statistics.median(values) for name, values in ours.items()},
+            statistics.median(found) if found else None)
+
+
+def in_sequence(calls: list, theirs=None) -> tuple[float, float | None]:
     """Median seconds of one pass through ``calls`` back to back, after a warm pass: what
-    a network sees, including any runtime's threads still spinning from the call before."""
+    a network sees, including any runtime's threads still spinning from the call before;
+    and of ``theirs()`` (PyTorch's pass, or None), the passes taking turns."""
+    ours, found = [], []
+    for _ in range(SEQUENCE_PASSES):
+        # After the other side's pass: a pause (its threads stop spinning), then untimed
+        # passes (the first calls after an idle spell run slow, as the cores wake).
+        time.sleep(SETTLE_SECONDS)
+        warm_up(lambda: _one_pass(calls))
+        ours.append(_one_pass(calls))
+        if theirs:
+            time.sleep(SETTLE_SECONDS)
+            found.append(theirs())
+    return statistics.median(ours), statistics.median(found) if found else None
+
+
+def _one_pass(calls: list) -> float:
+    start = time.perf_counter()
     for call in calls:
         call()
-    samples = []
-    for _ in range(SEQUENCE_PASSES):
-        start = time.perf_counter()
-        for call in calls:
-            call()
-        samples.append(time.perf_counter() - start)
-    return statistics.median(samples)
+    return time.perf_counter() - start
 
 
 if __name__ == "__main__":

@@ -179,11 +179,14 @@ class OtherLoad:
         self._machine = machine_cpu_seconds()
         self._own, self._wall = time.process_time(), time.perf_counter()
 
-    def cores(self) -> float | None:
+    def cores(self, helpers_seconds: float = 0.0) -> float | None:
+        """``helpers_seconds``: CPU seconds that processes working with this one (the
+        benchmark's PyTorch worker) took meanwhile, not counted as other load."""
         now = machine_cpu_seconds()
         if self._machine is None or now is None:
             return None
-        other = (now[0] - self._machine[0]) - (time.process_time() - self._own)
+        other = ((now[0] - self._machine[0]) - (time.process_time() - self._own)
+                 - helpers_seconds)
         return max(0.0, other) / max(time.perf_counter() - self._wall, 1e-9)
 
 
