@@ -39,6 +39,8 @@ def _part(value):
         return value
     if kind is float or kind is bool:
         return (kind, value)
+    if kind is list and _INTS.issuperset(map(type, value)):  # strides, dilations
+        return (kind, tuple(value))
     if kind is list or kind is tuple:
         return (kind, tuple(map(_part, value)))
     raise _Unkeyed

@@ -18,7 +18,8 @@ Knobs (:class:`DepthwiseSchedule`):
   register tile.
 - ``channel_block``: the contiguous channels one task writes (a task split, derived).
 - ``reduction_splits`` (backward-filter): the N·OH rows cut into this many chunks, each
-  summed into its own partial filter, then added in a fixed order (derived).
+  summed into its own partial filter, then added in a fixed order (derived; none smaller
+  than :data:`SPLIT_MULTIPLY_ADDS`).
 """
 
 from __future__ import annotations
@@ -45,6 +46,9 @@ from .rows import backward_data_rows, backward_filter_rows, forward_rows
 from .templates import channel_lanes, filter_chunk, filter_taps_kernel, sweep_kernel
 
 LOOP_ORDERS = ("vector_tiles", "flat_rows", "row_taps", "pixel_taps")
+#: Backward-filter's multiply-adds per split (and channel block) at least: a smaller
+#: split's work costs less than summing its partial filter.
+SPLIT_MULTIPLY_ADDS = 2**15
 #: Forward and backward-data flat rows stream three rows per tap (result, operand,
 #: weights): beyond this many bytes a row they no longer share L1 and per-pixel
 #: accumulators win.
@@ -103,7 +107,9 @@ def fit(schedule: DepthwiseSchedule, primitive: str, g: ConvGeometry,
         per_split = _partial_bytes(schedule.loop_order, g, itemsize)
         most_splits = max(1, memory.WORKSPACE_BYTES_CAP // 2 // max(per_split, 1))
         blocks = 1 if flat else -(-channels // block)
-        splits = min(most_splits, groups_for(rows, blocks))
+        # Splits of at least SPLIT_MULTIPLY_ADDS each: more only add partials to sum.
+        worth = max(1, g.flops // 2 // blocks // SPLIT_MULTIPLY_ADDS)
+        splits = min(most_splits, groups_for(rows, blocks), worth)
         if flat:  # a split's buffer costs about a row: give it two or more
             splits = max(1, min(splits, rows // 2))
         return dataclasses.replace(schedule, channel_block=block, reduction_splits=splits)
