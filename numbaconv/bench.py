@@ -16,7 +16,8 @@ PyTorch/numbaconv time ratios (> 1: numbaconv is faster; ``torch/def``: against 
 default heuristic's schedule, what an untuned shape gets), GB/s (the three tensors moved
 once: what memory-bound depthwise layers are judged by), then the geometric means per
 primitive. Last, per primitive, every layer back to back without pauses, as a network runs
-them (numbaconv's passes and PyTorch's taking turns). ``--plot FILE.png`` draws the GFLOP/s against the peak (matplotlib, if installed).
+them (numbaconv's passes and PyTorch's taking turns). ``--plot FILE.png`` draws the
+GFLOP/s against the peak (matplotlib, if installed).
 """
 
 from __future__ import annotations

@@ -189,10 +189,10 @@ def test_vector_tiles_write_every_column_once(rng, op, geometry, width):
                          np.float32)
     x, dy = p.x, p.dy
     options = dict(strides=[1, *strides, 1], padding="SAME", dilations=list(dilations))
-    call = {"depthwise_conv2d": lambda: nc.call_for(op, x, p.w, **options),
-            "depthwise_conv2d_backprop_input": lambda: nc.call_for(op, x.shape, p.w, dy, **options),
-            "depthwise_conv2d_backprop_filter": lambda: nc.call_for(op, x, p.w.shape, dy, **options),
-            }[op]()
+    arguments = {"depthwise_conv2d": (x, p.w),
+                 "depthwise_conv2d_backprop_input": (x.shape, p.w, dy),
+                 "depthwise_conv2d_backprop_filter": (x, p.w.shape, dy)}[op]
+    call = nc.call_for(op, *arguments, **options)
     primitive = call.primitive
     assert call.choice().schedule.loop_order == "vector_tiles"
     for pixels in (4, 8, 12):

@@ -95,7 +95,8 @@ def render_sweep(tile_pixels: int, lanes: int, dtype: str, vector_bits: int,
             "    see the module docstring of numbaconv.cpu.depthwise.templates. One task per",
             f'    (n, result row, block of channel_block channels); C % {lanes} == 0."""',
             "blocks = (channels + channel_block - 1) // channel_block")
-        _inner_columns(src, "result_width", "operand_width", "origin_w + min(0, (filter_width - 1) * tap_w)",
+        _inner_columns(src, "result_width", "operand_width",
+                       "origin_w + min(0, (filter_width - 1) * tap_w)",
                        "origin_w + max(0, (filter_width - 1) * tap_w)")
         # Tiles cover the inner columns, the last one moved back to end with them (its
         # overlap computed twice, the same values): whole tiles or none.
@@ -103,8 +104,8 @@ def render_sweep(tile_pixels: int, lanes: int, dtype: str, vector_bits: int,
             f"tiles = (tiled_end - first_inner + {P - 1}) // {P}",
             "single_pixels = first_inner + result_width - tiled_end")
         with task_loop(src, "batch * result_height * blocks", vector_bits, "row_task",
-                       parameters.names + ("blocks", "first_inner", "tiled_end",
-                                                 "tiles", "single_pixels")):
+                       parameters.names + ("blocks", "first_inner", "tiled_end", "tiles",
+                                           "single_pixels")):
             src("row = task // blocks",
                 "c0 = task % blocks * channel_block",
                 "c1 = min(c0 + channel_block, channels)",
@@ -177,7 +178,8 @@ def render_filter_taps(filter_height: int, filter_width: int, lanes: int, dtype:
             f'    C % {lanes} == 0."""',
             "blocks = (channels + channel_block - 1) // channel_block",
             "rows = batch * out_height")
-        _inner_columns(src, "out_width", "in_width", "-pad_left", f"{S - 1} * dilation_w - pad_left")
+        _inner_columns(src, "out_width", "in_width", "-pad_left",
+                       f"{S - 1} * dilation_w - pad_left")
         with task_loop(src, "splits * blocks", vector_bits, "split_task",
                        parameters.names + ("blocks", "rows", "first_inner",
                                                        "last_inner")):
@@ -189,7 +191,8 @@ def render_filter_taps(filter_height: int, filter_width: int, lanes: int, dtype:
             with src.block(f"for c in range(c0, c1, {lanes}):"):
                 src(*(f"store(partials, uint64(part + {t} * channels + c), broadcast({dtype}(0)))"
                       for t in range(R * S)))
-            with src.block("for row in range(split * rows // splits, (split + 1) * rows // splits):"):
+            with src.block("for row in range(split * rows // splits,"
+                           " (split + 1) * rows // splits):"):
                 src("n = row // out_height",
                     "i = row % out_height",
                     "dy_row = row * out_width * channels")
