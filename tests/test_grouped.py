@@ -160,13 +160,18 @@ def test_every_grouped_schedule_computes_the_same(rng, primitive, filter_shape):
              if CPU.illegal_reason(primitive, call.geometry, s, 4) is None]
     assert any(s.algorithm == "tiled" for s in legal)
     chosen = call.choice().schedule
-    assert chosen.algorithm == "tiled"
+    # Groups of as many channels in as out, a few: the depthwise family's vector tiles
+    # (forward, stride-1 backward-data); else register tiles within the groups.
+    groups = x_shape[3] // filter_shape[2]
+    vectors = filter_shape[3] // groups == filter_shape[2] and primitive != "backward_filter"
+    assert chosen.algorithm == ("depthwise" if vectors else "tiled")
+    assert any(s.algorithm == "depthwise" for s in legal) == vectors
     # The rule's choice, one of each other tile and loop order offered (compiling every
     # tile of the menu would cost minutes cold), the direct loops.
     tiles = {}
     for schedule in legal:
-        if schedule.algorithm == "tiled":
-            tiles.setdefault(schedule.loop_order, schedule)
+        if schedule.algorithm in ("tiled", "depthwise"):
+            tiles.setdefault((schedule.algorithm, schedule.loop_order), schedule)
     for schedule in [chosen, *tiles.values(), direct.default(primitive, call.geometry)]:
         assert_matches(call.run(schedule), expected, np.float32)
 
@@ -179,3 +184,37 @@ def test_grouped_nan_and_inf_stay_in_their_group():
     assert np.isnan(y[0, 1:4, 1:4, 0]).all() and np.isfinite(y[0, :, :, 1]).any()
     assert np.isposinf(y[0, 0, 0, 1]) and np.isfinite(y[0, 4, 4, 1])
     assert np.isfinite(y[0, 0, 0, 0])
+
+
+NARROW_GROUPS = {"s1": ((1, 1), (1, 1)), "s2x1_d1x2": ((2, 1), (1, 2)),
+                 "s1_d2": ((1, 1), (2, 2))}
+
+
+@pytest.mark.parametrize("data_format", ["NHWC", "NCHW"])
+@pytest.mark.parametrize("width", [5, 13, 21])
+@pytest.mark.parametrize("geometry", NARROW_GROUPS.values(), ids=NARROW_GROUPS.keys())
+@pytest.mark.parametrize("group, dtype", [(2, np.float32), (4, np.float32), (8, np.float32),
+                                          (4, np.float64)], ids=["g2", "g4", "g8", "g4_f64"])
+@pytest.mark.parametrize("op", ["conv2d", "conv2d_backprop_input"])
+def test_groups_of_a_few_channels_run_on_vector_tiles(rng, op, group, dtype, geometry, width,
+                                                     data_format):
+    """As many channels in as out per group (ResNeXt's 4 and 8): each group's channels
+    spread over its lanes in registers; every tile and edge column against the reference
+    (backward-data at unit stride only)."""
+    strides, dilations = geometry
+    if op == "conv2d_backprop_input" and strides != (1, 1):
+        strides = (1, 1)
+    p = GroupedProblem(rng, (2, 6, width, 32), (3, 3, group, 32), strides, dilations, "SAME",
+                       dtype)
+    x_shape = shape_in(p.x.shape, data_format)
+    arguments = {"conv2d": (to_format(p.x, data_format), p.w),
+                 "conv2d_backprop_input": (x_shape, p.w, to_format(p.dy, data_format))}[op]
+    options = dict(strides=list(strides), padding="SAME", data_format=data_format,
+                   dilations=list(dilations))
+    call = nc.call_for(op, *arguments, **options)
+    schedule = call.choice().schedule
+    assert (schedule.algorithm, schedule.loop_order) == ("depthwise", "vector_tiles")
+    actual = call.run()
+    if data_format == "NCHW":
+        actual = actual.transpose(0, 2, 3, 1)
+    assert_matches(actual, p.expected(op), dtype)

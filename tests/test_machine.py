@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from numbaconv import configs
-from numbaconv.cpu import winograd
+from numbaconv.cpu import depthwise, winograd
 from numbaconv.cpu.families import CPU
 from numbaconv.cpu.rule import rule
 from numbaconv.cpu.tiled import tile_menu
@@ -67,7 +67,8 @@ def test_the_rule_is_legal_and_tiled_on_every_machine(machine):
                         assert live_vectors(schedule.register_tile, itemsize, machine) \
                             <= machine.vector_registers
                     pixels = g.batch * g.out_height * g.out_width
-                    if g.is_depthwise:
+                    if g.is_depthwise or depthwise.grouped_default(primitive, g, itemsize,
+                                                                   machine):
                         assert schedule.algorithm == "depthwise", (layer.name, primitive)
                     elif winograd.default(primitive, g, itemsize, machine) is not None:
                         assert schedule.algorithm == "winograd", (layer.name, primitive)

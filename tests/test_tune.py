@@ -10,7 +10,7 @@ import pytest
 import yaml
 
 from numbaconv import configs
-from numbaconv.cpu import calibration, winograd
+from numbaconv.cpu import calibration, depthwise, winograd
 from numbaconv.cpu.families import CPU
 from numbaconv.cpu.rule import rule
 from numbaconv.machine import this_machine
@@ -126,7 +126,7 @@ def test_rule_gives_register_tiles_wherever_channels_allow(workload):
     """The untuned default is legal for every shipped layer, and register-tiled wherever
     both channel counts are multiples of 8 (the im2col fallback is for RGB inputs) but on
     the Winograd family's layers (3×3 stride 1, large enough); the depthwise kernels for
-    depthwise layers."""
+    depthwise layers and (their vector tiles) for groups of a few channels in and out."""
     for layer in load_workload(WORKLOAD_DIR / workload):
         g = layer.geometry
         for primitive in PRIMITIVES:
@@ -136,7 +136,7 @@ def test_rule_gives_register_tiles_wherever_channels_allow(workload):
             if winograd.default(primitive, g, 4, this_machine()) is not None:
                 assert schedule.algorithm == "winograd", (layer.name, primitive, schedule)
                 assert (g.filter_height, g.filter_width, g.stride_h) == (3, 3, 1)
-            elif g.is_depthwise:
+            elif g.is_depthwise or depthwise.grouped_default(primitive, g, 4, this_machine()):
                 assert schedule.algorithm == "depthwise", (layer.name, primitive, schedule)
             elif g.groups > 1:  # register tiles within a group, even for 4 channels a group
                 assert schedule.algorithm == "tiled", (layer.name, primitive, schedule)

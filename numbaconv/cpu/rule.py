@@ -1,10 +1,12 @@
 """The CPU's default schedule where nothing tuned applies: a rule over the families.
 
-The depthwise kernels for depthwise layers; Winograd tiles for 3×3 stride-1 layers large
-enough to pay for the filter's transform; register tiles where they fit (the tiled
-family's preferences, in order; a grouped layer's within its groups); the direct loop for
-tiny images and for groups too narrow for a tile; im2col with the matmul on the tiled kernel where no tile fits (an RGB
-input, say); never BLAS, whose spinning worker threads stall the Numba kernels after it.
+The depthwise kernels for depthwise layers, and their vector tiles for grouped layers of a
+few channels per group (as many in as out: ResNeXt's 4 and 8); Winograd tiles for 3×3
+stride-1 layers large enough to pay for the filter's transform; register tiles where they
+fit (the tiled family's preferences, in order; a grouped layer's within its groups); the
+direct loop for tiny images and for groups too narrow for a tile; im2col with the matmul on
+the tiled kernel where no tile fits (an RGB input, say); never BLAS, whose spinning worker
+threads stall the Numba kernels after it.
 """
 
 from __future__ import annotations
@@ -44,6 +46,9 @@ def rule(primitive: str, g: ConvGeometry, itemsize: int, machine: Machine,
     fewer_flops = winograd.default(primitive, g, itemsize, machine)
     if fewer_flops is not None and CPU.illegal_reason(primitive, g, fewer_flops, itemsize) is None:
         return fewer_flops
+    narrow_groups = depthwise.grouped_default(primitive, g, itemsize, machine)
+    if narrow_groups is not None:
+        return narrow_groups
     ranking = calibrated_tiles(calibration, primitive, itemsize)
     for schedule in tiled.preferences(primitive, g, itemsize, machine, ranking):
         if CPU.illegal_reason(primitive, g, schedule, itemsize) is None:

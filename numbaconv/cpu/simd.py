@@ -200,6 +200,33 @@ def storage_operations(lanes: int, storage: str):
     return load, store
 
 
+@functools.lru_cache(maxsize=None)
+def group_spreads(lanes: int, group: int) -> tuple:
+    """For vectors of ``lanes`` channels in groups of ``group`` consecutive ones (grouped
+    convolutions): ``spreads[c](v)`` has in every lane of a group that group's channel
+    ``c`` of ``v`` (one shuffle: within a 128-bit lane when the groups fit one)."""
+    if lanes % group:
+        raise ValueError(f"group must divide lanes ({lanes}), got {group}")
+
+    def spread(channel: int):
+        mask = ir.Constant(ir.VectorType(ir.IntType(32), lanes),
+                           [lane // group * group + channel for lane in range(lanes)])
+
+        @intrinsic
+        def spread_channel(typingctx, vector):
+            if not isinstance(vector, Vector) or vector.lanes != lanes:
+                return None
+
+            def codegen(context, builder, signature, args):
+                return builder.shuffle_vector(args[0], args[0], mask)
+
+            return vector(vector), codegen
+
+        return spread_channel
+
+    return tuple(spread(channel) for channel in range(group))
+
+
 def _binary(build):
     """An intrinsic ``f(a, b)`` on two vectors of equal lanes, the narrower promoted."""
 

@@ -1,13 +1,17 @@
 """The depthwise family: grouped convolutions with one input channel per group
 (``depthwise_conv2d``, MobileNet's layers), as elementwise multiply-adds along the channel
-axis (:mod:`.kernels`). Memory-bound: what counts is reading each row once.
+axis (:mod:`.kernels`). Memory-bound: what counts is reading each row once. Its vector
+tiles also take grouped layers of a few channels per group, as many in as out (ResNeXt's
+4 and 8; forward and stride-1 backward-data): a vector holds whole groups.
 
 Knobs (:class:`DepthwiseSchedule`):
 
-- ``loop_order``: ``vector_tiles`` (channel multiplier 1; backward-data at stride 1;
-  backward-filter with a filter whose taps fit the vector registers, :mod:`.templates`):
-  generated kernels whose accumulators are vectors of channels in registers, a tile of
-  pixels (forward, backward-data) or every tap (backward-filter) at a time;
+- ``loop_order``: ``vector_tiles`` (channel multiplier 1, or groups of at most
+  :data:`MAX_GROUP_CHANNELS` channels in and out that divide the vectors; backward-data at
+  stride 1; backward-filter with one input channel per group and a filter whose taps fit
+  the vector registers, :mod:`.templates`): generated kernels whose accumulators are
+  vectors of channels in registers, a tile of pixels (forward, backward-data) or every tap
+  (backward-filter) at a time;
   ``flat_rows`` (channel multiplier 1 and, but for backward-filter, unit
   horizontal stride, :mod:`.rows`): each filter tap is one multiply-add over a whole
   flattened row; forward and
@@ -25,6 +29,7 @@ Knobs (:class:`DepthwiseSchedule`):
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 from dataclasses import dataclass
 from typing import Callable, ClassVar
@@ -37,7 +42,7 @@ from ...geometry import ConvGeometry
 from ...machine import Machine, this_machine
 from ...primitives import primitive as primitive_named
 from ...schedule import Schedule
-from .. import partials
+from .. import layout, partials
 from ..half import hardware_float16
 from ..layout import readonly
 from ..tasks import channel_block_for, groups_for
@@ -46,6 +51,9 @@ from .rows import backward_data_rows, backward_filter_rows, forward_rows
 from .templates import channel_lanes, filter_chunk, filter_taps_kernel, sweep_kernel
 
 LOOP_ORDERS = ("vector_tiles", "flat_rows", "row_taps", "pixel_taps")
+#: Grouped layers' channels per group that vector tiles take at most (one weight vector
+#: per channel of a group stays in a register while a tile's pixels stream).
+MAX_GROUP_CHANNELS = 8
 #: Backward-filter's multiply-adds per split (and channel block) at least: a smaller
 #: split's work costs less than summing its partial filter.
 SPLIT_MULTIPLY_ADDS = 2**15
@@ -79,8 +87,8 @@ def default(primitive: str, g: ConvGeometry, itemsize: int = 4, machine: Machine
     :func:`fit`."""
     machine = machine or this_machine()
     row_bytes = max(g.in_width, g.out_width) * g.out_channels * itemsize
-    if generated and _vector_tiles_apply(g, primitive, machine) and _wide_enough(g, itemsize,
-                                                                                  machine):
+    if generated and _vector_tiles_apply(g, primitive, machine, itemsize) and _wide_enough(
+            g, itemsize, machine):
         order = "vector_tiles"
     elif primitive == "backward_filter":  # its flat rows accumulate in place: no size limit
         order = "flat_rows" if _flat_rows_apply(g, primitive) else "row_taps"
@@ -118,6 +126,18 @@ def fit(schedule: DepthwiseSchedule, primitive: str, g: ConvGeometry,
                                channel_block=channel_block_for(channels, rows, multiple=16))
 
 
+def grouped_default(primitive: str, g: ConvGeometry, itemsize: int,
+                    machine: Machine) -> DepthwiseSchedule | None:
+    """Vector tiles for a grouped layer with a few channels per group, as many in as out,
+    where they apply (forward, stride-1 backward-data); None elsewhere."""
+    if g.groups == 1 or g.is_depthwise or not (_vector_tiles_apply(g, primitive, machine,
+                                                                   itemsize)
+                                               and _wide_enough(g, itemsize, machine)):
+        return None
+    return fit(DepthwiseSchedule("vector_tiles", tile_pixels=default_tile_pixels(machine)),
+               primitive, g, itemsize)
+
+
 def default_tile_pixels(machine: Machine) -> int:
     """Pixels of a vector tile: enough independent accumulators to cover the FMA units'
     latency, at least 8 (each tap's weights are loaded once per tile), and at most half
@@ -133,12 +153,20 @@ def _wide_enough(g: ConvGeometry, itemsize: int, machine: Machine) -> bool:
     return 4 * math.gcd(g.out_channels, full) >= full
 
 
-def _vector_tiles_apply(g: ConvGeometry, primitive: str, machine: Machine) -> bool:
-    """Channel multiplier 1; backward-data at unit stride (its sweep is a plain
-    correlation only there); backward-filter with one accumulator per tap, plus the dy
-    vector, a load and a spare, within the vector registers."""
-    if g.out_channels != g.in_channels:
+def _vector_tiles_apply(g: ConvGeometry, primitive: str, machine: Machine,
+                        itemsize: int = 4) -> bool:
+    """As many channels in as out per group: one (channel multiplier 1), or (forward and
+    backward-data) a few that divide the vectors (grouped layers, spread in registers);
+    backward-data at unit stride (its sweep is a plain correlation only there);
+    backward-filter with one accumulator per tap, plus the dy vector, a load and a spare,
+    within the vector registers."""
+    group = g.in_channels_per_group
+    if g.out_channels_per_group != group:
         return False
+    if group > 1:
+        lanes = math.gcd(g.out_channels, machine.lanes(itemsize))
+        if primitive == "backward_filter" or lanes % group or group > MAX_GROUP_CHANNELS:
+            return False
     if primitive == "backward_data":
         return g.stride_h == 1 and g.stride_w == 1
     if primitive == "backward_filter":
@@ -174,17 +202,18 @@ def candidates(primitive: str, g: ConvGeometry, itemsize: int, section: dict, ma
 
 def illegal_reason(primitive: str, g: ConvGeometry, schedule: DepthwiseSchedule,
                    itemsize: int) -> str | None:
-    if not g.is_depthwise:
+    if not g.is_depthwise and schedule.loop_order != "vector_tiles":
         return "not depthwise: the filter has more than one input channel per group"
     if schedule.loop_order == "flat_rows" and not _flat_rows_apply(g, primitive):
         return ("flat_rows needs channel multiplier 1 (and, but for backward-filter, "
                 "horizontal stride 1)")
     if schedule.loop_order == "pixel_taps" and primitive == "backward_filter":
         return "pixel_taps is not a backward-filter loop order"
-    if schedule.loop_order == "vector_tiles" and not _vector_tiles_apply(g, primitive,
-                                                                         this_machine()):
-        return ("vector_tiles needs channel multiplier 1, backward-data unit strides and "
-                "backward-filter a filter whose taps fit the vector registers")
+    if schedule.loop_order == "vector_tiles" and not _vector_tiles_apply(
+            g, primitive, this_machine(), itemsize):
+        return ("vector_tiles needs as many channels in as out per group (one, or for "
+                "forward and backward-data a few that divide the vectors), backward-data "
+                "unit strides and backward-filter a filter whose taps fit the vector registers")
     return None
 
 
@@ -203,6 +232,8 @@ def workspace_bytes(primitive: str, g: ConvGeometry, schedule: DepthwiseSchedule
     if flat:  # the weights repeated along a row
         width = g.out_width if primitive == "forward" else g.in_width
         return _filter_bytes(g, itemsize) * width
+    if primitive == "backward_data" and g.in_channels_per_group > 1:  # the swapped filter
+        return _filter_bytes(g, itemsize)
     return 0
 
 
@@ -235,11 +266,11 @@ def _rows_arguments(g: ConvGeometry) -> tuple:
 
 def _prepare_sweep(rows_kernel, pixels_kernel, g: ConvGeometry, schedule: DepthwiseSchedule,
                    dtype, operand_shape: tuple, result_shape: tuple, width: int,
-                   sweep: dict, storage: str | None) -> Callable:
+                   sweep: dict, storage: str | None, weights: Callable) -> Callable:
     """Forward (x -> y) and backward-data (dy -> dx) alike: the operand swept by the taps
     into a fresh result, by vector tiles (``sweep``: the generated kernel's stride, tap
     step and origin, :mod:`.templates`; ``storage``: operand and result as that half
-    type's bits), by flat rows (the weights repeated along ``width`` pixels) or per
+    type's bits; ``weights(w)``: the filter as the sweep reads it), by flat rows (the weights repeated along ``width`` pixels) or per
     pixel."""
     taps_shape = _taps_shape(g)
     if schedule.loop_order == "vector_tiles":
@@ -247,7 +278,9 @@ def _prepare_sweep(rows_kernel, pixels_kernel, g: ConvGeometry, schedule: Depthw
         lanes = channel_lanes(g.out_channels, bits, dtype.name)
         batch, operand_height, operand_width, channels = operand_shape
         result_dtype = dtype if storage is None else np.dtype(np.uint16)
-        launch = sweep_kernel(schedule.tile_pixels, lanes, dtype.name, bits, storage).bind(
+        group = g.in_channels_per_group
+        launch = sweep_kernel(schedule.tile_pixels, lanes, dtype.name, bits, storage,
+                              group).bind(
             batch=batch, operand_height=operand_height, operand_width=operand_width,
             channels=channels, result_height=result_shape[1], result_width=result_shape[2],
             filter_height=g.filter_height, filter_width=g.filter_width,
@@ -255,7 +288,8 @@ def _prepare_sweep(rows_kernel, pixels_kernel, g: ConvGeometry, schedule: Depthw
 
         def by_vectors(operand, w):
             result = np.empty(result_shape, result_dtype)
-            launch(readonly(operand).reshape(-1), readonly(w).reshape(-1), result.reshape(-1))
+            launch(readonly(operand).reshape(-1), readonly(weights(w)).reshape(-1),
+                   result.reshape(-1))
             return result
 
         return by_vectors
@@ -287,7 +321,7 @@ def _prepare_forward(g: ConvGeometry, schedule: DepthwiseSchedule, dtype,
     sweep = dict(stride_h=g.stride_h, stride_w=g.stride_w, tap_h=g.dilation_h,
                  tap_w=g.dilation_w, origin_h=-g.pad_top, origin_w=-g.pad_left)
     return _prepare_sweep(forward_rows, forward_depthwise, g, schedule, dtype, g.input_shape,
-                          g.output_shape, g.out_width, sweep, storage)
+                          g.output_shape, g.out_width, sweep, storage, lambda w: w)
 
 
 def _prepare_backward_data(g: ConvGeometry, schedule: DepthwiseSchedule, dtype,
@@ -295,8 +329,12 @@ def _prepare_backward_data(g: ConvGeometry, schedule: DepthwiseSchedule, dtype,
     # At unit stride, dx[ih, iw] gathers dy[ih + pt - r·dh, iw + pl - s·dw].
     sweep = dict(stride_h=1, stride_w=1, tap_h=-g.dilation_h, tap_w=-g.dilation_w,
                  origin_h=g.pad_top, origin_w=g.pad_left)
+    # Grouped: input channel c of group k sums over the group's output channels, so the
+    # sweep reads the filter with the channel roles exchanged within each group.
+    weights = (lambda w: w) if g.in_channels_per_group == 1 else functools.partial(
+        layout.swap_channels, groups=g.groups)
     return _prepare_sweep(backward_data_rows, backward_data_depthwise, g, schedule, dtype,
-                          g.output_shape, g.input_shape, g.in_width, sweep, storage)
+                          g.output_shape, g.input_shape, g.in_width, sweep, storage, weights)
 
 
 def _prepare_backward_filter(g: ConvGeometry, schedule: DepthwiseSchedule, dtype,
