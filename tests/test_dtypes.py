@@ -90,17 +90,21 @@ DEPTHWISE_OPS = ("depthwise_conv2d", "depthwise_conv2d_backprop_input",
                  "depthwise_conv2d_backprop_filter")
 
 
+#: On a grouped layer of 4 channels in and out per group, where vector tiles run them.
+GROUPED_OPS = ("conv2d", "conv2d_backprop_input")
+
+
 @pytest.mark.parametrize("data_format", ["NHWC", "NCHW"])
-@pytest.mark.parametrize("op", DEPTHWISE_OPS)
+@pytest.mark.parametrize("op", DEPTHWISE_OPS + GROUPED_OPS)
 @pytest.mark.parametrize("dtype_name", ["float16", "bfloat16"])
-def test_depthwise_vector_tiles_convert_half_types_in_their_kernels(rng, dtype_name, op,
-                                                                    data_format):
-    """Half-type activations read and written as they are, converted in registers: bit
-    for bit the float32 kernels on the widened operands, rounded once (NaN, Inf, values
-    beyond the type's range included)."""
+def test_vector_tiles_convert_half_types_in_their_kernels(rng, dtype_name, op, data_format):
+    """Half-type activations read and written as they are, converted in registers
+    (depthwise ops, and groups of 4 channels in and out): bit for bit the float32 kernels
+    on the widened operands, rounded once (NaN, Inf, values beyond the type's range
+    included)."""
     dtype = HALVES[dtype_name]
     x = random(rng, (2, 7, 13, 32)).astype(dtype)
-    w = random(rng, (3, 3, 32, 1)).astype(dtype)
+    w = random(rng, (3, 3, 4, 32) if op in GROUPED_OPS else (3, 3, 32, 1)).astype(dtype)
     dy = (random(rng, (2, 7, 13, 32)) * 1e4).astype(dtype)
     x[0, 3, 4, 5], x[1, 0, 0, 7], dy[0, 2, 2, 9] = np.nan, np.inf, -np.inf
     if data_format == "NCHW":
@@ -109,7 +113,9 @@ def test_depthwise_vector_tiles_convert_half_types_in_their_kernels(rng, dtype_n
     options = dict(strides=strides, padding="SAME", data_format=data_format)
     arguments = {"depthwise_conv2d": lambda x, w, dy: (x, w),
                  "depthwise_conv2d_backprop_input": lambda x, w, dy: (x.shape, w, dy),
-                 "depthwise_conv2d_backprop_filter": lambda x, w, dy: (x, w.shape, dy)}[op]
+                 "depthwise_conv2d_backprop_filter": lambda x, w, dy: (x, w.shape, dy),
+                 "conv2d": lambda x, w, dy: (x, w),
+                 "conv2d_backprop_input": lambda x, w, dy: (x.shape, w, dy)}[op]
     call = nc.call_for(op, *arguments(x, w, dy), **options)
     assert call.choice().schedule.loop_order == "vector_tiles"
     assert families.CPU.half_storage(call.primitive, call.geometry, call.choice().schedule,
