@@ -110,3 +110,28 @@ def test_a_result_larger_than_memory_raises_memory_error_naming_it(op, monkeypat
     call, shape = HUGE[op]
     with pytest.raises(MemoryError, match=f"{op}: the result of shape {re.escape(str(shape))}"):
         call()
+
+
+def test_scratch_buffers_are_one_per_thread_role_and_dtype_and_grow():
+    """A run's intermediate arrays come from this thread's buffer for their role: reused
+    from call to call (no fresh pages each time), never shared with another role, dtype or
+    thread (concurrent calls)."""
+    import threading
+
+    from numbaconv.cpu.scratch import scratch
+
+    first = scratch("test: data tiles", 100, np.float32)
+    assert first.shape == (100,) and first.dtype == np.float32
+    assert np.shares_memory(first, scratch("test: data tiles", 50, np.float32))
+    assert not np.shares_memory(first, scratch("test: products", 50, np.float32))
+    assert not np.shares_memory(first, scratch("test: data tiles", 50, np.float64))
+    grown = scratch("test: data tiles", 1000, np.float32)
+    assert grown.shape == (1000,) and np.shares_memory(grown, scratch("test: data tiles", 10,
+                                                                      np.float32))
+    elsewhere = {}
+    thread = threading.Thread(
+        target=lambda: elsewhere.setdefault("buffer", scratch("test: data tiles", 10,
+                                                              np.float32)))
+    thread.start()
+    thread.join()
+    assert not np.shares_memory(elsewhere["buffer"], grown)

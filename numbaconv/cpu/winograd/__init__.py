@@ -42,6 +42,7 @@ from ...machine import this_machine
 from ...primitives import primitive as primitive_named
 from ...schedule import Schedule
 from .. import direct, layout, tiled
+from ..scratch import scratch
 from ..tasks import TARGET_TASKS
 from ..tiled import phases
 from ..tiled.templates import COLUMN, PHASE_FIELDS
@@ -259,8 +260,8 @@ def _tiles(source: np.ndarray, w: np.ndarray, plan: _Plan, schedule: WinogradSch
     u = transformed_filter(w, t, schedule.register_tile[1], rotate)
     result = np.empty(plan.result_shape, source.dtype)
     chunk = min(schedule.chunk_tiles, plan.tiles)
-    v = np.empty(chunk * points * plan.in_channels, source.dtype)
-    found = np.empty(chunk * points * plan.out_channels, source.dtype)
+    v = scratch("winograd data tiles", chunk * points * plan.in_channels, source.dtype)
+    found = scratch("winograd products", chunk * points * plan.out_channels, source.dtype)
     tasks = min(chunk, TARGET_TASKS)
     nonfinite = np.empty(tasks, source.dtype)
     to_tiles = input_kernel(m, "data", dtype, machine.vector_bits, lanes)
@@ -308,8 +309,8 @@ def _filter_tiles(x: np.ndarray, dy: np.ndarray, g: ConvGeometry,
     xp = layout.pad(x, *plan.pads)
     dyp = layout.pad(dy, 0, plan.tiles_h * m - g.out_height, 0, plan.tiles_w * m - g.out_width)
     chunk = min(schedule.chunk_tiles, plan.tiles)
-    v = np.empty(chunk * points * g.in_channels, x.dtype)
-    y = np.empty(chunk * points * g.out_channels, x.dtype)
+    v = scratch("winograd data tiles", chunk * points * g.in_channels, x.dtype)
+    y = scratch("winograd gradient tiles", chunk * points * g.out_channels, x.dtype)
     data = input_kernel(m, "data", dtype, machine.vector_bits, lanes)
     gradient = input_kernel(m, "gradient", dtype, machine.vector_bits, lanes)
     grid = dict(tiles_h=plan.tiles_h, tiles_w=plan.tiles_w)
