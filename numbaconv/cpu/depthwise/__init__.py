@@ -48,7 +48,7 @@ from ..layout import readonly
 from ..tasks import channel_block_for, groups_for
 from .kernels import backward_data_depthwise, backward_filter_depthwise, forward_depthwise
 from .rows import backward_data_rows, backward_filter_rows, forward_rows
-from .templates import channel_lanes, filter_chunk, filter_taps_kernel, sweep_kernel
+from .templates import filter_chunk, filter_taps_kernel, sweep_kernel
 
 LOOP_ORDERS = ("vector_tiles", "flat_rows", "row_taps", "pixel_taps")
 #: Grouped layers' channels per group that vector tiles take at most (one weight vector
@@ -87,8 +87,7 @@ def default(primitive: str, g: ConvGeometry, itemsize: int = 4, machine: Machine
     :func:`fit`."""
     machine = machine or this_machine()
     row_bytes = max(g.in_width, g.out_width) * g.out_channels * itemsize
-    if generated and _vector_tiles_apply(g, primitive, machine, itemsize) and _wide_enough(
-            g, itemsize, machine):
+    if generated and _vector_tiles_preferred(g, primitive, machine, itemsize):
         order = "vector_tiles"
     elif primitive == "backward_filter":  # its flat rows accumulate in place: no size limit
         order = "flat_rows" if _flat_rows_apply(g, primitive) else "row_taps"
@@ -130,12 +129,10 @@ def grouped_default(primitive: str, g: ConvGeometry, itemsize: int,
                     machine: Machine) -> DepthwiseSchedule | None:
     """Vector tiles for a grouped layer with a few channels per group, as many in as out,
     where they apply (forward, stride-1 backward-data); None elsewhere."""
-    if g.groups == 1 or g.is_depthwise or not (_vector_tiles_apply(g, primitive, machine,
-                                                                   itemsize)
-                                               and _wide_enough(g, itemsize, machine)):
+    if g.groups == 1 or g.is_depthwise or not _vector_tiles_preferred(g, primitive, machine,
+                                                                      itemsize):
         return None
-    return fit(DepthwiseSchedule("vector_tiles", tile_pixels=default_tile_pixels(machine)),
-               primitive, g, itemsize)
+    return default(primitive, g, itemsize, machine)
 
 
 def default_tile_pixels(machine: Machine) -> int:
@@ -145,12 +142,18 @@ def default_tile_pixels(machine: Machine) -> int:
     return max(1, min(machine.vector_registers // 2, max(8, machine.accumulators_needed)))
 
 
-def _wide_enough(g: ConvGeometry, itemsize: int, machine: Machine) -> bool:
-    """Whether the vector tiles' vectors (the most of a register that divides the channels)
-    are a quarter of a register or more: narrower ones lose to the loops LLVM vectorises
-    with a scalar tail."""
-    full = machine.lanes(itemsize)
-    return 4 * math.gcd(g.out_channels, full) >= full
+def _lanes(g: ConvGeometry, itemsize: int, machine: Machine) -> int:
+    """The lanes of the vector tiles' vectors: the most of a register that divides the
+    channels (a task's channels are whole vectors)."""
+    return math.gcd(g.out_channels, machine.lanes(itemsize))
+
+
+def _vector_tiles_preferred(g: ConvGeometry, primitive: str, machine: Machine,
+                            itemsize: int) -> bool:
+    """Vector tiles apply, with vectors a quarter of a register or more: narrower ones
+    lose to the loops LLVM vectorises with a scalar tail."""
+    return (_vector_tiles_apply(g, primitive, machine, itemsize)
+            and 4 * _lanes(g, itemsize, machine) >= machine.lanes(itemsize))
 
 
 def _vector_tiles_apply(g: ConvGeometry, primitive: str, machine: Machine,
@@ -163,10 +166,9 @@ def _vector_tiles_apply(g: ConvGeometry, primitive: str, machine: Machine,
     group = g.in_channels_per_group
     if g.out_channels_per_group != group:
         return False
-    if group > 1:
-        lanes = math.gcd(g.out_channels, machine.lanes(itemsize))
-        if primitive == "backward_filter" or lanes % group or group > MAX_GROUP_CHANNELS:
-            return False
+    if group > 1 and (primitive == "backward_filter" or group > MAX_GROUP_CHANNELS
+                      or _lanes(g, itemsize, machine) % group):
+        return False
     if primitive == "backward_data":
         return g.stride_h == 1 and g.stride_w == 1
     if primitive == "backward_filter":
@@ -192,9 +194,9 @@ def _filter_bytes(g: ConvGeometry, itemsize: int) -> int:
 def candidates(primitive: str, g: ConvGeometry, itemsize: int, section: dict, machine) -> list:
     found = []
     for order in section.get("loop_order", []):
-        tiles = section.get("tile_pixels") or [default_tile_pixels(machine)]
-        if order != "vector_tiles" or primitive == "backward_filter":
-            tiles = [default_tile_pixels(machine)]
+        # Only the vector tiles of forward and backward-data have tiles of pixels.
+        tiled_pixels = order == "vector_tiles" and primitive != "backward_filter"
+        tiles = (tiled_pixels and section.get("tile_pixels")) or [default_tile_pixels(machine)]
         found += [fit(DepthwiseSchedule(order, tile_pixels=pixels), primitive, g, itemsize)
                   for pixels in tiles]
     return found
@@ -237,11 +239,6 @@ def workspace_bytes(primitive: str, g: ConvGeometry, schedule: DepthwiseSchedule
     return 0
 
 
-def _taps(w: np.ndarray) -> np.ndarray:
-    """The [R, S, 1, C·M] filter as [R, S, C·M] (a view)."""
-    return w.reshape(w.shape[0], w.shape[1], w.shape[3])
-
-
 def _geometry_arguments(g: ConvGeometry) -> tuple:
     return (g.stride_h, g.stride_w, g.dilation_h, g.dilation_w, g.pad_top, g.pad_left)
 
@@ -270,17 +267,16 @@ def _prepare_sweep(rows_kernel, pixels_kernel, g: ConvGeometry, schedule: Depthw
     """Forward (x -> y) and backward-data (dy -> dx) alike: the operand swept by the taps
     into a fresh result, by vector tiles (``sweep``: the generated kernel's stride, tap
     step and origin, :mod:`.templates`; ``storage``: operand and result as that half
-    type's bits; ``weights(w)``: the filter as the sweep reads it), by flat rows (the weights repeated along ``width`` pixels) or per
-    pixel."""
+    type's bits; ``weights(w)``: the filter as the sweep reads it), by flat rows (the
+    weights repeated along ``width`` pixels) or per pixel."""
     taps_shape = _taps_shape(g)
     if schedule.loop_order == "vector_tiles":
-        bits = this_machine().vector_bits
-        lanes = channel_lanes(g.out_channels, bits, dtype.name)
+        machine = this_machine()
         batch, operand_height, operand_width, channels = operand_shape
         result_dtype = dtype if storage is None else np.dtype(np.uint16)
-        group = g.in_channels_per_group
-        launch = sweep_kernel(schedule.tile_pixels, lanes, dtype.name, bits, storage,
-                              group).bind(
+        launch = sweep_kernel(schedule.tile_pixels, _lanes(g, dtype.itemsize, machine),
+                              dtype.name, machine.vector_bits, storage,
+                              g.in_channels_per_group).bind(
             batch=batch, operand_height=operand_height, operand_width=operand_width,
             channels=channels, result_height=result_shape[1], result_width=result_shape[2],
             filter_height=g.filter_height, filter_width=g.filter_width,
@@ -342,15 +338,16 @@ def _prepare_backward_filter(g: ConvGeometry, schedule: DepthwiseSchedule, dtype
     found_shape = (_splits(schedule, g),) + _taps_shape(g)
     filter_shape = g.filter_shape
     if schedule.loop_order == "vector_tiles":
-        bits = this_machine().vector_bits
-        lanes = channel_lanes(g.out_channels, bits, dtype.name)
-        launch = filter_taps_kernel(g.filter_height, g.filter_width, lanes, dtype.name,
-                                    bits, storage).bind(
+        machine = this_machine()
+        launch = filter_taps_kernel(g.filter_height, g.filter_width,
+                                    _lanes(g, dtype.itemsize, machine), dtype.name,
+                                    machine.vector_bits, storage).bind(
             batch=g.batch, in_height=g.in_height, in_width=g.in_width, channels=g.in_channels,
             out_height=g.out_height, out_width=g.out_width, stride_h=g.stride_h,
             stride_w=g.stride_w, dilation_h=g.dilation_h, dilation_w=g.dilation_w,
             pad_top=g.pad_top, pad_left=g.pad_left, splits=found_shape[0],
-            channel_block=schedule.channel_block, chunk=filter_chunk(g.in_channels, dtype.itemsize))
+            channel_block=schedule.channel_block,
+            chunk=filter_chunk(g.in_channels, dtype.itemsize))
 
         def by_vectors(x, dy):
             found = np.empty(found_shape, dtype)
