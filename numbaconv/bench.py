@@ -165,11 +165,12 @@ def torch_worker(args) -> int:
     line of stdin (:class:`TorchWorker`): ``layer NAME PRIMITIVE`` the median of one block
     of calls, ``sequence PRIMITIVE`` one pass through every layer back to back (after
     untimed ones), ``cpu`` this process's CPU seconds so far."""
+    import torch  # noqa: F401  (where it cannot load, the worker ends: its start says why)
+
     layers = {layer.name: layer for layer in _layers(args)}
     rng = np.random.default_rng(0)
     calls, sequences = {}, {}
-    _reply({"ready": torch_call("forward", next(iter(layers.values())),
-                                *_inputs(next(iter(layers.values())), rng)) is not None})
+    _reply("ready")
     for line in sys.stdin:
         command, *words = line.split()
         if command == "layer":
@@ -210,7 +211,7 @@ class TorchWorker:
             return None
         worker = cls(argv)
         try:
-            if worker._ask():
+            if worker._ask() == "ready":
                 return worker
         except RuntimeError as error:
             print(f"PyTorch not timed: {error}", flush=True)
@@ -235,7 +236,8 @@ class TorchWorker:
         line = self._process.stdout.readline()
         if not line:
             self._errors.seek(0)
-            raise RuntimeError(self._errors.read().strip()[-300:] or "the worker exited")
+            errors = self._errors.read().strip().splitlines()
+            raise RuntimeError(errors[-1] if errors else "the worker exited")
         return json.loads(line)
 
     def close(self):
