@@ -215,6 +215,14 @@ def test_grouped_swap_exchanges_channel_roles_within_each_group(rng):
                                       w[:, :, :, 7 * group:7 * group + 7].transpose(0, 1, 3, 2))
 
 
+@pytest.mark.parametrize("many_groups", [False, True])
+def test_both_loop_nests_of_the_grouped_swap_agree_with_numpy(rng, many_groups):
+    w = random(rng, (3, 2, 5, 9 * 7))  # 9 groups of 5 input and 7 output channels
+    wt = np.full((3, 2, 7, 9 * 5), np.nan)
+    layout.swap_group_channels_kernel(readonly(w), wt, many_groups)
+    np.testing.assert_array_equal(wt, layout.swap_channels(w, 9, by_numpy=True))
+
+
 def test_copies_by_numpy_equal_the_kernels_copies(rng):
     # Sizes past the NumPy thresholds, so that the default path runs the kernels.
     x = random(rng, (2, 41, 37, 24), np.float32)

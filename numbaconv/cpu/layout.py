@@ -16,6 +16,11 @@ from .jit import parallel_kernel
 SMALL_COPY_BYTES = 256 * 2**10
 #: The same for a filter's rearrangement, whose strided reads NumPy makes slowly.
 SMALL_TRANSPOSE_BYTES = 32 * 2**10
+#: A grouped filter's swap walks the groups innermost from this many groups (a loop long
+#: enough to pay for its strided steps) when one tap's [C, K] block outgrows L1 (32-48 KiB
+#: on x86 cores); otherwise it moves each group's block whole.
+MANY_GROUPS = 8
+L1_BYTES = 32 * 2**10
 
 
 @parallel_kernel
@@ -104,22 +109,37 @@ def swap_channels_kernel(w, wt):
 
 
 @parallel_kernel
-def swap_group_channels_kernel(w, wt):
+def swap_group_channels_kernel(w, wt, many_groups):
     """Grouped (K = G·Kg): wt[r, s, kk, g·C + c] = w[r, s, c, g·Kg + kk], the channel roles
-    exchanged within each group; one task per (tap, group), a C × Kg block."""
+    exchanged within each group. With many groups, one task writes one row of ``wt`` and
+    its innermost loop walks the groups, so consecutive accesses stay within one page of
+    each array (walking a group's channels instead steps a page per access when rows are
+    4 KB, and the page walks dominate); with few groups that loop is too short, and one
+    task per (tap, group) moves a C × Kg block."""
     filter_height, filter_width, in_channels, out_channels = w.shape
     group_out = wt.shape[2]
     groups = out_channels // group_out
-    for task in prange(filter_height * filter_width * groups):
-        r = task // (filter_width * groups)
-        s = task // groups % filter_width
-        first = task % groups * group_out
-        target = task % groups * in_channels
-        source, destination = w[r, s], wt[r, s]  # integer indexing: no slice to build
-        for kk in range(group_out):  # rows of ``wt`` written whole, one after another
-            row = destination[kk]
+    if many_groups:
+        for task in prange(filter_height * filter_width * group_out):
+            r = task // (filter_width * group_out)
+            s = task // group_out % filter_width
+            kk = task % group_out
+            source, row = w[r, s], wt[r, s, kk]
             for c in range(in_channels):
-                row[target + c] = source[c, first + kk]
+                source_row = source[c]
+                for group in range(groups):
+                    row[group * in_channels + c] = source_row[group * group_out + kk]
+    else:
+        for task in prange(filter_height * filter_width * groups):
+            r = task // (filter_width * groups)
+            s = task // groups % filter_width
+            first = task % groups * group_out
+            target = task % groups * in_channels
+            source, destination = w[r, s], wt[r, s]  # integer indexing: no slice to build
+            for kk in range(group_out):  # rows of ``wt`` written whole, one after another
+                row = destination[kk]
+                for c in range(in_channels):
+                    row[target + c] = source[c, first + kk]
 
 
 def swap_channels(w: np.ndarray, groups: int = 1, by_numpy: bool = False) -> np.ndarray:
@@ -133,7 +153,11 @@ def swap_channels(w: np.ndarray, groups: int = 1, by_numpy: bool = False) -> np.
             height, width, out_channels // groups, groups * in_channels)
     wt = np.empty((height, width, out_channels // groups, groups * in_channels), w.dtype)
     if wt.size:
-        (swap_channels_kernel if groups == 1 else swap_group_channels_kernel)(readonly(w), wt)
+        if groups == 1:
+            swap_channels_kernel(readonly(w), wt)
+        else:
+            many_groups = groups >= MANY_GROUPS and w[0, 0].nbytes > L1_BYTES
+            swap_group_channels_kernel(readonly(w), wt, many_groups)
     return wt
 
 
