@@ -11,6 +11,8 @@ constants, zeros skipped). Tiles are laid out tile by tile,
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 from numba import prange
 
@@ -18,6 +20,7 @@ from .. import layout
 from ..codegen import (HELPER_DECORATOR, KERNEL_DECORATOR, KernelParameters, Source,
                        load_kernel, preamble, task_loop)
 from ..jit import parallel_kernel
+from ..scratch import scratch
 from ..vector_width import HINTS
 from .transforms import Transform, transform
 
@@ -290,10 +293,13 @@ def filter_kernel(w, g, u, rotate):
 def transformed_filter(w: np.ndarray, t: Transform, tile: int, rotate: bool) -> np.ndarray:
     """The filter in the transformed domain, [α², K/tile, C, tile] (see :func:`filter_kernel`);
     with ``rotate``, of w turned by 180° with its channel axes swapped (backward-data: C and K
-    are w's output and input channels)."""
+    are w's output and input channels). It lives in this thread's scratch buffer (the
+    caller is done with it before its call returns): 512 × 512 channels make 38 MB at
+    m = 4, whose pages a fresh array would fault in again on every call."""
     if rotate:
         w = layout.swap_channels(w)
-    u = np.empty((t.alpha ** 2, w.shape[3] // tile, w.shape[2], tile), w.dtype)
+    shape = (t.alpha ** 2, w.shape[3] // tile, w.shape[2], tile)
+    u = scratch("winograd filter", math.prod(shape), w.dtype).reshape(shape)
     filter_kernel(layout.readonly(w), np.array(t.floats("filter")), u, rotate)
     return u
 
