@@ -4,10 +4,12 @@ import numpy as np
 import pytest
 
 from numbaconv import configs
-from numbaconv.cpu import depthwise, winograd
+from numbaconv.cpu import depthwise, tiled, winograd
 from numbaconv.cpu.families import CPU
 from numbaconv.cpu.rule import rule
+from numbaconv.cpu.tasks import TARGET_TASKS
 from numbaconv.cpu.tiled import tile_menu
+from numbaconv.geometry import conv_geometry
 from numbaconv.machine import Machine, this_machine
 from numbaconv.primitives import NAMES as PRIMITIVES
 from numbaconv.workloads import WORKLOAD_DIR, load_workload
@@ -74,6 +76,24 @@ def test_the_rule_is_legal_and_tiled_on_every_machine(machine):
                         assert schedule.algorithm == "winograd", (layer.name, primitive)
                     elif g.in_channels % 8 == 0 and g.out_channels % 8 == 0 and pixels >= 16:
                         assert schedule.algorithm == "tiled", (layer.name, primitive)
+
+
+def test_backward_filter_splits_its_rows_where_x_and_dy_stream():
+    # Each group of input-channel tiles reads all of dy again; each split sums one more
+    # partial filter. A launch wants about TARGET_TASKS tasks of (split, tap, group).
+    tile = (8, 16)
+    small = conv_geometry((1, 14, 14, 64), (1, 1, 64, 256))  # x and dy stay in cache
+    streamed_small_filter = conv_geometry((8, 56, 56, 64), (1, 1, 64, 256))
+    streamed_large_filter = conv_geometry((8, 14, 14, 256), (1, 1, 256, 1024))
+    assert not tiled.streamed_reduction(small, 4)
+    assert tiled.backward_filter_splits(small, tile, 4) == 1  # channel tiles suffice
+    assert tiled.streamed_reduction(streamed_small_filter, 4)
+    # the whole filter is one task's share: every task a split of the rows
+    assert tiled.backward_filter_splits(streamed_small_filter, tile, 4) == TARGET_TASKS
+    # the filter (1 MB) cut into TASK_FILTER_BYTES shares first: no rows left to split
+    assert tiled.backward_filter_splits(streamed_large_filter, tile, 4) == 1
+    nine_taps = conv_geometry((8, 56, 56, 64), (3, 3, 64, 64), padding="SAME")
+    assert tiled.backward_filter_splits(nine_taps, tile, 4) == 2  # 2 × 9 taps ≥ 16 tasks
 
 
 def test_a_calibrated_ranking_leads_where_it_is_legal():

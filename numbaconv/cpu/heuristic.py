@@ -17,6 +17,7 @@ from .. import configs
 from ..choice import Choice, remembered
 from ..geometry import ConvGeometry, geometry_key
 from ..machine import this_machine
+from . import tiled
 from .families import CPU
 from .rule import rule
 
@@ -36,11 +37,6 @@ def distance(primitive: str, a: ConvGeometry, b: ConvGeometry) -> float:
     return math.dist(_features(primitive, a), _features(primitive, b))
 
 
-#: Backward-filter tiles re-read the input and dy once per tile: beyond this many bytes of
-#: them (no longer in cache) a layer behaves differently (a tuned neighbour must match).
-STREAMED_BYTES = 4 * 2**20
-
-
 class Regime(NamedTuple):
     """What decides the algorithm more than size does (the rule's branches), and the test a
     tuned neighbour must pass (one in another regime says little here)."""
@@ -53,8 +49,7 @@ class Regime(NamedTuple):
 
 
 def regime(primitive: str, g: ConvGeometry, itemsize: int) -> Regime:
-    pixels = g.batch * g.out_height * g.out_width
-    streamed = pixels * (g.in_channels + g.out_channels) * itemsize > STREAMED_BYTES
+    streamed = tiled.streamed_reduction(g, itemsize)
     rows = g.batch * (g.in_height if primitive == "backward_data" else g.out_height)
     grouping = "depthwise" if g.is_depthwise else "grouped" if g.groups > 1 else "dense"
     return Regime(g.is_one_by_one, rows < 8, primitive == "backward_filter" and streamed,

@@ -44,6 +44,12 @@ LOOP_ORDERS = ("pixel_tiles_outer", "channel_tiles_outer", "packed_panels")
 #: Backward-data packs its panels per task only for filters at least this large (smaller
 #: ones are packed once per call, which is cheap for them).
 PANEL_FILTER_BYTES = 2**20
+#: Backward-filter re-reads x and dy once per group of channel tiles: beyond this many bytes
+#: of them (no longer in cache) the split favours the rows (:func:`backward_filter_splits`).
+STREAMED_BYTES = 4 * 2**20
+#: A backward-filter task's share of a tap's partial filter, read and written every row:
+#: small enough to stay in any x86 core's L2 beside the rows of x and dy.
+TASK_FILTER_BYTES = 64 * 2**10
 #: Tiles of the machine's menu a search space of ``register_tile: model`` offers.
 MODEL_TILES = 5
 #: Backward-filter tile rows (input channels): divisors of common channel counts.
@@ -87,10 +93,8 @@ def fit(schedule: TiledSchedule, primitive: str, g: ConvGeometry, itemsize: int)
     """The task split for ``g``: reduction splits (backward-filter) or the channel block."""
     rows, cols = schedule.register_tile
     if primitive == "backward_filter":
-        taps = g.filter_height * g.filter_width
-        tiles = taps * (g.in_channels_per_group // rows) * (g.out_channels // cols)
-        return dataclasses.replace(schedule,
-                                   reduction_splits=groups_for(g.batch * g.out_height, tiles))
+        return dataclasses.replace(
+            schedule, reduction_splits=backward_filter_splits(g, schedule.register_tile, itemsize))
     channels = primitive_named(primitive).channels(g)
     if schedule.loop_order == "packed_panels":
         # Channel tiles split into about TARGET_TASKS groups first: each pixel group packs
@@ -100,6 +104,31 @@ def fit(schedule: TiledSchedule, primitive: str, g: ConvGeometry, itemsize: int)
         task_rows = g.batch * (g.out_height if primitive == "forward" else g.in_height)
         block = channel_block_for(channels, task_rows, multiple=cols)
     return dataclasses.replace(schedule, channel_block=block)
+
+
+def streamed_reduction(g: ConvGeometry, itemsize: int) -> bool:
+    """Whether backward-filter's x and dy outgrow the caches (:data:`STREAMED_BYTES`)."""
+    pixels = g.batch * g.out_height * g.out_width
+    return pixels * (g.in_channels + g.out_channels) * itemsize > STREAMED_BYTES
+
+
+def backward_filter_splits(g: ConvGeometry, tile: tuple, itemsize: int) -> int:
+    """Backward-filter's reduction splits for ``tile``. A launch runs about TARGET_TASKS
+    tasks of (split, tap, group of input-channel tiles); each group reads all of its
+    rows' dy again, each split adds a partial filter to sum. Where x and dy stay in cache,
+    the channel tiles are cut first (splits only when they are too few); where they
+    stream, the channel tiles only as far as a task's share of the partial filter (read
+    and written every row) must to fit :data:`TASK_FILTER_BYTES`, and the rows for the
+    rest of the tasks."""
+    rows, cols = tile
+    taps = g.filter_height * g.filter_width
+    c_tiles = g.in_channels_per_group // rows
+    task_rows = g.batch * g.out_height
+    if not streamed_reduction(g, itemsize):
+        return groups_for(task_rows, taps * c_tiles * (g.out_channels // cols))
+    tap_filter_bytes = g.in_channels_per_group * g.out_channels * itemsize
+    c_groups = max(1, min(c_tiles, -(-tap_filter_bytes // TASK_FILTER_BYTES)))
+    return groups_for(task_rows, taps * c_groups)
 
 
 def candidates(primitive: str, g: ConvGeometry, itemsize: int, section: dict, machine) -> list:
