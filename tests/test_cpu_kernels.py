@@ -14,6 +14,7 @@ from numbaconv.cpu.direct import DirectSchedule
 from numbaconv.cpu.families import CPU
 from numbaconv.cpu.gemm import GemmSchedule
 from numbaconv.cpu.layout import readonly
+from numbaconv.cpu.tasks import TARGET_TASKS
 from numbaconv.cpu.tiled import TiledSchedule
 from numbaconv.geometry import conv_geometry
 
@@ -197,6 +198,26 @@ def test_backward_filter_kernel_writes_every_partial(rng):
             schedule.loop_order == "tap_channel_pixel", 1)
         assert_matches(partials.sum(axis=0), reference_result("backward_filter", g, x, w, dy),
                        np.float64)
+
+
+@pytest.mark.parametrize("case", ["tileable_same_dilated", "tileable_strided",
+                                  "tileable_strided_dilated"])
+@pytest.mark.parametrize("share_bytes", [1, 10**9])
+def test_backward_filter_with_taps_shared_by_tasks(rng, monkeypatch, case, share_bytes):
+    # As if x and dy streamed: tasks own groups of taps (all of them in one group when the
+    # whole filter is a task's share; one tap each when nothing fits).
+    monkeypatch.setattr(tiled, "STREAMED_BYTES", 0)
+    monkeypatch.setattr(tiled, "TASK_FILTER_BYTES", share_bytes)
+    g, x, w, dy = make_case(rng, GEOMETRIES[case])
+    schedule = tiled.fit(TiledSchedule(loop_order="pixel_tiles_outer", register_tile=(4, 8)),
+                         "backward_filter", g, 8)
+    taps = g.filter_height * g.filter_width
+    tap_groups = tiled.backward_filter_tap_groups(g, schedule.reduction_splits, 8)
+    fewest = taps if share_bytes == 1 else 1
+    # more groups only where the rows split into fewer than TARGET_TASKS
+    assert tap_groups == max(fewest, min(taps, -(-TARGET_TASKS // schedule.reduction_splits)))
+    assert_matches(families.run("backward_filter", (x, dy), g, schedule),
+                   reference_result("backward_filter", g, x, w, dy), np.float64)
 
 
 def test_swap_channels_kernel(rng):

@@ -92,8 +92,10 @@ def test_backward_filter_splits_its_rows_where_x_and_dy_stream():
     assert tiled.backward_filter_splits(streamed_small_filter, tile, 4) == TARGET_TASKS
     # the filter (1 MB) cut into TASK_FILTER_BYTES shares first: no rows left to split
     assert tiled.backward_filter_splits(streamed_large_filter, tile, 4) == 1
+    # 3×3×64×64 (144 KB): tasks of 3 taps each, and 6 splits of the rows (18 tasks)
     nine_taps = conv_geometry((8, 56, 56, 64), (3, 3, 64, 64), padding="SAME")
-    assert tiled.backward_filter_splits(nine_taps, tile, 4) == 2  # 2 × 9 taps ≥ 16 tasks
+    assert tiled.backward_filter_splits(nine_taps, tile, 4) == 6
+    assert tiled.backward_filter_tap_groups(nine_taps, 6, 4) == 3
 
 
 def test_a_calibrated_ranking_leads_where_it_is_legal():

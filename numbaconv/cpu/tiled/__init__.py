@@ -114,21 +114,40 @@ def streamed_reduction(g: ConvGeometry, itemsize: int) -> bool:
 
 def backward_filter_splits(g: ConvGeometry, tile: tuple, itemsize: int) -> int:
     """Backward-filter's reduction splits for ``tile``. A launch runs about TARGET_TASKS
-    tasks of (split, tap, group of input-channel tiles); each group reads all of its
-    rows' dy again, each split adds a partial filter to sum. Where x and dy stay in cache,
-    the channel tiles are cut first (splits only when they are too few); where they
-    stream, the channel tiles only as far as a task's share of the partial filter (read
-    and written every row) must to fit :data:`TASK_FILTER_BYTES`, and the rows for the
-    rest of the tasks."""
+    tasks of (split, group of taps, group of input-channel tiles); each task reads all of
+    its rows' dy again, each split adds a partial filter to sum. Where x and dy stay in
+    cache, every tap is a group of its own and the channel tiles are cut next (splits
+    only when they are too few); where they stream, taps and channel tiles are cut only as
+    far as a task's share of the partial filter (read and written every row) must be to
+    fit :data:`TASK_FILTER_BYTES`, and the rows for the rest of the tasks."""
     rows, cols = tile
     taps = g.filter_height * g.filter_width
     c_tiles = g.in_channels_per_group // rows
     task_rows = g.batch * g.out_height
     if not streamed_reduction(g, itemsize):
         return groups_for(task_rows, taps * c_tiles * (g.out_channels // cols))
+    tap_groups = _shared_tap_groups(g, itemsize)
     tap_filter_bytes = g.in_channels_per_group * g.out_channels * itemsize
-    c_groups = max(1, min(c_tiles, -(-tap_filter_bytes // TASK_FILTER_BYTES)))
-    return groups_for(task_rows, taps * c_groups)
+    c_groups = 1 if tap_groups < taps else max(
+        1, min(c_tiles, -(-tap_filter_bytes // TASK_FILTER_BYTES)))
+    return groups_for(task_rows, tap_groups * c_groups)
+
+
+def _shared_tap_groups(g: ConvGeometry, itemsize: int) -> int:
+    """The fewest groups of taps whose partial filters fit :data:`TASK_FILTER_BYTES`."""
+    taps = g.filter_height * g.filter_width
+    filter_bytes = math.prod(g.filter_shape) * itemsize
+    return max(1, min(taps, -(-filter_bytes // TASK_FILTER_BYTES)))
+
+
+def backward_filter_tap_groups(g: ConvGeometry, splits: int, itemsize: int) -> int:
+    """The groups of taps a launch with ``splits`` splits cuts the filter into: one per tap
+    where x and dy stay in cache; where they stream, as few as fit (each reads dy again),
+    more only where the splits leave too few tasks (:func:`backward_filter_splits`)."""
+    taps = g.filter_height * g.filter_width
+    if not streamed_reduction(g, itemsize):
+        return taps
+    return max(_shared_tap_groups(g, itemsize), min(taps, -(-TARGET_TASKS // splits)))
 
 
 def candidates(primitive: str, g: ConvGeometry, itemsize: int, section: dict, machine) -> list:
@@ -345,7 +364,7 @@ def _prepare_backward_filter(g: ConvGeometry, schedule: TiledSchedule, dtype: np
     pad = layout.padder(g.input_shape, dtype, *_input_pads(g), by_numpy=by_numpy)
     _, padded_height, padded_width, _ = _padded_shape(g.input_shape, _input_pads(g))
     tile_in, tile_out = schedule.register_tile
-    taps = g.filter_height * g.filter_width
+    tap_groups = backward_filter_tap_groups(g, splits, dtype.itemsize)
     launch = backward_filter_kernel(tile_in, tile_out, dtype.name, this_machine().vector_bits,
                                     pixels_outer).bind(
         batch=g.batch, padded_height=padded_height, padded_width=padded_width,
@@ -354,7 +373,8 @@ def _prepare_backward_filter(g: ConvGeometry, schedule: TiledSchedule, dtype: np
         out_channels=g.out_channels, group_out_channels=g.out_channels_per_group,
         out_height=g.out_height, out_width=g.out_width, stride_h=g.stride_h,
         stride_w=g.stride_w, dilation_h=g.dilation_h, dilation_w=g.dilation_w, splits=splits,
-        c_groups=groups_for(g.in_channels_per_group // tile_in, splits * taps))
+        tap_groups=tap_groups,
+        c_groups=groups_for(g.in_channels_per_group // tile_in, splits * tap_groups))
     partials_shape = (splits,) + g.filter_shape
 
     def backward_filter(x, dy):

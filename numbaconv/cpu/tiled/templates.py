@@ -57,7 +57,7 @@ BACKWARD_FILTER_PARAMETERS = KernelParameters(
     ("filter_height", "int"), ("filter_width", "int"), ("out_channels", "int"),
     ("group_out_channels", "int"), ("out_height", "int"),
     ("out_width", "int"), ("stride_h", "int"), ("stride_w", "int"), ("dilation_h", "int"),
-    ("dilation_w", "int"), ("splits", "int"), ("c_groups", "int"))
+    ("dilation_w", "int"), ("splits", "int"), ("tap_groups", "int"), ("c_groups", "int"))
 
 
 def render_forward(tile_pixels: int, tile_channels: int, dtype: str, vector_bits: int) -> str:
@@ -302,12 +302,14 @@ def render_backward_filter(tile_in_channels: int, tile_channels: int, dtype: str
             src("xo += pixel_step",
                 "do += uint64(out_channels)")
 
-    def tap_and_rows():
-        """The task's filter tap (r, s) and its split's rows [row0, row1) of the reduction."""
-        src("r = tap // filter_width",
-            "s = tap % filter_width",
-            "row0 = split * rows // splits",
+    def split_rows():
+        """The task's split's rows [row0, row1) of the reduction."""
+        src("row0 = split * rows // splits",
             "row1 = (split + 1) * rows // splits")
+
+    def tap_position():
+        src("r = tap // filter_width",
+            "s = tap % filter_width")
 
     def tile_slots():
         """(accumulator, offset in ``partials``) of each vector of the tile."""
@@ -322,11 +324,12 @@ def render_backward_filter(tile_in_channels: int, tile_channels: int, dtype: str
             "    (k // group_out_channels) · C on (one group: all of them).",
             "",
             "    Each split sums its rows of output pixels in row-major order. Pixel tiles",
-            "    outer: a task (split, tap, group of c tiles) walks its rows once and, per row,",
-            "    runs every tile of its group, its accumulators kept in ``partials`` (which",
-            "    must start at zero) between rows, so the row's x and dy stay in L1; channel",
-            "    tiles outer: a task is one tile and streams all its rows (same sums, same",
-            "    order; each order its own kernel, as each is a whole unrolled tile to compile).",
+            "    outer: a task (split, group of taps, group of c tiles) walks its rows once",
+            "    and, per row, runs every tile of its taps and c tiles, its accumulators kept",
+            "    in ``partials`` (which must start at zero) between rows, so the row's x and",
+            "    dy stay in L1 (dy read once for all the task's taps); channel tiles outer: a",
+            "    task is one tile and streams all its rows (same sums, same order; each order",
+            "    its own kernel, as each is a whole unrolled tile to compile).",
             f'    C % {CB} == 0 and K % {KB} == 0."""',
             f"c_tiles = in_channels // {CB}",
             f"k_tiles = out_channels // {KB}",
@@ -336,15 +339,19 @@ def render_backward_filter(tile_in_channels: int, tile_channels: int, dtype: str
             "pixel_step = uint64(stride_w * x_channels)")
         locals_ = ("c_tiles", "k_tiles", "taps", "rows", "tiles", "pixel_step")
         if pixels_outer:
-            with task_loop(src, "splits * taps * c_groups", vector_bits, "rows_task",
+            with task_loop(src, "splits * tap_groups * c_groups", vector_bits, "rows_task",
                            BACKWARD_FILTER_PARAMETERS.names + locals_):
-                src("split = task // (taps * c_groups)",
-                    "tap = task // c_groups % taps",
+                src("split = task // (tap_groups * c_groups)",
+                    "tap_group = task // c_groups % tap_groups",
                     "group = task % c_groups",
+                    "tap0 = tap_group * taps // tap_groups",
+                    "tap1 = (tap_group + 1) * taps // tap_groups",
                     "ct0 = group * c_tiles // c_groups",
                     "ct1 = (group + 1) * c_tiles // c_groups")
-                tap_and_rows()
-                with src.block("for row in range(row0, row1):"):
+                split_rows()
+                with src.block("for row in range(row0, row1):"), \
+                        src.block("for tap in range(tap0, tap1):"):
+                    tap_position()
                     src("n = row // out_height",
                         "ih = (row % out_height) * stride_h + r * dilation_h",
                         "x_row = uint64(((n * padded_height + ih) * padded_width"
@@ -369,7 +376,8 @@ def render_backward_filter(tile_in_channels: int, tile_channels: int, dtype: str
                     "tap = tile // (c_tiles * k_tiles)",
                     f"c0 = (tile // k_tiles % c_tiles) * {CB}",
                     f"k0 = (tile % k_tiles) * {KB}")
-                tap_and_rows()
+                tap_position()
+                split_rows()
                 _accumulators(src, CB, len(vectors), dtype)
                 with src.block("for row in range(row0, row1):"):
                     src("n = row // out_height",
