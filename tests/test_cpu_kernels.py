@@ -220,29 +220,24 @@ def test_backward_filter_with_taps_shared_by_tasks(rng, monkeypatch, case, share
                    reference_result("backward_filter", g, x, w, dy), np.float64)
 
 
-@pytest.mark.parametrize("order", ["pixel_tiles_outer", "channel_tiles_outer"])
-def test_backward_filter_redraws_the_short_rows_of_a_one_by_one_layer(rng, order):
-    g, x, w, dy = make_case(rng, ((3, 5, 7, 8), (1, 1, 8, 600), (1, 1), (1, 1), "VALID"))
-    assert tiled.long_rows(g, 8).input_shape == (1, 3, 35, 8)  # 105 pixels in rows of 35
-    schedule = tiled.fit(TiledSchedule(loop_order=order, register_tile=(4, 8)),
-                         "backward_filter", g, 8)
-    assert_matches(families.run("backward_filter", (x, dy), g, schedule),
-                   reference_result("backward_filter", g, x, w, dy), np.float64)
+@pytest.mark.parametrize("row_block", [1, 2, 3, 100])
+def test_backward_filter_tiles_sum_blocks_of_rows(rng, monkeypatch, row_block):
+    # The sums go back to the partial filter once per block of rows; the last block of a
+    # split may be short (7 output rows in blocks of 2 or 3), or the block all of them.
+    monkeypatch.setattr(tiled, "backward_filter_row_block", lambda g: row_block)
+    g, x, w, dy = make_case(rng, ((1, 7, 9, 8), (3, 3, 8, 16), (1, 1), (1, 1), "SAME"))
+    for splits in (1, 3):
+        schedule = TiledSchedule(loop_order="pixel_tiles_outer", register_tile=(4, 8),
+                                 reduction_splits=splits)
+        assert_matches(families.run("backward_filter", (x, dy), g, schedule),
+                       reference_result("backward_filter", g, x, w, dy), np.float64)
 
 
-def test_rows_are_redrawn_only_for_short_rows_of_one_by_one_stride_one_layers():
-    def redrawn(input_shape, filter_shape, strides=(1, 1)):
-        found = tiled.long_rows(conv_geometry(input_shape, filter_shape, strides), 4)
-        return found and found.input_shape
-
-    # rows of 7 pixels of dy, 8 KB each (past L1)
-    assert redrawn((8, 7, 7, 16), (1, 1, 16, 2048)) == (1, 7, 56, 16)
-    assert redrawn((1, 7, 7, 16), (1, 1, 16, 2048)) == (1, 1, 49, 16)
-    assert redrawn((8, 56, 56, 16), (1, 1, 16, 2048)) is None  # rows long enough
-    assert redrawn((8, 7, 7, 16), (1, 1, 16, 2048), (2, 2)) is None  # pixels not contiguous
-    assert redrawn((8, 7, 7, 16), (3, 3, 16, 2048)) is None
-    assert redrawn((1, 11, 11, 16), (1, 1, 16, 2048)) is None  # 121 pixels: rows of 11
-    assert redrawn((8, 7, 7, 2048), (1, 1, 2048, 512)) is None  # a row of dy fits in L1
+def test_short_rows_are_summed_in_blocks():
+    assert tiled.backward_filter_row_block(conv_geometry((8, 7, 7, 16), (1, 1, 16, 32))) == 6
+    assert tiled.backward_filter_row_block(conv_geometry((1, 14, 14, 16), (3, 3, 16, 32),
+                                                         padding="SAME")) == 3
+    assert tiled.backward_filter_row_block(conv_geometry((1, 56, 56, 16), (1, 1, 16, 32))) == 1
 
 
 def test_swap_channels_kernel(rng):

@@ -16,12 +16,11 @@ from .jit import parallel_kernel
 SMALL_COPY_BYTES = 256 * 2**10
 #: The same for a filter's rearrangement, whose strided reads NumPy makes slowly.
 SMALL_TRANSPOSE_BYTES = 32 * 2**10
-#: The L1 data cache taken for granted: 32-48 KiB on x86 cores.
-L1_BYTES = 32 * 2**10
 #: A grouped filter's swap walks the groups innermost from this many groups (a loop long
-#: enough to pay for its strided steps) when one tap's [C, K] block outgrows L1;
-#: otherwise it moves each group's block whole.
+#: enough to pay for its strided steps) when one tap's [C, K] block outgrows L1 (32-48
+#: KiB on x86 cores); otherwise it moves each group's block whole.
 MANY_GROUPS = 8
+L1_BYTES = 32 * 2**10
 
 
 @parallel_kernel

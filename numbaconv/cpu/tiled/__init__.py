@@ -31,7 +31,7 @@ from typing import Callable, ClassVar
 import numpy as np
 
 from ...family import Family, run_prepared
-from ...geometry import ConvGeometry, conv_geometry
+from ...geometry import ConvGeometry
 from ...machine import this_machine
 from ...primitives import primitive as primitive_named
 from ...schedule import Schedule
@@ -50,12 +50,9 @@ STREAMED_BYTES = 4 * 2**20
 #: A backward-filter task's share of a tap's partial filter, read and written every row:
 #: small enough to stay in any x86 core's L2 beside the rows of x and dy.
 TASK_FILTER_BYTES = 64 * 2**10
-#: Backward-filter's tiles load and store their sums once per output row, which rows of
-#: fewer pixels than this pay for with few multiply-adds; a 1×1 stride-1 layer's pixels
-#: are one contiguous run, so its rows are redrawn up to LONG_ROW_PIXELS long (see
-#: :func:`long_rows`).
-SHORT_ROW_PIXELS = 16
-LONG_ROW_PIXELS = 64
+#: Backward-filter's tiles load and store their sums once per block of output rows of
+#: about this many pixels (once per row, short rows of 7 or 14 pixels paid for it).
+BLOCK_PIXELS = 48
 #: Tiles of the machine's menu a search space of ``register_tile: model`` offers.
 MODEL_TILES = 5
 #: Backward-filter tile rows (input channels): divisors of common channel counts.
@@ -361,29 +358,14 @@ def _prepare_backward_data(g: ConvGeometry, schedule: TiledSchedule, dtype: np.d
     return backward_data
 
 
-def long_rows(g: ConvGeometry, itemsize: int) -> ConvGeometry | None:
-    """A 1×1 stride-1 layer with short rows (:data:`SHORT_ROW_PIXELS`) as one image whose
-    rows are the longest divisor of its pixels up to :data:`LONG_ROW_PIXELS` (the same
-    pixels in the same order); None where that does not lengthen them, and where a row of
-    dy fits in L1 (each tile of input channels reads it again from there: longer rows
-    measured no faster)."""
-    if not (g.is_one_by_one and g.stride_h == g.stride_w == 1
-            and g.out_width < SHORT_ROW_PIXELS
-            and g.out_width * g.out_channels * itemsize > layout.L1_BYTES):
-        return None
-    pixels = g.batch * g.out_height * g.out_width
-    length = max(d for d in range(1, LONG_ROW_PIXELS + 1) if pixels % d == 0)
-    if length <= g.out_width:
-        return None
-    return conv_geometry((1, pixels // length, length, g.in_channels), g.filter_shape)
+def backward_filter_row_block(g: ConvGeometry) -> int:
+    """The output rows a tile sums before its sums go back to the partial filter: about
+    :data:`BLOCK_PIXELS` pixels' worth."""
+    return max(1, BLOCK_PIXELS // g.out_width)
 
 
 def _prepare_backward_filter(g: ConvGeometry, schedule: TiledSchedule, dtype: np.dtype,
                              by_numpy: bool) -> Callable:
-    redrawn = long_rows(g, dtype.itemsize)
-    if redrawn is not None:  # x and dy are C-contiguous: the reshapes are views
-        run = _prepare_backward_filter(redrawn, schedule, dtype, by_numpy)
-        return lambda x, dy: run(x.reshape(redrawn.input_shape), dy.reshape(redrawn.output_shape))
     splits = _splits(schedule, g)
     pixels_outer = schedule.loop_order == "pixel_tiles_outer"
     # Pixel tiles outer keeps each tile's running sums in the partials between rows.
@@ -401,7 +383,8 @@ def _prepare_backward_filter(g: ConvGeometry, schedule: TiledSchedule, dtype: np
         out_height=g.out_height, out_width=g.out_width, stride_h=g.stride_h,
         stride_w=g.stride_w, dilation_h=g.dilation_h, dilation_w=g.dilation_w, splits=splits,
         tap_groups=tap_groups,
-        c_groups=groups_for(g.in_channels_per_group // tile_in, splits * tap_groups))
+        c_groups=groups_for(g.in_channels_per_group // tile_in, splits * tap_groups),
+        row_block=backward_filter_row_block(g))
     partials_shape = (splits,) + g.filter_shape
 
     def backward_filter(x, dy):

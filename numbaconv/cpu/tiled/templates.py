@@ -57,7 +57,8 @@ BACKWARD_FILTER_PARAMETERS = KernelParameters(
     ("filter_height", "int"), ("filter_width", "int"), ("out_channels", "int"),
     ("group_out_channels", "int"), ("out_height", "int"),
     ("out_width", "int"), ("stride_h", "int"), ("stride_w", "int"), ("dilation_h", "int"),
-    ("dilation_w", "int"), ("splits", "int"), ("tap_groups", "int"), ("c_groups", "int"))
+    ("dilation_w", "int"), ("splits", "int"), ("tap_groups", "int"), ("c_groups", "int"),
+    ("row_block", "int"))
 
 
 def render_forward(tile_pixels: int, tile_channels: int, dtype: str, vector_bits: int) -> str:
@@ -325,9 +326,10 @@ def render_backward_filter(tile_in_channels: int, tile_channels: int, dtype: str
             "",
             "    Each split sums its rows of output pixels in row-major order. Pixel tiles",
             "    outer: a task (split, group of taps, group of c tiles) walks its rows once",
-            "    and, per row, runs every tile of its taps and c tiles, its accumulators kept",
-            "    in ``partials`` (which must start at zero) between rows, so the row's x and",
-            "    dy stay in L1 (dy read once for all the task's taps); channel tiles outer: a",
+            "    and, per block of row_block rows, runs every tile of its taps and c tiles,",
+            "    its accumulators kept in ``partials`` (which must start at zero) between",
+            "    blocks, so the block's x and dy stay in cache (dy read once for all the",
+            "    task's taps); channel tiles outer: a",
             "    task is one tile and streams all its rows (same sums, same order; each order",
             "    its own kernel, as each is a whole unrolled tile to compile).",
             f'    C % {CB} == 0 and K % {KB} == 0."""',
@@ -349,23 +351,25 @@ def render_backward_filter(tile_in_channels: int, tile_channels: int, dtype: str
                     "ct0 = group * c_tiles // c_groups",
                     "ct1 = (group + 1) * c_tiles // c_groups")
                 split_rows()
-                with src.block("for row in range(row0, row1):"), \
-                        src.block("for tap in range(tap0, tap1):"):
-                    tap_position()
-                    src("n = row // out_height",
-                        "ih = (row % out_height) * stride_h + r * dilation_h",
-                        "x_row = uint64(((n * padded_height + ih) * padded_width"
-                        " + s * dilation_w) * x_channels)",
-                        "dy_row = uint64(row * out_width * out_channels)")
-                    with src.block("for ct in range(ct0, ct1):"):
-                        with src.block("for kt in range(k_tiles):"):
+                with src.block("for block0 in range(row0, row1, row_block):"):
+                    src("block1 = min(block0 + row_block, row1)")
+                    with src.block("for tap in range(tap0, tap1):"):
+                        tap_position()
+                        with src.block("for ct in range(ct0, ct1):"), \
+                                src.block("for kt in range(k_tiles):"):
                             src(f"c0 = ct * {CB}", f"k0 = kt * {KB}",
                                 "p = uint64((split * taps + tap) * in_channels * out_channels"
                                 " + c0 * out_channels + k0)")
                             src(*(f"{name} = load(partials, {offset})"
                                   for name, offset in tile_slots()))
-                            pixel_row("x_row + uint64(k0 // group_out_channels * in_channels"
-                                      " + c0)", "dy_row + uint64(k0)")
+                            with src.block("for row in range(block0, block1):"):
+                                src("n = row // out_height",
+                                    "ih = (row % out_height) * stride_h + r * dilation_h",
+                                    "x_row = uint64(((n * padded_height + ih) * padded_width"
+                                    " + s * dilation_w) * x_channels)",
+                                    "dy_row = uint64(row * out_width * out_channels)")
+                                pixel_row("x_row + uint64(k0 // group_out_channels"
+                                          " * in_channels + c0)", "dy_row + uint64(k0)")
                             src(*(f"store(partials, {offset}, {name})"
                                   for name, offset in tile_slots()))
         else:
