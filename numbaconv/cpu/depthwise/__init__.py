@@ -2,16 +2,16 @@
 (``depthwise_conv2d``, MobileNet's layers), as elementwise multiply-adds along the channel
 axis (:mod:`.kernels`). Memory-bound: what counts is reading each row once. Its vector
 tiles also take grouped layers of a few channels per group, as many in as out (ResNeXt's
-4 and 8; forward and stride-1 backward-data): a vector holds whole groups.
+4 and 8; forward and backward-data): a vector holds whole groups.
 
 Knobs (:class:`DepthwiseSchedule`):
 
 - ``loop_order``: ``vector_tiles`` (channel multiplier 1, or groups of at most
-  :data:`MAX_GROUP_CHANNELS` channels in and out that divide the vectors; backward-data at
-  stride 1; backward-filter with one input channel per group and a filter whose taps fit
-  the vector registers, :mod:`.templates`): generated kernels whose accumulators are
-  vectors of channels in registers, a tile of pixels (forward, backward-data) or every tap
-  (backward-filter) at a time;
+  :data:`MAX_GROUP_CHANNELS` channels in and out that divide the vectors; backward-filter
+  with one input channel per group and a filter whose taps fit the vector registers,
+  :mod:`.templates`): generated kernels whose accumulators are vectors of channels in
+  registers, a tile of pixels (forward, backward-data; at strides > 1 one sweep per
+  stride phase of dx) or every tap (backward-filter) at a time;
   ``flat_rows`` (channel multiplier 1 and, but for backward-filter, unit
   horizontal stride, :mod:`.rows`): each filter tap is one multiply-add over a whole
   flattened row; forward and
@@ -32,7 +32,7 @@ import dataclasses
 import functools
 import math
 from dataclasses import dataclass
-from typing import Callable, ClassVar
+from typing import Callable, ClassVar, NamedTuple
 
 import numpy as np
 
@@ -57,6 +57,11 @@ MAX_GROUP_CHANNELS = 8
 #: Backward-filter's multiply-adds per split (and channel block) at least: a smaller
 #: split's work costs less than summing its partial filter.
 SPLIT_MULTIPLY_ADDS = 2**15
+#: The dx sizes where the rule runs backward-data at a stride > 1 on vector tiles, one
+#: sweep per stride phase: on smaller layers the launches cost more than they save, on
+#: larger ones each phase's pass over dy comes from memory (dx and dy past the last-level
+#: cache) while the loops read dy once.
+PHASED_BYTES = (2**20, 16 * 2**20)
 #: Forward and backward-data flat rows stream three rows per tap (result, operand,
 #: weights): beyond this many bytes a row they no longer share L1 and per-pixel
 #: accumulators win.
@@ -128,7 +133,7 @@ def fit(schedule: DepthwiseSchedule, primitive: str, g: ConvGeometry,
 def grouped_default(primitive: str, g: ConvGeometry, itemsize: int,
                     machine: Machine) -> DepthwiseSchedule | None:
     """Vector tiles for a grouped layer with a few channels per group, as many in as out,
-    where they apply (forward, stride-1 backward-data); None elsewhere."""
+    where they apply (forward, backward-data); None elsewhere."""
     if g.groups == 1 or g.is_depthwise or not _vector_tiles_preferred(g, primitive, machine,
                                                                       itemsize):
         return None
@@ -151,7 +156,11 @@ def _lanes(g: ConvGeometry, itemsize: int, machine: Machine) -> int:
 def _vector_tiles_preferred(g: ConvGeometry, primitive: str, machine: Machine,
                             itemsize: int) -> bool:
     """Vector tiles apply, with vectors a quarter of a register or more: narrower ones
-    lose to the loops LLVM vectorises with a scalar tail."""
+    lose to the loops LLVM vectorises with a scalar tail; backward-data at a stride > 1
+    only where its phases pay (:data:`PHASED_BYTES`)."""
+    if (primitive == "backward_data" and (g.stride_h, g.stride_w) != (1, 1)
+            and not PHASED_BYTES[0] <= math.prod(g.input_shape) * itemsize <= PHASED_BYTES[1]):
+        return False
     return (_vector_tiles_apply(g, primitive, machine, itemsize)
             and 4 * _lanes(g, itemsize, machine) >= machine.lanes(itemsize))
 
@@ -160,7 +169,6 @@ def _vector_tiles_apply(g: ConvGeometry, primitive: str, machine: Machine,
                         itemsize: int = 4) -> bool:
     """As many channels in as out per group: one (channel multiplier 1), or (forward and
     backward-data) a few that divide the vectors (grouped layers, spread in registers);
-    backward-data at unit stride (its sweep is a plain correlation only there);
     backward-filter with one accumulator per tap, plus the dy vector, a load and a spare,
     within the vector registers."""
     group = g.in_channels_per_group
@@ -169,8 +177,6 @@ def _vector_tiles_apply(g: ConvGeometry, primitive: str, machine: Machine,
     if group > 1 and (primitive == "backward_filter" or group > MAX_GROUP_CHANNELS
                       or _lanes(g, itemsize, machine) % group):
         return False
-    if primitive == "backward_data":
-        return g.stride_h == 1 and g.stride_w == 1
     if primitive == "backward_filter":
         return g.filter_height * g.filter_width + 3 <= machine.vector_registers
     return True
@@ -214,8 +220,8 @@ def illegal_reason(primitive: str, g: ConvGeometry, schedule: DepthwiseSchedule,
     if schedule.loop_order == "vector_tiles" and not _vector_tiles_apply(
             g, primitive, this_machine(), itemsize):
         return ("vector_tiles needs as many channels in as out per group (one, or for "
-                "forward and backward-data a few that divide the vectors), backward-data "
-                "unit strides and backward-filter a filter whose taps fit the vector registers")
+                "forward and backward-data a few that divide the vectors), and for "
+                "backward-filter a filter whose taps fit the vector registers")
     return None
 
 
@@ -261,6 +267,23 @@ def _rows_arguments(g: ConvGeometry) -> tuple:
             g.pad_top, g.pad_left)
 
 
+def _sweep_launch(g: ConvGeometry, schedule: DepthwiseSchedule, dtype, storage: str | None,
+                  operand_shape: tuple, grid: tuple, taps: tuple, sweep: dict,
+                  full_shape: tuple, steps: tuple = (1, 1), offsets: tuple = (0, 0)):
+    """The vector-tile sweep kernel bound to everything but its arrays (operand, filter
+    of ``taps`` rows × columns, result): a ``grid`` of result pixels, every ``steps``-th
+    pixel from ``offsets`` of an array of ``full_shape``."""
+    machine = this_machine()
+    batch, operand_height, operand_width, channels = operand_shape
+    return sweep_kernel(schedule.tile_pixels, _lanes(g, dtype.itemsize, machine), dtype.name,
+                        machine.vector_bits, storage, g.in_channels_per_group).bind(
+        batch=batch, operand_height=operand_height, operand_width=operand_width,
+        channels=channels, result_height=grid[0], result_width=grid[1],
+        filter_height=taps[0], filter_width=taps[1], channel_block=schedule.channel_block,
+        **sweep, full_height=full_shape[1], full_width=full_shape[2], row_step=steps[0],
+        column_step=steps[1], row_offset=offsets[0], column_offset=offsets[1])
+
+
 def _prepare_sweep(rows_kernel, pixels_kernel, g: ConvGeometry, schedule: DepthwiseSchedule,
                    dtype, operand_shape: tuple, result_shape: tuple, width: int,
                    sweep: dict, storage: str | None, weights: Callable) -> Callable:
@@ -271,16 +294,9 @@ def _prepare_sweep(rows_kernel, pixels_kernel, g: ConvGeometry, schedule: Depthw
     weights repeated along ``width`` pixels) or per pixel."""
     taps_shape = _taps_shape(g)
     if schedule.loop_order == "vector_tiles":
-        machine = this_machine()
-        batch, operand_height, operand_width, channels = operand_shape
         result_dtype = dtype if storage is None else np.dtype(np.uint16)
-        launch = sweep_kernel(schedule.tile_pixels, _lanes(g, dtype.itemsize, machine),
-                              dtype.name, machine.vector_bits, storage,
-                              g.in_channels_per_group).bind(
-            batch=batch, operand_height=operand_height, operand_width=operand_width,
-            channels=channels, result_height=result_shape[1], result_width=result_shape[2],
-            filter_height=g.filter_height, filter_width=g.filter_width,
-            channel_block=schedule.channel_block, **sweep)
+        launch = _sweep_launch(g, schedule, dtype, storage, operand_shape, result_shape[1:3],
+                               (g.filter_height, g.filter_width), sweep, result_shape)
 
         def by_vectors(operand, w):
             result = np.empty(result_shape, result_dtype)
@@ -329,8 +345,78 @@ def _prepare_backward_data(g: ConvGeometry, schedule: DepthwiseSchedule, dtype,
     # sweep reads the filter with the channel roles exchanged within each group.
     weights = (lambda w: w) if g.in_channels_per_group == 1 else functools.partial(
         layout.swap_channels, groups=g.groups)
+    if schedule.loop_order == "vector_tiles" and (g.stride_h, g.stride_w) != (1, 1):
+        return _prepare_phases(g, schedule, dtype, storage, weights)
     return _prepare_sweep(backward_data_rows, backward_data_depthwise, g, schedule, dtype,
                           g.output_shape, g.input_shape, g.in_width, sweep, storage, weights)
+
+
+class _AxisPhase(NamedTuple):
+    """One stride phase of dx along an axis: positions stride·i + phase, i < ``size``, are
+    reached by the taps first_tap, first_tap + tap_step, ... (``taps`` of them), tap k from
+    dy position i + origin + k·tap_delta."""
+
+    phase: int
+    size: int
+    first_tap: int
+    tap_step: int
+    taps: int
+    origin: int
+    tap_delta: int
+
+
+def _axis_phases(stride: int, dilation: int, pad: int, filter_size: int,
+                 in_size: int) -> list:
+    """The phases of one axis of backward-data at ``stride``; a phase no tap reaches has
+    ``taps`` 0 (its dx is zero)."""
+    step = stride // math.gcd(stride, dilation)
+    found = []
+    for phase in range(min(stride, in_size)):
+        reached = [r for r in range(filter_size) if (phase + pad - r * dilation) % stride == 0]
+        first = reached[0] if reached else 0
+        found.append(_AxisPhase(phase, -(-(in_size - phase) // stride), first, step,
+                                len(reached), (phase + pad - first * dilation) // stride,
+                                -(dilation * step // stride)))
+    return found
+
+
+def _prepare_phases(g: ConvGeometry, schedule: DepthwiseSchedule, dtype, storage: str | None,
+                    weights: Callable) -> Callable:
+    """Backward-data at stride > 1 on vector tiles: per stride phase of dx (every
+    (stride_h, stride_w)-th pixel from one offset), a unit-stride sweep of dy with the
+    sub-filter of the taps that reach it, written in place; phases no tap reaches are
+    zero."""
+    result_dtype = dtype if storage is None else np.dtype(np.uint16)
+    launches, unreached = [], []
+    for rows in _axis_phases(g.stride_h, g.dilation_h, g.pad_top, g.filter_height,
+                             g.in_height):
+        for columns in _axis_phases(g.stride_w, g.dilation_w, g.pad_left, g.filter_width,
+                                    g.in_width):
+            part = (slice(None), slice(rows.phase, None, g.stride_h),
+                    slice(columns.phase, None, g.stride_w))
+            if rows.taps == 0 or columns.taps == 0:
+                unreached.append(part)
+                continue
+            sweep = dict(stride_h=1, stride_w=1, tap_h=rows.tap_delta,
+                         tap_w=columns.tap_delta, origin_h=rows.origin,
+                         origin_w=columns.origin)
+            taps = (slice(rows.first_tap, None, rows.tap_step),
+                    slice(columns.first_tap, None, columns.tap_step))
+            launches.append((taps, _sweep_launch(
+                g, schedule, dtype, storage, g.output_shape, (rows.size, columns.size),
+                (rows.taps, columns.taps), sweep, g.input_shape, (g.stride_h, g.stride_w),
+                (rows.phase, columns.phase))))
+
+    def by_phases(dy, w):
+        dx = np.empty(g.input_shape, result_dtype)
+        for part in unreached:
+            dx[part] = 0
+        swept, operand, flat = weights(w), readonly(dy).reshape(-1), dx.reshape(-1)
+        for taps, launch in launches:
+            launch(operand, readonly(np.ascontiguousarray(swept[taps])).reshape(-1), flat)
+        return dx
+
+    return by_phases
 
 
 def _prepare_backward_filter(g: ConvGeometry, schedule: DepthwiseSchedule, dtype,

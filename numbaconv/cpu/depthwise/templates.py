@@ -4,7 +4,7 @@ the sweep also groups of ``G`` channels in and out (``w[r, s, g, c]``, HWIO): pe
 channel g of a group, one shuffle spreads channel g of every group in the operand's vector
 over its group's lanes (``spread{g}``), then one multiply-add with the filter's vector.
 
-- ``sweep`` (forward, and backward-data at stride 1): a tile of ``tile_pixels``
+- ``sweep`` (forward and backward-data): a tile of ``tile_pixels``
   consecutive result pixels of one row × one vector of channels sums every tap in
   registers, each tap's weights loaded once per tile; a tile's channel vectors take
   turns, so that its operand pixels stay in L1. Per result element:
@@ -12,8 +12,11 @@ over its group's lanes (``spread{g}``), then one multiply-add with the filter's 
   w[r, s, c]``, taps (r, s) in that order, positions outside the operand skipped: forward is
   ``(th, tw) = dilations``, ``(oh, ow) = −(pad_top, pad_left)``; backward-data at stride 1
   the gather ``dx[ih, iw] = Σ dy[ih + pt − r·dh, iw + pl − s·dw] · w[r, s]``, so
-  ``(th, tw) = −dilations`` and ``(oh, ow) = (pad_top, pad_left)``. Columns whose taps all
-  land inside the operand run tiled, with no bounds checks; the rest one pixel at a time.
+  ``(th, tw) = −dilations`` and ``(oh, ow) = (pad_top, pad_left)``; at larger strides, per
+  stride phase of dx (the pixels ``(sh·i + φh, sw·j + φw)``, written in place: the result's
+  ``row_step``, ``row_offset`` and the like), the same gather of dy with the sub-filter of
+  the taps that reach that phase. Columns whose taps all land inside the operand run
+  tiled, with no bounds checks; the rest one pixel at a time.
 - ``filter_taps`` (backward-filter): every tap of an ``R × S`` filter keeps one vector
   accumulator while a task's rows of pixels stream, so each ``dy`` vector is loaded once
   for all taps; a row's pixels go in chunks whose channel vectors take turns, the
@@ -47,7 +50,9 @@ def sweep_parameters(storage: str | None = None) -> KernelParameters:
         ("operand_height", "int"), ("operand_width", "int"), ("channels", "int"),
         ("result_height", "int"), ("result_width", "int"), ("filter_height", "int"),
         ("filter_width", "int"), ("stride_h", "int"), ("stride_w", "int"), ("tap_h", "int"),
-        ("tap_w", "int"), ("origin_h", "int"), ("origin_w", "int"), ("channel_block", "int"))
+        ("tap_w", "int"), ("origin_h", "int"), ("origin_w", "int"), ("channel_block", "int"),
+        ("full_height", "int"), ("full_width", "int"), ("row_step", "int"),
+        ("column_step", "int"), ("row_offset", "int"), ("column_offset", "int"))
 
 
 def filter_taps_parameters(storage: str | None = None) -> KernelParameters:
@@ -87,10 +92,12 @@ def render_sweep(tile_pixels: int, lanes: int, dtype: str, vector_bits: int,
                       f"{lanes}, {dtype!r}, {vector_bits}, {storage!r}, {G}): {P} pixels × "
                       f"{lanes} channels in registers.", dtype, vector_bits, lanes, storage, G)
     with src.block(parameters.header()):
-        src(f'"""operand [N, OH_op, OW_op, C], w [R, S, {G}, C] -> result [N, H, W, C], all',
-            "    flat; see the module docstring of numbaconv.cpu.depthwise.templates. One task",
-            f"    per (n, result row, block of channel_block channels); C % {lanes} == 0, groups",
-            f'    of {G} channels."""',
+        src(f'"""operand [N, OH_op, OW_op, C], w [R, S, {G}, C] -> result, all flat; see',
+            "    the module docstring of numbaconv.cpu.depthwise.templates. The result's H × W",
+            "    pixels are every (row_step, column_step)-th pixel from (row_offset,",
+            "    column_offset) of an [N, full_height, full_width, C] array (a stride phase",
+            "    of backward-data; all of it otherwise). One task per (n, result row, block",
+            f"    of channel_block channels); C % {lanes} == 0, groups of {G} channels.\"\"\"",
             "blocks = (channels + channel_block - 1) // channel_block")
         _inner_columns(src, "result_width", "operand_width",
                        "origin_w + min(0, (filter_width - 1) * tap_w)",
@@ -108,7 +115,9 @@ def render_sweep(tile_pixels: int, lanes: int, dtype: str, vector_bits: int,
                 "c1 = min(c0 + channel_block, channels)",
                 "n = row // result_height",
                 "i = row % result_height",
-                "result_row = (n * result_height + i) * result_width * channels",
+                "result_row = ((n * full_height + i * row_step + row_offset) * full_width"
+                " + column_offset) * channels",
+                "result_step = uint64(column_step * channels)",
                 "pixel_step = uint64(stride_w * channels)")
             with src.block("for t in range(single_pixels):"):
                 src("# The edge columns, and the inner ones short of a whole tile.",
@@ -121,7 +130,7 @@ def render_sweep(tile_pixels: int, lanes: int, dtype: str, vector_bits: int,
                     _checked_pixel(src, 1, lanes, dtype, G)
             with src.block("for tile in range(tiles):"):
                 src(f"j = min(first_inner + tile * {P}, tiled_end - {P})",
-                    "o = uint64(result_row + j * channels)")
+                    "o = uint64(result_row + j * column_step * channels)")
                 # Channels inner: a tile's operand pixels (R rows of a few pixels, all
                 # their channels) stay in L1 while its channel vectors take turns.
                 with src.block(f"for c in range(c0, c1, {lanes}):"):
@@ -137,7 +146,7 @@ def render_sweep(tile_pixels: int, lanes: int, dtype: str, vector_bits: int,
                             _group_terms(src, f"a{p}",
                                          f"load_data(operand, xo{_times(p, 'pixel_step')})",
                                          [f"w{g}" for g in range(G)])
-                    src(*(f"store_data(result, o + cu{_times(p, 'uint64(channels)')}, a{p})"
+                    src(*(f"store_data(result, o + cu{_times(p, 'result_step')}, a{p})"
                           for p in range(P)))
     return src.text()
 
@@ -267,7 +276,8 @@ def _checked_pixel(src: Source, vectors: int, lanes: int, dtype: str, group: int
                 _group_terms(src, f"e{v}", f"load_data(operand, xo + uint64({v * lanes}))",
                              [f"load(w, wo + uint64({g} * channels + {v * lanes}))"
                               for g in range(group)])
-    src(*(f"store_data(result, uint64(result_row + j * channels + c + {v * lanes}), e{v})"
+    src(*(f"store_data(result, uint64(result_row + j * column_step * channels + c"
+            f" + {v * lanes}), e{v})"
           for v in range(vectors)))
     src(f"c += {vectors * lanes}")
 
