@@ -170,12 +170,14 @@ def test_data_format_none_is_nhwc_and_rate_is_dilations(rng):
         nc.depthwise_conv2d(x, w, 1, "VALID", dilations=2, rate=2)
 
 
+VECTOR_GEOMETRIES = {"s1": ((1, 1), (1, 1)), "s2x1_d1x2": ((2, 1), (1, 2)),
+                     "s1x2_d2x1": ((1, 2), (2, 1))}
 #: Backward-data at a stride > 1 runs one sweep per stride phase of dx, each with the taps
 #: that reach it (stride 2 with dilation 2: no tap reaches every second phase).
-VECTOR_GEOMETRIES = {"s1": ((1, 1), (1, 1)), "s2x1_d1x2": ((2, 1), (1, 2)),
-                     "s1x2_d2x1": ((1, 2), (2, 1)), "s2_d2": ((2, 2), (2, 2))}
 VECTOR_CASES = {f"{op}-{name}": (op, geometry) for op in OPS
                 for name, geometry in VECTOR_GEOMETRIES.items()}
+VECTOR_CASES["depthwise_conv2d_backprop_input-s2_d2"] = ("depthwise_conv2d_backprop_input",
+                                                          ((2, 2), (2, 2)))
 
 
 @pytest.mark.parametrize("width", [1, 2, 5, 9, 12, 13, 21])

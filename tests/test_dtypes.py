@@ -8,7 +8,7 @@ from conftest import random
 
 import numbaconv as nc
 import reference as ref
-from numbaconv.cpu import families, half
+from numbaconv.cpu import depthwise, families, half
 
 HALVES = {"float16": np.float16, "bfloat16": ml_dtypes.bfloat16}
 X_SHAPE, W_SHAPE = (2, 9, 8, 6), (3, 3, 6, 4)
@@ -92,6 +92,27 @@ DEPTHWISE_OPS = ("depthwise_conv2d", "depthwise_conv2d_backprop_input",
 
 #: On a grouped layer of 4 channels in and out per group, where vector tiles run them.
 GROUPED_OPS = ("conv2d", "conv2d_backprop_input")
+
+
+@pytest.mark.parametrize("op", ["depthwise_conv2d_backprop_input", "conv2d_backprop_input"])
+@pytest.mark.parametrize("dtype_name", ["float16", "bfloat16"])
+def test_strided_backward_data_converts_half_types_in_its_phases(rng, monkeypatch, dtype_name,
+                                                                  op):
+    """Backward-data at stride 2 on vector tiles (one sweep per stride phase of dx, taken
+    here on a small layer too): bit for bit the float32 phases on the widened operands."""
+    monkeypatch.setattr(depthwise, "PHASED_BYTES", (0, 2**62))
+    dtype = HALVES[dtype_name]
+    w = random(rng, (3, 3, 4, 32) if op == "conv2d_backprop_input" else (3, 3, 32, 1))
+    dy = (random(rng, (2, 5, 6, 32)) * 1e4).astype(dtype)
+    dy[0, 2, 2, 9] = np.inf
+    options = dict(strides=[1, 2, 2, 1], padding="SAME")
+    call = nc.call_for(op, (2, 9, 11, 32), w.astype(dtype), dy, **options)
+    assert call.choice().schedule.loop_order == "vector_tiles"
+    fused = getattr(nc, op)((2, 9, 11, 32), w.astype(dtype), dy, **options)
+    widened = getattr(nc, op)((2, 9, 11, 32), w.astype(dtype).astype(np.float32),
+                              dy.astype(np.float32), **options)
+    np.testing.assert_array_equal(fused.view(np.uint16),
+                                  half.from_float32(widened, dtype).view(np.uint16))
 
 
 @pytest.mark.parametrize("data_format", ["NHWC", "NCHW"])

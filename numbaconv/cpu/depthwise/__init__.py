@@ -32,7 +32,7 @@ import dataclasses
 import functools
 import math
 from dataclasses import dataclass
-from typing import Callable, ClassVar, NamedTuple
+from typing import Callable, ClassVar
 
 import numpy as np
 
@@ -46,6 +46,7 @@ from .. import layout, partials
 from ..half import hardware_float16
 from ..layout import readonly
 from ..tasks import channel_block_for, groups_for
+from ..tiled import phases
 from .kernels import backward_data_depthwise, backward_filter_depthwise, forward_depthwise
 from .rows import backward_data_rows, backward_filter_rows, forward_rows
 from .templates import filter_chunk, filter_taps_kernel, sweep_kernel
@@ -351,69 +352,34 @@ def _prepare_backward_data(g: ConvGeometry, schedule: DepthwiseSchedule, dtype,
                           g.output_shape, g.input_shape, g.in_width, sweep, storage, weights)
 
 
-class _AxisPhase(NamedTuple):
-    """One stride phase of dx along an axis: positions stride·i + phase, i < ``size``, are
-    reached by the taps first_tap, first_tap + tap_step, ... (``taps`` of them), tap k from
-    dy position i + origin + k·tap_delta."""
-
-    phase: int
-    size: int
-    first_tap: int
-    tap_step: int
-    taps: int
-    origin: int
-    tap_delta: int
-
-
-def _axis_phases(stride: int, dilation: int, pad: int, filter_size: int,
-                 in_size: int) -> list:
-    """The phases of one axis of backward-data at ``stride``; a phase no tap reaches has
-    ``taps`` 0 (its dx is zero)."""
-    step = stride // math.gcd(stride, dilation)
-    found = []
-    for phase in range(min(stride, in_size)):
-        reached = [r for r in range(filter_size) if (phase + pad - r * dilation) % stride == 0]
-        first = reached[0] if reached else 0
-        found.append(_AxisPhase(phase, -(-(in_size - phase) // stride), first, step,
-                                len(reached), (phase + pad - first * dilation) // stride,
-                                -(dilation * step // stride)))
-    return found
-
-
 def _prepare_phases(g: ConvGeometry, schedule: DepthwiseSchedule, dtype, storage: str | None,
                     weights: Callable) -> Callable:
     """Backward-data at stride > 1 on vector tiles: per stride phase of dx (every
-    (stride_h, stride_w)-th pixel from one offset), a unit-stride sweep of dy with the
-    sub-filter of the taps that reach it, written in place; phases no tap reaches are
-    zero."""
+    (stride_h, stride_w)-th pixel from one offset: :func:`phases.stride_phases`), a
+    unit-stride sweep of dy with the sub-filter of the taps that reach it, in increasing
+    order as at unit stride, written in place; phases no tap reaches are zero."""
     result_dtype = dtype if storage is None else np.dtype(np.uint16)
-    launches, unreached = [], []
-    for rows in _axis_phases(g.stride_h, g.dilation_h, g.pad_top, g.filter_height,
-                             g.in_height):
-        for columns in _axis_phases(g.stride_w, g.dilation_w, g.pad_left, g.filter_width,
-                                    g.in_width):
-            part = (slice(None), slice(rows.phase, None, g.stride_h),
-                    slice(columns.phase, None, g.stride_w))
-            if rows.taps == 0 or columns.taps == 0:
-                unreached.append(part)
-                continue
-            sweep = dict(stride_h=1, stride_w=1, tap_h=rows.tap_delta,
-                         tap_w=columns.tap_delta, origin_h=rows.origin,
-                         origin_w=columns.origin)
-            taps = (slice(rows.first_tap, None, rows.tap_step),
-                    slice(columns.first_tap, None, columns.tap_step))
-            launches.append((taps, _sweep_launch(
-                g, schedule, dtype, storage, g.output_shape, (rows.size, columns.size),
-                (rows.taps, columns.taps), sweep, g.input_shape, (g.stride_h, g.stride_w),
-                (rows.phase, columns.phase))))
+    reached, unreached = phases.stride_phases(g)
+    zeros = [(slice(None), slice(ph, None, g.stride_h), slice(pw, None, g.stride_w))
+             for ph, pw in unreached]
+    launches = []
+    for phase in reached:  # its taps come by increasing dy offset: decreasing tap index
+        (top, left), (spacing_h, spacing_w) = phase.start, phase.dilation
+        rows, cols = phase.rows[::-1], phase.cols[::-1]
+        sweep = dict(stride_h=1, stride_w=1, tap_h=-spacing_h, tap_w=-spacing_w,
+                     origin_h=top + (len(rows) - 1) * spacing_h,
+                     origin_w=left + (len(cols) - 1) * spacing_w)
+        launches.append((np.ix_(rows, cols), _sweep_launch(
+            g, schedule, dtype, storage, g.output_shape, phase.size, (len(rows), len(cols)),
+            sweep, g.input_shape, (g.stride_h, g.stride_w), phase.origin)))
 
     def by_phases(dy, w):
         dx = np.empty(g.input_shape, result_dtype)
-        for part in unreached:
+        for part in zeros:
             dx[part] = 0
         swept, operand, flat = weights(w), readonly(dy).reshape(-1), dx.reshape(-1)
         for taps, launch in launches:
-            launch(operand, readonly(np.ascontiguousarray(swept[taps])).reshape(-1), flat)
+            launch(operand, readonly(swept[taps]).reshape(-1), flat)
         return dx
 
     return by_phases
