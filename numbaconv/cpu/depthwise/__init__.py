@@ -360,8 +360,6 @@ def _prepare_phases(g: ConvGeometry, schedule: DepthwiseSchedule, dtype, storage
     order as at unit stride, written in place; phases no tap reaches are zero."""
     result_dtype = dtype if storage is None else np.dtype(np.uint16)
     reached, unreached = phases.stride_phases(g)
-    zeros = [(slice(None), slice(ph, None, g.stride_h), slice(pw, None, g.stride_w))
-             for ph, pw in unreached]
     launches = []
     for phase in reached:  # its taps come by increasing dy offset: decreasing tap index
         (top, left), (spacing_h, spacing_w) = phase.start, phase.dilation
@@ -375,7 +373,7 @@ def _prepare_phases(g: ConvGeometry, schedule: DepthwiseSchedule, dtype, storage
 
     def by_phases(dy, w):
         dx = np.empty(g.input_shape, result_dtype)
-        for part in zeros:
+        for part in unreached:
             dx[part] = 0
         swept, operand, flat = weights(w), readonly(dy).reshape(-1), dx.reshape(-1)
         for taps, launch in launches:

@@ -316,8 +316,6 @@ def _prepare_forward(g: ConvGeometry, schedule: TiledSchedule, dtype: np.dtype,
 def _prepare_backward_data(g: ConvGeometry, schedule: TiledSchedule, dtype: np.dtype,
                            by_numpy: bool) -> Callable:
     reached, unreached = phases.stride_phases(g)
-    unreached = [(slice(None), slice(ph, None, g.stride_h), slice(pw, None, g.stride_w))
-                 for ph, pw in unreached]
     if not reached:
         return lambda dy, w: np.zeros(g.input_shape, dtype)
     padding = phases.dy_padding(reached)

@@ -133,8 +133,8 @@ def _taps_of_phase(phase: int, pad: int, dilation: int, stride: int, taps: int):
 
 
 def stride_phases(g: ConvGeometry) -> tuple[list[StridePhase], list[tuple]]:
-    """The stride phases of dx some tap reaches, and the origins of those none reaches
-    (all zero)."""
+    """The stride phases of dx some tap reaches, and the parts of an NHWC dx that none
+    reaches (all zero), as index tuples."""
     reached, unreached = [], []
     for ph in range(min(g.stride_h, g.in_height)):
         rows, q_top, dilation_h = _taps_of_phase(ph, g.pad_top, g.dilation_h, g.stride_h,
@@ -145,7 +145,8 @@ def stride_phases(g: ConvGeometry) -> tuple[list[StridePhase], list[tuple]]:
                                                       g.filter_width)
             width = -(-(g.in_width - pw) // g.stride_w)
             if not rows or not cols:
-                unreached.append((ph, pw))
+                unreached.append((slice(None), slice(ph, None, g.stride_h),
+                                  slice(pw, None, g.stride_w)))
                 continue
             # The phase reads dy[q_top + i + a·dilation_h] for i < height, a < len(rows)
             # (zero outside dy); likewise along the width.
