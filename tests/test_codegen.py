@@ -6,10 +6,11 @@ import sys
 
 import numpy as np
 import pytest
-from numba import njit
+from numba import int64, njit
+from numba.core.errors import TypingError
 
 import reference as ref
-from numbaconv.cpu import codegen, disk_cache, families, simd, tiled
+from numbaconv.cpu import codegen, disk_cache, families, simd, task_calls, tiled
 from numbaconv.cpu.tiled import phases, templates
 from numbaconv.geometry import conv_geometry
 from numbaconv.machine import Machine, this_machine
@@ -60,14 +61,31 @@ def test_variants_get_distinct_files(fresh_kernel_dir):
     assert codegen.compiled_variants() == 2
 
 
-def test_a_task_helper_compiles_once(fresh_kernel_dir):
-    """The parallel loop calls its serial task with the kernel's own argument types: a
-    literal-typed argument would compile the whole register tile a second time."""
+def test_the_kernel_calls_its_task_through_its_address(fresh_kernel_dir):
+    """The task is compiled once, for the one signature it is declared with, and is not
+    linked into the parallel kernel (where LLVM would compile it twice more)."""
     kernel = templates.forward_panels_kernel(1, 8, "float64", 512)
-    module = sys.modules[kernel.kernel.parallel.py_func.__module__]
-    helpers = [value for name, value in vars(module).items() if name.endswith("_task")]
-    assert helpers and all(len(helper.signatures) == 1 for helper in helpers), \
-        [helper.signatures for helper in helpers]
+    assert len(kernel.task.signatures) == 1
+    llvm = "\n".join(kernel.kernel.parallel.inspect_llvm().values())
+    defined = re.findall(r"^define .*$", llvm, re.MULTILINE)
+    assert defined and not any(kernel.task.py_func.__name__ in line for line in defined)
+
+
+def test_a_task_runs_through_its_address_only_with_its_declared_types():
+    @njit("void(int64, float64[::1])")
+    def task(index, values):
+        values[index] = 2.0 * index
+
+    @njit
+    def caller(address, values):
+        for index in range(values.size):
+            task_calls.call_task(task, address, (int64(index), values))
+
+    values = np.full(3, np.nan)
+    caller(task_calls.address_of(task), values)
+    assert values.tolist() == [0.0, 2.0, 4.0]
+    with pytest.raises(TypingError, match="declared for"):
+        caller(task_calls.address_of(task), np.zeros(3, np.float32))
 
 
 @pytest.mark.parametrize("dtype, lanes", [(np.float32, 16), (np.float64, 8), (np.float32, 4)])

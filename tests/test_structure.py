@@ -134,11 +134,13 @@ def test_the_primitive_table():
 
 
 def test_generated_kernel_parameters_come_from_one_list():
-    """The rendered ``def`` line, the compiled signature and the call all use the list."""
+    """The rendered ``def`` line, the compiled signature and the call all use the list (the
+    address of the kernel's task first: the kernel's loop calls it through that)."""
     source = templates.render_forward(2, 8, "float32", 256)
     assert templates.FORWARD_PARAMETERS.header() in source
+    assert templates.FORWARD_PARAMETERS.header().startswith("def kernel(task_address, xp, ")
     signature = templates.FORWARD_PARAMETERS.signature("float32")
-    assert len(signature.args) == len(templates.FORWARD_PARAMETERS.names)
+    assert len(signature.args) == 1 + len(templates.FORWARD_PARAMETERS.names)
     values = dict.fromkeys(templates.FORWARD_PARAMETERS.names, 0)
     assert templates.FORWARD_PARAMETERS.arguments(values) == (0,) * len(values)
     with pytest.raises(TypeError, match=r"missing \['xp'\], unknown \['x'\]"):

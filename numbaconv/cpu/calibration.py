@@ -42,7 +42,8 @@ from .vector_width import HINTS
 
 #: Iterations of the probe's inner loop per call: long enough to dwarf the launch.
 PROBE_ITERATIONS = 200_000
-PROBE_PARAMETERS = KernelParameters(("out", "out"), ("iterations", "int"), ("tasks", "int"))
+PROBE_PARAMETERS = KernelParameters(("out", "out"), ("iterations", "int"), ("tasks", "int"),
+                                    calls_task=False)
 
 
 def render_fma_probe(chains: int, lanes: int, dtype: str, vector_bits: int) -> str:

@@ -36,6 +36,8 @@ from ..threads import ProcessLock
 from .disk_cache import kernel_dir
 from .jit import FASTMATH, ParallelKernel
 from .simd import SOURCE_DIGEST as SIMD_DIGEST
+from .task_calls import SOURCE_DIGEST as TASK_CALLS_DIGEST
+from .task_calls import address_of
 from .vector_width import HINTS
 
 _lock = ProcessLock()
@@ -67,32 +69,41 @@ def _write_atomically(path: Path, text: str):
 def _numba_type(kind: str, dtype: str):
     """``in``/``out``: a flat read-only/writable array of ``dtype``; ``bits_in``/``bits_out``:
     the same of uint16 (a half type's bits); ``table``: a read-only 2-D int64 array;
-    ``int``: int64; ``bool``: a boolean."""
+    ``int``: int64; ``uint``: uint64; ``bool``: a boolean."""
     if kind in ("in", "out"):
         return types.Array(NUMBA_DTYPES[dtype], 1, "C", readonly=kind == "in")
     if kind in ("bits_in", "bits_out"):
         return types.Array(types.uint16, 1, "C", readonly=kind == "bits_in")
     return {"table": types.Array(types.int64, 2, "C", readonly=True), "int": types.int64,
-            "bool": types.boolean}[kind]
+            "uint": types.uint64, "bool": types.boolean}[kind]
+
+
+def task_signature(kinds: tuple[str, ...], dtype: str):
+    """A task's signature: its index (int64), then arguments of ``kinds``."""
+    return types.void(types.int64, *(_numba_type(kind, dtype) for kind in kinds))
 
 
 class KernelParameters:
     """The parameters of a generated kernel: ``(name, kind)`` pairs, kinds as in
-    :func:`_numba_type`."""
+    :func:`_numba_type`. ``calls_task``: the kernel's parallel loop calls a task
+    (:func:`task_loop`), whose address comes first, before these."""
 
-    def __init__(self, *parameters: tuple[str, str]):
+    def __init__(self, *parameters: tuple[str, str], calls_task: bool = True):
         for _, kind in parameters:
             _numba_type(kind, "float32")  # an unknown kind fails here, not at compile time
         self.parameters = parameters
+        self.calls_task = calls_task
         self.names = tuple(name for name, _ in parameters)
+        self.kinds = tuple(kind for _, kind in parameters)
         self._name_set = frozenset(self.names)
         self._in_order = operator.itemgetter(*self.names)
 
     def header(self) -> str:
-        return f"def kernel({', '.join(self.names)}):"
+        return f"def kernel({', '.join(('task_address',) * self.calls_task + self.names)}):"
 
     def signature(self, dtype: str):
-        return types.void(*(_numba_type(kind, dtype) for _, kind in self.parameters))
+        return types.void(*(types.int64,) * self.calls_task,
+                          *(_numba_type(kind, dtype) for kind in self.kinds))
 
     def arguments(self, values: dict) -> tuple:
         """``values`` (name -> value) in parameter order; a missing or unknown name raises."""
@@ -109,18 +120,21 @@ class KernelParameters:
 
 
 class GeneratedKernel:
-    """A compiled generated kernel, called with its arguments by name."""
+    """A compiled generated kernel, called with its arguments by name; ``task``: the
+    serial task its parallel loop calls (:func:`task_loop`), if any."""
 
-    def __init__(self, kernel: ParallelKernel, parameters: KernelParameters):
+    def __init__(self, kernel: ParallelKernel, parameters: KernelParameters, task=None):
         self.kernel = kernel
         self.parameters = parameters
+        self.task = task
+        self._task_address = (address_of(task),) if task is not None else ()
 
     def __call__(self, **values):
         return self.launch(values)
 
     def launch(self, values: dict):
         """Run with ``values`` (parameter name -> value)."""
-        return self.kernel(*self.parameters.arguments(values))
+        return self.kernel(*self._task_address, *self.parameters.arguments(values))
 
     def bind(self, **fixed) -> Callable:
         """The kernel with its trailing parameters given now (``fixed``, by name): call the
@@ -132,9 +146,16 @@ class GeneratedKernel:
             raise TypeError(f"bind: {sorted(fixed)} are not the trailing parameters "
                             f"{list(trailing)}")
         kernel, rest = self.kernel, tuple(fixed[name] for name in trailing)
-        return lambda *leading: kernel(*leading, *rest)
+        first = self._task_address
+        return lambda *leading: kernel(*first, *leading, *rest)
 
-    def __getattr__(self, name):  # inspect_asm and the like: the compiled kernel's
+    def inspect_asm(self) -> dict:
+        """The assembly of the kernel and of its task, by signature."""
+        tasks = self.task.inspect_asm() if self.task is not None else {}
+        return {**self.kernel.inspect_asm(), **{("task",) + tuple(key): text
+                                                 for key, text in tasks.items()}}
+
+    def __getattr__(self, name):  # inspect_llvm and the like: the compiled kernel's
         return getattr(self.kernel, name)
 
 
@@ -158,9 +179,15 @@ def load_kernel(family: str, render: Callable[[], str], parameters: KernelParame
         spec = importlib.util.spec_from_file_location(module_name, path)
         module = importlib.util.module_from_spec(spec)
         sys.modules[module_name] = module
-        spec.loader.exec_module(module)
+        with slp_vectoriser():  # the task, declared with its signature, compiles here
+            spec.loader.exec_module(module)
+        if parameters.calls_task != hasattr(module, "TASK"):
+            raise RuntimeError(f"{family}: a kernel whose parameters say calls_task="
+                               f"{parameters.calls_task} must {'' if parameters.calls_task else 'not '}"
+                               "have a task_loop")
         kernel = GeneratedKernel(ParallelKernel(module.kernel, parameters.signature(dtype),
-                                                compiling=slp_vectoriser), parameters)
+                                                compiling=slp_vectoriser), parameters,
+                                 getattr(module, "TASK", None))
         kernel.kernel.variant()  # compile now, under the lock
         _kernels[family] = kernel
         return kernel
@@ -210,31 +237,37 @@ class Source:
 
 
 @contextlib.contextmanager
-def task_loop(src: Source, count: str, vector_bits: int, name: str, arguments: tuple):
+def task_loop(src: Source, count: str, vector_bits: int, name: str,
+              parameters: KernelParameters, dtype: str, local_kinds: dict[str, str] = {}):
     """``for task in prange(count): name(task, *arguments)``, the body written inside this
     block becoming ``name``, a serial function of the module compiled for
-    ``vector_bits``-wide vectors (``arguments``: the kernel's names the body reads). Why
-    not the body in the loop: Numba's parallel passes over an unrolled register tile took
-    most of its compile time (27 s of 34 for an 8×32 tile); over a one-line loop they take
-    none."""
-    names = ", ".join(arguments)
+    ``vector_bits``-wide vectors; its arguments: the kernel's ``parameters``, then the
+    kernel's locals the body reads (``local_kinds``: name -> kind, as in
+    :class:`KernelParameters`). Why not the body in the loop: Numba's parallel passes over
+    an unrolled register tile took most of its compile time; over a one-line loop they take
+    none. Why a call through the task's address (:mod:`.task_calls`): a call by name would
+    compile the task twice more, inside the kernel."""
+    names = ", ".join(parameters.names + tuple(local_kinds))
+    kinds = parameters.kinds + tuple(local_kinds.values())
     with src.block(f"for task in prange({count}):"):
-        # The hint also here, should LLVM inline the call; int64: Numba's parallel lowering
-        # makes the loop index unsigned, and a second type would compile the body twice.
-        src(f"{HINTS[vector_bits]}()", f"{name}(int64(task), {names})")
+        # int64: Numba's parallel lowering makes the loop index unsigned.
+        src(f"call_task({name}, task_address, (int64(task), {names}))")
     with src.after_all():
-        src("", "", HELPER_DECORATOR)
+        src("", "", f"@njit(task_signature({kinds!r}, {dtype!r}), {TASK_OPTIONS})")
         with src.block(f"def {name}(task, {names}):"):
             src(f"{HINTS[vector_bits]}()")
             yield
+        src("", "", f"TASK = {name}")
 
 
-#: The decorators of a generated module's parallel kernel and of its serial helpers (kept
-#: out of line, so that the kernel's parallel body stays small).
+#: The decorators of a generated module's parallel kernel and of the serial helpers its
+#: task calls by name (kept out of line, so that the task's body stays short), and the
+#: options of the task (declared with its signature by :func:`task_loop`).
 KERNEL_DECORATOR = (f"@njit(parallel=True, cache=True, nogil=True, "
                     f"fastmath={set(sorted(FASTMATH))!r})")
 HELPER_DECORATOR = (f"@njit(cache=True, nogil=True, inline='never', "
                     f"fastmath={set(sorted(FASTMATH))!r})")
+TASK_OPTIONS = f"cache=True, nogil=True, fastmath={set(sorted(FASTMATH))!r}"
 
 
 def preamble(src: Source, doc: str, dtype: str, vector_bits: int, decorator: bool = True,
@@ -246,6 +279,8 @@ def preamble(src: Source, doc: str, dtype: str, vector_bits: int, decorator: boo
     src(f'"""{doc}"""',
         "from numba import int64, njit, prange, uint64",
         f"from numpy import empty, {dtype}",
+        "from numbaconv.cpu.codegen import task_signature",
+        f"from numbaconv.cpu.task_calls import call_task  # task calls {TASK_CALLS_DIGEST}",
         f"from numbaconv.cpu.vector_width import {HINTS[vector_bits]}")
     if lanes is not None:
         names = ("add, lanes_sum, negate, operations, scale, subtract" if arithmetic

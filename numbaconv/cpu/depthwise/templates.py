@@ -108,8 +108,9 @@ def render_sweep(tile_pixels: int, lanes: int, dtype: str, vector_bits: int,
             f"tiles = (tiled_end - first_inner + {P - 1}) // {P}",
             "single_pixels = first_inner + result_width - tiled_end")
         with task_loop(src, "batch * result_height * blocks", vector_bits, "row_task",
-                       parameters.names + ("blocks", "first_inner", "tiled_end", "tiles",
-                                           "single_pixels")):
+                       parameters, dtype,
+                       dict.fromkeys(("blocks", "first_inner", "tiled_end", "tiles",
+                                      "single_pixels"), "int")):
             src("row = task // blocks",
                 "c0 = task % blocks * channel_block",
                 "c1 = min(c0 + channel_block, channels)",
@@ -188,9 +189,8 @@ def render_filter_taps(filter_height: int, filter_width: int, lanes: int, dtype:
             "rows = batch * out_height")
         _inner_columns(src, "out_width", "in_width", "-pad_left",
                        f"{S - 1} * dilation_w - pad_left")
-        with task_loop(src, "splits * blocks", vector_bits, "split_task",
-                       parameters.names + ("blocks", "rows", "first_inner",
-                                                       "last_inner")):
+        with task_loop(src, "splits * blocks", vector_bits, "split_task", parameters, dtype,
+                       dict.fromkeys(("blocks", "rows", "first_inner", "last_inner"), "int")):
             src("split = task // blocks",
                 "c0 = task % blocks * channel_block",
                 "c1 = min(c0 + channel_block, channels)",

@@ -91,7 +91,8 @@ def render_forward(tile_pixels: int, tile_channels: int, dtype: str, vector_bits
             "last_phase = phases.shape[0] - 1",
             "w_step = uint64(w_channel_stride)")
         with task_loop(src, "pixel_groups * k_groups", vector_bits, "tile_task",
-                       FORWARD_PARAMETERS.names + ("k_tiles", "last_phase", "w_step")):
+                       FORWARD_PARAMETERS, dtype,
+                       {"k_tiles": "int", "last_phase": "int", "w_step": "uint"}):
             src("pg = task // k_groups",
                 "kg = task % k_groups",
                 "t0 = pg * total_tiles // pixel_groups",
@@ -227,9 +228,9 @@ def render_forward_panels(tile_pixels: int, tile_channels: int, dtype: str,
             "    panel_length = max(panel_length, phases[phase, "
             f"{COLUMN['filter_height']}] * phases[phase, {COLUMN['filter_width']}] * panel_column)")
         with task_loop(src, "pixel_groups * k_groups", vector_bits, "panel_task",
-                       FORWARD_PANELS_PARAMETERS.names
-                       + ("k_tiles", "last_phase", "w_step", "lane", "panel_column",
-                          "panel_length")):
+                       FORWARD_PANELS_PARAMETERS, dtype,
+                       {"k_tiles": "int", "last_phase": "int", "w_step": "uint", "lane": "uint",
+                        "panel_column": "int", "panel_length": "int"}):
             src("kg = task // pixel_groups",
                 "pg = task % pixel_groups",
                 "t0 = pg * total_tiles // pixel_groups",
@@ -339,10 +340,11 @@ def render_backward_filter(tile_in_channels: int, tile_channels: int, dtype: str
             "rows = batch * out_height",
             "tiles = taps * c_tiles * k_tiles",
             "pixel_step = uint64(stride_w * x_channels)")
-        locals_ = ("c_tiles", "k_tiles", "taps", "rows", "tiles", "pixel_step")
+        locals_ = {"c_tiles": "int", "k_tiles": "int", "taps": "int", "rows": "int",
+                   "tiles": "int", "pixel_step": "uint"}
         if pixels_outer:
             with task_loop(src, "splits * tap_groups * c_groups", vector_bits, "rows_task",
-                           BACKWARD_FILTER_PARAMETERS.names + locals_):
+                           BACKWARD_FILTER_PARAMETERS, dtype, locals_):
                 src("split = task // (tap_groups * c_groups)",
                     "tap_group = task // c_groups % tap_groups",
                     "group = task % c_groups",
@@ -374,7 +376,7 @@ def render_backward_filter(tile_in_channels: int, tile_channels: int, dtype: str
                                   for name, offset in tile_slots()))
         else:
             with task_loop(src, "splits * tiles", vector_bits, "tile_task",
-                           BACKWARD_FILTER_PARAMETERS.names + locals_):
+                           BACKWARD_FILTER_PARAMETERS, dtype, locals_):
                 src("split = task // tiles",
                     "tile = task % tiles",
                     "tap = tile // (c_tiles * k_tiles)",

@@ -152,9 +152,9 @@ def render_input(m: int, which: str, dtype: str, vector_bits: int, lanes: int) -
             "pixel_step = uint64(channels)",
             "point_step = uint64(point_stride)",
             f"point_row_step = uint64({alpha} * point_stride)")
-        with task_loop(src, "tasks", vector_bits, "tiles_task",
-                       DATA_PARAMETERS.names + ("row_step", "pixel_step", "point_step",
-                                                "point_row_step")):
+        with task_loop(src, "tasks", vector_bits, "tiles_task", DATA_PARAMETERS, dtype,
+                       {"row_step": "uint", "pixel_step": "uint", "point_step": "uint",
+                        "point_row_step": "uint"}):
             with src.block("for t in range(task * tiles // tasks, (task + 1) * tiles // tasks):"):
                 _tile_origin(src, m)
                 src("corner = uint64(((n * padded_height + row0) * padded_width + col0)"
@@ -209,8 +209,8 @@ def render_output(m: int, dtype: str, vector_bits: int, lanes: int) -> str:
             "pixel_step = uint64(channels)",
             "point_step = uint64(point_stride)",
             f"point_row_step = uint64({alpha} * point_stride)")
-        with task_loop(src, "tasks", vector_bits, "tiles_task",
-                       OUTPUT_PARAMETERS.names + ("pixel_step", "point_step", "point_row_step")):
+        with task_loop(src, "tasks", vector_bits, "tiles_task", OUTPUT_PARAMETERS, dtype,
+                       {"pixel_step": "uint", "point_step": "uint", "point_row_step": "uint"}):
             src(f"check_sum = {dtype}(0)",
                 f"scratch = empty({m} * channels, {dtype})")
             with src.block("for t in range(task * tiles // tasks, (task + 1) * tiles // tasks):"):
