@@ -9,7 +9,7 @@ from conftest import TOLERANCE, assert_matches
 from test_ops import Problem, call_op, to_format
 
 import numbaconv as nc
-from numbaconv.cpu import direct, families
+from numbaconv.cpu import direct, families, winograd
 from numbaconv.cpu.families import CPU
 from numbaconv.cpu.rule import rule
 from numbaconv.cpu.winograd import WinogradSchedule, fallback, fit, transforms
@@ -193,9 +193,9 @@ def test_nonfinite_values_give_tensorflows_pattern(rng, operand, primitive, m, v
     np.testing.assert_allclose(actual[finite], expected[finite], rtol=0, atol=1e-4)
 
 
-#: The smallest layers the default rule runs in Winograd tiles (both channel counts 64,
-#: 1056 output pixels): the public ops pick it and give the reference result.
-RULE_SIZED = (1, 32, 33, 64)
+#: A layer the default rule runs in Winograd tiles (28×28 at batch 1, both channel counts
+#: 64): the public ops pick it and give the reference result.
+RULE_SIZED = (1, 28, 28, 64)
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=["f32", "f64"])
@@ -216,6 +216,27 @@ def test_public_ops_run_winograd_by_default(rng, op, data_format, dtype):
     if data_format == "NCHW":
         actual = actual.transpose(0, 2, 3, 1)
     assert_matches(actual, p.expected(primitive), dtype)
+
+
+@pytest.mark.parametrize("shape, channels, saved, chosen", [
+    ((1, 28, 28, 128), 128, 147, True),   # 49 F(4×4) tiles for 784 pixels
+    ((1, 26, 26, 64), 64, 120, True),     # the rule's threshold
+    ((1, 24, 24, 64), 64, 108, False),
+    ((1, 14, 14, 256), 256, 33, False),
+    ((8, 7, 7, 512), 512, 66, False),     # 7×7 leaves a 4×4 tile 3/16 full
+    ((1, 27, 29, 64), 64, 139.75, True),  # partial tiles at the edges count
+])
+def test_rule_runs_winograd_where_the_multiply_adds_saved_pay_for_the_filter(
+        shape, channels, saved, chosen):
+    """The saved multiply-adds per channel pair (9 per pixel against 36 per F(4×4) tile)
+    over the transformed filter's 36 values per channel pair, against the rule's
+    threshold; backward-filter stays on the tiled kernels whatever the size."""
+    g = conv_geometry(shape, (3, 3, shape[3], channels), (1, 1), (1, 1), "SAME")
+    assert winograd.saved_per_filter_value("forward", g, 4) == pytest.approx(saved)
+    assert winograd.MIN_SAVED_PER_FILTER_VALUE == 120
+    for primitive in ("forward", "backward_data"):
+        assert (rule(primitive, g, 4, this_machine()).algorithm == "winograd") == chosen
+    assert rule("backward_filter", g, 4, this_machine()).algorithm != "winograd"
 
 
 def test_rule_keeps_small_images_and_strided_layers_off_winograd():

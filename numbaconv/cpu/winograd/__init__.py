@@ -133,24 +133,37 @@ def illegal_reason(primitive: str, g: ConvGeometry, schedule: WinogradSchedule,
     return None
 
 
-#: The default rule runs Winograd where the tiles' output grid has at least this many pixels
-#: and both channel counts are at least MIN_CHANNELS: on fewer pixels the filter's transform
-#: (α² · C · K values per call) is not paid back (measurements, 2026-12-02).
-MIN_PIXELS = 1024
+#: The default rule runs Winograd where the multiply-adds its tiles save per channel pair
+#: (:func:`saved_per_filter_value`) are at least this many per value of the transformed
+#: filter (α² per channel pair, computed on every call), and both channel counts are at
+#: least MIN_CHANNELS. Measured on a full-rate AVX-512 Xeon and on Zen 4 alike (measurements,
+#: 2026-12-02 and 2026-12-06, fifth session): 147 (28×28 at batch 1) paid on both, 92 and
+#: less (7×7 at batch 8, 14×14 at batch 1) did not.
+MIN_SAVED_PER_FILTER_VALUE = 120
 MIN_CHANNELS = 64
-#: The rule's output tile: F(4×4, 3×3) beat F(2×2, 3×3) on every layer past MIN_PIXELS.
+#: The rule's output tile: F(4×4, 3×3) beat F(2×2, 3×3) on every layer where Winograd paid.
 DEFAULT_OUTPUT_TILE = 4
 
 
+def saved_per_filter_value(primitive: str, g: ConvGeometry, m: int) -> float:
+    """Multiply-adds per (input, output) channel pair that F(m×m, 3×3) tiles save against
+    the direct convolution (9 per result pixel against α² per tile, the tiles covering
+    whole m×m blocks), per value of the pair's transformed filter (α²)."""
+    plan = _plan(primitive, g, m)
+    points = (m + 2) ** 2
+    pixels = math.prod(plan.result_shape[:3])
+    return (g.filter_height * g.filter_width * pixels - points * plan.tiles) / points
+
+
 def default(primitive: str, g: ConvGeometry, itemsize: int, machine) -> WinogradSchedule | None:
-    """The default rule's Winograd schedule for ``g`` when it pays (see :data:`MIN_PIXELS`),
-    with the first tile of the machine's menu that divides the channels; else None. Never
-    for backward-filter: its sums, as built, ran no faster than the tiled kernels
-    (measurements, 2026-12-02); the tuner still offers it."""
-    if primitive == "backward_filter":
+    """The default rule's Winograd schedule for ``g`` where it pays (see
+    :data:`MIN_SAVED_PER_FILTER_VALUE`), with the first tile of the machine's menu that
+    divides the channels; else None. Never for backward-filter: its sums, as built, ran no
+    faster than the tiled kernels (measurements, 2026-12-02); the tuner still offers it."""
+    if primitive == "backward_filter" or min(g.in_channels, g.out_channels) < MIN_CHANNELS:
         return None
-    pixels = math.prod(primitive_named(primitive).result_shape(g)[:3])
-    if pixels < MIN_PIXELS or min(g.in_channels, g.out_channels) < MIN_CHANNELS:
+    if (saved_per_filter_value(primitive, g, DEFAULT_OUTPUT_TILE)
+            < MIN_SAVED_PER_FILTER_VALUE):
         return None
     for tile in tiled.tile_menu("forward", itemsize, machine):
         schedule = WinogradSchedule(output_tile=DEFAULT_OUTPUT_TILE, register_tile=tile)
