@@ -182,9 +182,9 @@ def load_kernel(family: str, render: Callable[[], str], parameters: KernelParame
         with slp_vectoriser():  # the task, declared with its signature, compiles here
             spec.loader.exec_module(module)
         if parameters.calls_task != hasattr(module, "TASK"):
-            raise RuntimeError(f"{family}: a kernel whose parameters say calls_task="
-                               f"{parameters.calls_task} must {'' if parameters.calls_task else 'not '}"
-                               "have a task_loop")
+            raise RuntimeError(f"{family}: its parameters say calls_task="
+                               f"{parameters.calls_task}, its source "
+                               f"{'has no' if parameters.calls_task else 'has a'} task_loop")
         kernel = GeneratedKernel(ParallelKernel(module.kernel, parameters.signature(dtype),
                                                 compiling=slp_vectoriser), parameters,
                                  getattr(module, "TASK", None))
@@ -238,7 +238,7 @@ class Source:
 
 @contextlib.contextmanager
 def task_loop(src: Source, count: str, vector_bits: int, name: str,
-              parameters: KernelParameters, dtype: str, local_kinds: dict[str, str] = {}):
+              parameters: KernelParameters, dtype: str, local_kinds: dict | None = None):
     """``for task in prange(count): name(task, *arguments)``, the body written inside this
     block becoming ``name``, a serial function of the module compiled for
     ``vector_bits``-wide vectors; its arguments: the kernel's ``parameters``, then the
@@ -247,6 +247,7 @@ def task_loop(src: Source, count: str, vector_bits: int, name: str,
     an unrolled register tile took most of its compile time; over a one-line loop they take
     none. Why a call through the task's address (:mod:`.task_calls`): a call by name would
     compile the task twice more, inside the kernel."""
+    local_kinds = local_kinds or {}
     names = ", ".join(parameters.names + tuple(local_kinds))
     kinds = parameters.kinds + tuple(local_kinds.values())
     with src.block(f"for task in prange({count}):"):
