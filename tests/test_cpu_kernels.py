@@ -233,6 +233,46 @@ def test_backward_filter_tiles_sum_blocks_of_rows(rng, monkeypatch, row_block):
                        reference_result("backward_filter", g, x, w, dy), np.float64)
 
 
+@pytest.mark.parametrize("case", ["tileable_same_dilated", "tileable_strided",
+                                  "tileable_strided_dilated", "grouped"])
+@pytest.mark.parametrize("row_block", [1, 3, 100])
+def test_backward_filter_with_dy_packed_sums_the_same(rng, monkeypatch, case, row_block):
+    # Each block's dy copied into one contiguous panel per tile of output channels first:
+    # the same sums in the same order, so the same bits as reading dy in place.
+    monkeypatch.setattr(tiled, "backward_filter_row_block", lambda g: row_block)
+    geometry = (((1, 7, 9, 16), (3, 3, 8, 16), (1, 1), (1, 1), "SAME") if case == "grouped"
+                else GEOMETRIES[case])
+    g, x, w, dy = make_case(rng, geometry)
+    # 16 output channels of float64: two vectors per pixel where the tile fits.
+    tile = (3, 16) if tiled.tile_fits("backward_filter", g, (3, 16)) else (4, 8)
+    for splits in (1, 3):
+        schedule = TiledSchedule(loop_order="pixel_tiles_outer", register_tile=tile,
+                                 reduction_splits=splits)
+        found = {}
+        for packs in (False, True):
+            monkeypatch.setattr(tiled, "backward_filter_packs_dy", lambda *args, p=packs: p)
+            found[packs] = families.run("backward_filter", (x, dy), g, schedule)
+        expected = (ref.grouped_conv2d_backprop_filter(
+            x, w.shape, dy, (1, 1), (1, 1), ((g.pad_top, g.pad_bottom), (g.pad_left, g.pad_right)))
+            if case == "grouped" else reference_result("backward_filter", g, x, w, dy))
+        assert_matches(found[True], expected, np.float64)
+        np.testing.assert_array_equal(found[True], found[False])
+
+
+def test_backward_filter_packs_dy_where_its_rows_crowd_a_few_l1_sets():
+    # 256 channels of float32: pixels 1 KB apart share 4 of the 64 sets of a 32 KB L1.
+    res4 = conv_geometry((1, 14, 14, 256), (3, 3, 256, 256), padding="SAME")
+    assert tiled.backward_filter_packs_dy(res4, 4, tiles_per_panel=16)
+    # ...but not where each task's panel would serve one tile: the copy reads dy as often.
+    assert not tiled.backward_filter_packs_dy(res4, 4, tiles_per_panel=1)
+    # 64 channels: 56 pixels 256 B apart fit the sets they map to.
+    res2 = conv_geometry((1, 56, 56, 64), (3, 3, 64, 64), padding="SAME")
+    assert not tiled.backward_filter_packs_dy(res2, 4, tiles_per_panel=16)
+    # An odd channel count spreads the pixels over every set.
+    odd = conv_geometry((1, 14, 14, 200), (3, 3, 200, 200), padding="SAME")
+    assert not tiled.backward_filter_packs_dy(odd, 4, tiles_per_panel=16)
+
+
 def test_short_rows_are_summed_in_blocks():
     assert tiled.backward_filter_row_block(conv_geometry((8, 7, 7, 16), (1, 1, 16, 32))) == 6
     assert tiled.backward_filter_row_block(conv_geometry((1, 14, 14, 16), (3, 3, 16, 32),

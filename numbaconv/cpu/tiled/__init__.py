@@ -53,6 +53,9 @@ TASK_FILTER_BYTES = 64 * 2**10
 #: Backward-filter's tiles load and store their sums once per block of output rows of
 #: about this many pixels (once per row, short rows of 7 or 14 pixels paid for it).
 BLOCK_PIXELS = 48
+#: x86 cores' L1 data caches: 32-48 KB, in ways of 4 KB (8-12 ways); the smaller assumed.
+L1_DATA_BYTES = 32 * 2**10
+L1_WAY_BYTES = 4 * 2**10
 #: Tiles of the machine's menu a search space of ``register_tile: model`` offers.
 MODEL_TILES = 5
 #: Backward-filter tile rows (input channels): divisors of common channel counts.
@@ -362,6 +365,18 @@ def backward_filter_row_block(g: ConvGeometry) -> int:
     return max(1, BLOCK_PIXELS // g.out_width)
 
 
+def backward_filter_packs_dy(g: ConvGeometry, itemsize: int, tiles_per_panel: int) -> bool:
+    """Whether backward-filter copies each block's dy into contiguous panels first (one per
+    tile of output channels): where dy's pixel stride maps the block's pixels to L1 sets
+    that cannot hold them all (a stride of a large power of two lands on a few sets), so
+    that every tile would fetch them from L2 again, and where each panel serves at least
+    two tiles of a task (``tiles_per_panel``: a panel read once reads as much as the
+    copy)."""
+    stride = g.out_channels * itemsize
+    lines_held = L1_DATA_BYTES // max(64, math.gcd(stride, L1_WAY_BYTES))
+    return backward_filter_row_block(g) * g.out_width > lines_held and tiles_per_panel >= 2
+
+
 def _prepare_backward_filter(g: ConvGeometry, schedule: TiledSchedule, dtype: np.dtype,
                              by_numpy: bool) -> Callable:
     splits = _splits(schedule, g)
@@ -372,6 +387,11 @@ def _prepare_backward_filter(g: ConvGeometry, schedule: TiledSchedule, dtype: np
     _, padded_height, padded_width, _ = _padded_shape(g.input_shape, _input_pads(g))
     tile_in, tile_out = schedule.register_tile
     tap_groups = backward_filter_tap_groups(g, splits, dtype.itemsize)
+    c_tiles = g.in_channels_per_group // tile_in
+    c_groups = groups_for(c_tiles, splits * tap_groups)
+    taps = g.filter_height * g.filter_width
+    pack_dy = pixels_outer and backward_filter_packs_dy(
+        g, dtype.itemsize, (taps // tap_groups) * (c_tiles // c_groups))
     launch = backward_filter_kernel(tile_in, tile_out, dtype.name, this_machine().vector_bits,
                                     pixels_outer).bind(
         batch=g.batch, padded_height=padded_height, padded_width=padded_width,
@@ -381,8 +401,9 @@ def _prepare_backward_filter(g: ConvGeometry, schedule: TiledSchedule, dtype: np
         out_height=g.out_height, out_width=g.out_width, stride_h=g.stride_h,
         stride_w=g.stride_w, dilation_h=g.dilation_h, dilation_w=g.dilation_w, splits=splits,
         tap_groups=tap_groups,
-        c_groups=groups_for(g.in_channels_per_group // tile_in, splits * tap_groups),
-        row_block=backward_filter_row_block(g))
+        c_groups=c_groups,
+        row_block=backward_filter_row_block(g),
+        pack_dy=pack_dy)
     partials_shape = (splits,) + g.filter_shape
 
     def backward_filter(x, dy):

@@ -58,7 +58,7 @@ BACKWARD_FILTER_PARAMETERS = KernelParameters(
     ("group_out_channels", "int"), ("out_height", "int"),
     ("out_width", "int"), ("stride_h", "int"), ("stride_w", "int"), ("dilation_h", "int"),
     ("dilation_w", "int"), ("splits", "int"), ("tap_groups", "int"), ("c_groups", "int"),
-    ("row_block", "int"))
+    ("row_block", "int"), ("pack_dy", "bool"))
 
 
 def render_forward(tile_pixels: int, tile_channels: int, dtype: str, vector_bits: int) -> str:
@@ -293,16 +293,27 @@ def render_backward_filter(tile_in_channels: int, tile_channels: int, dtype: str
                    f"{KB}-output-channel register tile, {order}.", dtype, vector_bits,
              lanes=lanes)
 
-    def pixel_row(xo: str, do: str):
-        """The tile's accumulators over one output row's pixels."""
+    def pixel_row(xo: str, do: str, dy_source: str = "dy", dy_step: str = "out_channels"):
+        """The tile's accumulators over one output row's pixels, whose dy vectors are
+        ``dy_step`` apart in ``dy_source`` from ``do`` on."""
         src(f"xo = {xo}", f"do = {do}")
         with src.block("for ow in range(out_width):"):
             src(*(f"v{c} = broadcast(xp[xo + uint64({c})])" for c in range(CB)))
-            src(*(f"d{v} = load(dy, do + uint64({v * lanes}))" for v in vectors))
+            src(*(f"d{v} = load({dy_source}, do + uint64({v * lanes}))" for v in vectors))
             src(*(f"a{c}_{v} = multiply_add(v{c}, d{v}, a{c}_{v})"
                   for c in range(CB) for v in vectors))
             src("xo += pixel_step",
-                "do += uint64(out_channels)")
+                f"do += uint64({dy_step})")
+
+    def pack_block():
+        """dy's pixels of rows [block0, block1) into ``dy_panels``: one panel per tile of
+        output channels, its pixels' values contiguous (``KB`` apart)."""
+        with src.block("for i in range(block_pixels):"):
+            src("source = uint64((block0 * out_width + i) * out_channels)")
+            with src.block("for kt in range(k_tiles):"):
+                src(f"target = uint64((kt * block_pixels + i) * {KB})")
+                src(*(f"store(dy_panels, target + uint64({v * lanes}), "
+                      f"load(dy, source + uint64(kt * {KB} + {v * lanes})))" for v in vectors))
 
     def split_rows():
         """The task's split's rows [row0, row1) of the reduction."""
@@ -330,7 +341,9 @@ def render_backward_filter(tile_in_channels: int, tile_channels: int, dtype: str
             "    and, per block of row_block rows, runs every tile of its taps and c tiles,",
             "    its accumulators kept in ``partials`` (which must start at zero) between",
             "    blocks, so the block's x and dy stay in cache (dy read once for all the",
-            "    task's taps); channel tiles outer: a task is one tile and streams all its",
+            "    task's taps; pack_dy: first copied into one contiguous panel per tile of",
+            "    output channels, where dy's pixel stride maps its rows to too few L1",
+            "    sets); channel tiles outer: a task is one tile and streams all its",
             "    rows (same sums, same order; each order its own kernel, as each is a whole",
             "    unrolled tile to compile).",
             f'    C % {CB} == 0 and K % {KB} == 0."""',
@@ -353,8 +366,15 @@ def render_backward_filter(tile_in_channels: int, tile_channels: int, dtype: str
                     "ct0 = group * c_tiles // c_groups",
                     "ct1 = (group + 1) * c_tiles // c_groups")
                 split_rows()
+                src(f"dy_panels = empty(row_block * out_width * out_channels if pack_dy else 0,"
+                    f" {dtype})",
+                    f"dy_pixel_step = {KB} if pack_dy else out_channels")
                 with src.block("for block0 in range(row0, row1, row_block):"):
-                    src("block1 = min(block0 + row_block, row1)")
+                    src("block1 = min(block0 + row_block, row1)",
+                        "block_pixels = (block1 - block0) * out_width",
+                        "dy_block = dy_panels if pack_dy else dy")
+                    with src.block("if pack_dy:"):
+                        pack_block()
                     with src.block("for tap in range(tap0, tap1):"):
                         tap_position()
                         with src.block("for ct in range(ct0, ct1):"), \
@@ -364,14 +384,17 @@ def render_backward_filter(tile_in_channels: int, tile_channels: int, dtype: str
                                 " + c0 * out_channels + k0)")
                             src(*(f"{name} = load(partials, {offset})"
                                   for name, offset in tile_slots()))
+                            src(f"dy_first = kt * block_pixels * {KB} if pack_dy"
+                                " else block0 * out_width * out_channels + k0")
                             with src.block("for row in range(block0, block1):"):
                                 src("n = row // out_height",
                                     "ih = (row % out_height) * stride_h + r * dilation_h",
                                     "x_row = uint64(((n * padded_height + ih) * padded_width"
-                                    " + s * dilation_w) * x_channels)",
-                                    "dy_row = uint64(row * out_width * out_channels)")
+                                    " + s * dilation_w) * x_channels)")
                                 pixel_row("x_row + uint64(k0 // group_out_channels"
-                                          " * in_channels + c0)", "dy_row + uint64(k0)")
+                                          " * in_channels + c0)",
+                                          "uint64(dy_first + (row - block0) * out_width"
+                                          " * dy_pixel_step)", "dy_block", "dy_pixel_step")
                             src(*(f"store(partials, {offset}, {name})"
                                   for name, offset in tile_slots()))
         else:
