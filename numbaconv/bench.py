@@ -16,8 +16,10 @@ PyTorch/numbaconv time ratios (> 1: numbaconv is faster; ``torch/def``: against 
 default heuristic's schedule, what an untuned shape gets), GB/s (the three tensors moved
 once: what memory-bound depthwise layers are judged by), then the geometric means per
 primitive. Last, per primitive, every layer back to back without pauses, as a network runs
-them (numbaconv's passes and PyTorch's taking turns). ``--plot FILE.png`` draws the
-GFLOP/s against the peak (matplotlib, if installed).
+them (numbaconv's passes and PyTorch's taking turns); ``--pass-layers`` also gives each
+layer's median time within those passes beside its time alone (the table's), since a layer
+called once between others can run slower than its repeated calls show. ``--plot
+FILE.png`` draws the GFLOP/s against the peak (matplotlib, if installed).
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import dataclass
 
 import numba
 import numpy as np
@@ -141,6 +144,8 @@ def parse_args(argv):
     parser.add_argument("--plot", default=None, metavar="FILE.png",
                         help="draw each layer's GFLOP/s per primitive against the FMA peak "
                              "(needs matplotlib)")
+    parser.add_argument("--pass-layers", action="store_true",
+                        help="also each layer's median time within the passes back to back")
     parser.add_argument("--no-torch", action="store_true", help="do not time PyTorch")
     parser.add_argument("--overhead", action="store_true",
                         help="only the per-call cost of each op on a tiny layer")
@@ -185,7 +190,8 @@ def torch_worker(args) -> int:
                 sequences[primitive] = [torch_call(primitive, layer, *_inputs(layer, rng))
                                         for layer in layers.values()]
             warm_up(lambda: _one_pass(sequences[primitive]))  # as numbaconv's (in_sequence)
-            _reply(_one_pass(sequences[primitive]))
+            total, calls_ = _one_pass(sequences[primitive])
+            _reply({"total": total, "calls": calls_})
         elif command == "cpu":
             _reply(time.process_time())
     return 0
@@ -222,9 +228,10 @@ class TorchWorker:
         """Median seconds of one block of PyTorch's calls of the layer."""
         return self._ask("layer", name, primitive)
 
-    def sequence(self, primitive: str) -> float:
-        """Seconds of one pass through every layer back to back."""
-        return self._ask("sequence", primitive)
+    def sequence(self, primitive: str) -> tuple[float, list]:
+        """Seconds of one pass through every layer back to back, and of each call in it."""
+        found = self._ask("sequence", primitive)
+        return found["total"], found["calls"]
 
     def cpu_seconds(self) -> float:
         return self._ask("cpu")
@@ -328,6 +335,7 @@ def report(args, torch: TorchWorker | None) -> int:
     ratios = {p: {"default": [], "torch": [], "torch_default": [], "torch_strided_or_1x1": []}
               for p in primitives}
     rates = {p: [] for p in primitives}  # (layer, tuned, default, torch) GFLOP/s
+    alone = {}  # (layer name, primitive) -> the table's seconds as called
     other = OtherLoad()
     torch_cpu = torch.cpu_seconds() if torch else 0.0
     for layer in layers:
@@ -338,6 +346,7 @@ def report(args, torch: TorchWorker | None) -> int:
             times, theirs = _layer_times(
                 {"tuned": tuned, "default": default, "matmul": matmul_call(layer, rng)},
                 torch and (lambda: torch.layer(layer.name, primitive)), args.rounds)
+            alone[layer.name, primitive] = times["tuned"]
             rate = g.flops / times["tuned"] / 1e9
             default_rate = g.flops / times["default"] / 1e9
             matmul_rate = g.flops / times["matmul"] / 1e9
@@ -377,10 +386,19 @@ def report(args, torch: TorchWorker | None) -> int:
         inputs = [(layer, *_inputs(layer, rng)) for layer in layers]
         ours, theirs = in_sequence([op_calls(primitive, *args)[0] for args in inputs],
                                    torch and (lambda: torch.sequence(primitive)))
-        line = f"  {primitive:<16} numbaconv {ours * 1e3:8.2f} ms"
+        line = f"  {primitive:<16} numbaconv {ours.total * 1e3:8.2f} ms"
         if torch:
-            line += f"   torch {theirs * 1e3:8.2f} ms   torch/numbaconv {theirs / ours:.2f}"
+            line += (f"   torch {theirs.total * 1e3:8.2f} ms   "
+                     f"torch/numbaconv {theirs.total / ours.total:.2f}")
         print(line, flush=True)
+        if args.pass_layers:
+            for index, layer in enumerate(layers):
+                line = (f"    {layer.name:<20} in the passes {ours.calls[index] * 1e3:7.2f} ms, "
+                        f"alone {alone[layer.name, primitive] * 1e3:7.2f}")
+                if torch:
+                    line += (f"   torch in the passes {theirs.calls[index] * 1e3:7.2f} ms, "
+                             f"torch/numbaconv {theirs.calls[index] / ours.calls[index]:.2f}")
+                print(line, flush=True)
     if args.plot:
         plot(rates, peak, args.plot)
     return 0
@@ -439,10 +457,25 @@ def _layer_times(functions: dict, theirs, rounds: int) -> tuple[dict, float | No
             statistics.median(found) if found else None)
 
 
-def in_sequence(calls: list, theirs=None) -> tuple[float, float | None]:
-    """Median seconds of one pass through ``calls`` back to back, after a warm pass: what
-    a network sees, including any runtime's threads still spinning from the call before;
-    and of ``theirs()`` (PyTorch's pass, or None), the passes taking turns."""
+@dataclass(frozen=True)
+class PassTimes:
+    """Median seconds of a pass back to back (``total``) and of each of its calls, in
+    order (``calls``: each call's own median over the passes)."""
+
+    total: float
+    calls: tuple
+
+    @classmethod
+    def of(cls, passes: list) -> "PassTimes":
+        """The medians of ``passes``: (total, per-call seconds) of each pass."""
+        return cls(statistics.median(total for total, _ in passes),
+                   tuple(map(statistics.median, zip(*(calls for _, calls in passes)))))
+
+
+def in_sequence(calls: list, theirs=None) -> tuple[PassTimes, PassTimes | None]:
+    """A pass through ``calls`` back to back, after warm passes: what a network sees,
+    including any runtime's threads still spinning from the call before; and ``theirs()``
+    ((total, per-call seconds) of PyTorch's pass, or None), the passes taking turns."""
     ours, found = [], []
     for _ in range(SEQUENCE_PASSES):
         # After the other side's pass: a pause (its threads stop spinning), then untimed
@@ -453,14 +486,18 @@ def in_sequence(calls: list, theirs=None) -> tuple[float, float | None]:
         if theirs:
             time.sleep(SETTLE_SECONDS)
             found.append(theirs())
-    return statistics.median(ours), statistics.median(found) if found else None
+    return PassTimes.of(ours), PassTimes.of(found) if found else None
 
 
-def _one_pass(calls: list) -> float:
+def _one_pass(calls: list) -> tuple[float, list]:
+    """Seconds of one pass through ``calls``, and of each call."""
+    each = []
     start = time.perf_counter()
     for call in calls:
+        before = time.perf_counter()
         call()
-    return time.perf_counter() - start
+        each.append(time.perf_counter() - before)
+    return time.perf_counter() - start, each
 
 
 if __name__ == "__main__":

@@ -35,11 +35,37 @@ def test_passes_back_to_back_take_turns_with_the_other_side(monkeypatch):
 
     def theirs():
         events.append("theirs")
-        return 0.5
+        return 0.5, [0.2, 0.3]
 
     ours, found = bench.in_sequence(calls, theirs)
-    assert found == 0.5 and 0 < ours < 0.5
+    assert found == bench.PassTimes(0.5, (0.2, 0.3)) and 0 < ours.total < 0.5
+    assert len(ours.calls) == 2 and 0 < sum(ours.calls) <= ours.total
     assert events.count("theirs") == bench.SEQUENCE_PASSES
     turns = "".join("t" if event == "theirs" else "o" for event in events if event != "second")
     assert turns.startswith("oo") and "tt" not in turns and turns.endswith("ot")
     assert bench.in_sequence(calls)[1] is None
+
+
+def test_pass_times_are_medians_of_the_totals_and_of_each_call():
+    passes = [(1.0, [0.4, 0.5]), (3.0, [0.1, 2.8]), (2.0, [0.9, 1.0])]
+    assert bench.PassTimes.of(passes) == bench.PassTimes(2.0, (0.4, 1.0))
+
+
+def test_pass_layers_gives_each_layer_in_the_passes_beside_its_time_alone(
+        tmp_path, monkeypatch, capsys):
+    workload = tmp_path / "two.yaml"
+    workload.write_text(
+        "- {name: first, N: 1, H: 9, W: 10, C: 8, K: 16, R: 3, S: 3, strides: 1, "
+        "padding: SAME, dilations: 1}\n"
+        "- {name: second, N: 1, H: 6, W: 5, C: 16, K: 8, R: 1, S: 1, strides: 1, "
+        "padding: VALID, dilations: 1}\n")
+    monkeypatch.setattr(bench, "SETTLE_SECONDS", 0.0)
+    monkeypatch.setattr(bench, "fma_peak", lambda: 100.0)  # no calibration here
+    assert bench.main(["--workload", str(workload), "--ops", "forward", "--rounds", "1",
+                       "--no-torch", "--pass-layers"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    for name in ("first", "second"):
+        rows = [line for line in lines if line.split()[:3] == [name, "in", "the"]]
+        assert len(rows) == 1, name
+        in_passes, alone = (float(value) for value in re.findall(r"\d+\.\d+", rows[0]))
+        assert in_passes > 0 and alone > 0
