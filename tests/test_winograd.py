@@ -91,6 +91,20 @@ def test_chunks_and_tiles_that_do_not_divide(rng, primitive):
         np.testing.assert_array_equal(chunked, whole)
 
 
+@pytest.mark.parametrize("primitive", PRIMITIVES)
+def test_a_prepared_run_serves_call_after_call(rng, primitive):
+    """What a prepared run makes once (pads, bound kernels, the products' tables for a
+    short last chunk too) holds nothing of a call's operands: each call, its own result."""
+    g = geometry((2, 9, 11, 8), "SAME", 8)
+    prepared = families.prepare(primitive, g, WinogradSchedule(register_tile=TILE[primitive],
+                                                               chunk_tiles=7), np.float32)
+    for _ in range(2):
+        p = problem(rng, (2, 9, 11, 8), "SAME", 8, np.float32)
+        operands = {"forward": (p.x, p.w), "backward_data": (p.dy, p.w),
+                    "backward_filter": (p.x, p.dy)}[primitive]
+        assert_matches(prepared(*operands), p.expected(primitive), np.float32)
+
+
 def test_one_input_channel(rng):
     p = problem(rng, (1, 6, 5, 1), "SAME", 8, np.float32)
     g = geometry((1, 6, 5, 1), "SAME", 8)

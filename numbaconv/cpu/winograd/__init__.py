@@ -31,12 +31,13 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import ClassVar
 
 import numpy as np
 
-from ...family import Family
+from ...family import Family, run_prepared
 from ...geometry import ConvGeometry
 from ...machine import this_machine
 from ...primitives import primitive as primitive_named
@@ -229,14 +230,14 @@ def _strides(points: int, channels: int) -> tuple[int, int]:
     return points * channels, channels
 
 
-def products(v: np.ndarray, u: np.ndarray, out: np.ndarray, tiles: int,
-             schedule: WinogradSchedule):
-    """out[t, p, :] = v[t, p, :] @ u[p] for each of the α² points p, in one launch of the
-    tiled family's forward kernel: point p is a phase, a 1×1 convolution of the ``tiles``
-    pixels (v: tiles × α² × C, u [α², K/KB, C, KB] packed, out: tiles × α² × K, as
-    :func:`_strides` lays them out). The phase table is built at once, not phase by phase
-    (:func:`phases.launcher`'s way): α² rows per chunk."""
-    points, k_tiles, in_channels, tile_channels = u.shape
+def products_launcher(tiles: int, u_shape: tuple, schedule: WinogradSchedule,
+                      dtype: str) -> Callable:
+    """``launch(v, u, out)``: out[t, p, :] = v[t, p, :] @ u[p] for each of the α² points p
+    and ``tiles`` tiles, in one launch of the tiled family's forward kernel: point p is a
+    phase, a 1×1 convolution of the tiles as pixels (v: tiles × α² × C, u [α², K/KB, C, KB]
+    packed, out: tiles × α² × K, as :func:`_strides` lays them out; u and out flat). The
+    phase table is built at once, not phase by phase (:func:`phases.launcher`'s way)."""
+    points, k_tiles, in_channels, tile_channels = u_shape
     out_channels = k_tiles * tile_channels
     v_tile, v_point = _strides(points, in_channels)
     out_tile, out_point = _strides(points, out_channels)
@@ -253,50 +254,69 @@ def products(v: np.ndarray, u: np.ndarray, out: np.ndarray, tiles: int,
     shared = layout.TiledFilter(1, 1, in_channels, out_channels, tile_channels, offset=0,
                                 tile_stride=in_channels * tile_channels, row_stride=0,
                                 col_stride=0, channel_stride=tile_channels)
-    launch = phases.table_launcher((1, 1, tiles, v_tile), shared, table, total, schedule,
-                                   v.dtype.name,
-                                   k_groups=max(1, min(k_tiles, -(-TARGET_TASKS // total))))
-    launch(v, u.reshape(-1), out.reshape(-1))
+    return phases.table_launcher((1, 1, tiles, v_tile), shared, table, total, schedule, dtype,
+                                 k_groups=max(1, min(k_tiles, -(-TARGET_TASKS // total))))
 
 
-def _tiles(source: np.ndarray, w: np.ndarray, plan: _Plan, schedule: WinogradSchedule,
-           rotate: bool) -> np.ndarray | None:
-    """The result of ``plan`` in Winograd tiles, or None when an output came out
-    non-finite (the caller computes it another way)."""
+def _prepare_tiles(source_shape: tuple, plan: _Plan, schedule: WinogradSchedule,
+                   dtype: np.dtype, rotate: bool, by_numpy: bool = False) -> Callable:
+    """``tiles(source, w)``: the result of ``plan`` in Winograd tiles, or None when an
+    output came out non-finite (the caller computes it another way). Everything the shapes
+    fix (the pad, the kernels and their arguments per chunk, the products' phase tables) is
+    made here, once: a call of a small layer paid about as much again for it."""
     m = schedule.output_tile
     t = transform(m)
     points = t.alpha * t.alpha
-    dtype = source.dtype.name
+    filter_matrix = np.array(t.floats("filter"))
     machine = this_machine()
-    lanes = machine.lanes(source.dtype.itemsize)
-    xp = layout.pad(source, *plan.pads)
-    u = transformed_filter(w, t, schedule.register_tile[1], rotate)
-    result = np.empty(plan.result_shape, source.dtype)
+    lanes = machine.lanes(dtype.itemsize)
+    # A copy even where nothing is padded: the data kernel takes a writable array.
+    pad = layout.padder(source_shape, dtype, *plan.pads, copy=True, by_numpy=by_numpy)
+    padded_height, padded_width = plan.tiles_h * m + 2, plan.tiles_w * m + 2
     chunk = min(schedule.chunk_tiles, plan.tiles)
-    v = scratch("winograd data tiles", chunk * points * plan.in_channels, source.dtype)
-    found = scratch("winograd products", chunk * points * plan.out_channels, source.dtype)
     tasks = min(chunk, TARGET_TASKS)
-    nonfinite = np.empty(tasks, source.dtype)
-    to_tiles = input_kernel(m, "data", dtype, machine.vector_bits, lanes)
-    from_tiles = output_kernel(m, dtype, machine.vector_bits, lanes)
-    grid = dict(tiles_h=plan.tiles_h, tiles_w=plan.tiles_w)
+    to_tiles = input_kernel(m, "data", dtype.name, machine.vector_bits, lanes)
+    from_tiles = output_kernel(m, dtype.name, machine.vector_bits, lanes)
     v_tile, v_point = _strides(points, plan.in_channels)
     out_tile, out_point = _strides(points, plan.out_channels)
+    register_columns = schedule.register_tile[1]
+    u_shape = (points, plan.out_channels // register_columns, plan.in_channels,
+               register_columns)
+    launchers = {}  # tiles per chunk -> the products' launch (the last chunk may be short)
+    chunks = []  # (tasks, data transform, products, output transform) of each chunk
     for first in range(0, plan.tiles, chunk):
         count = min(chunk, plan.tiles - first)
         work = min(count, tasks)
-        to_tiles(xp=xp.reshape(-1), v=v, first_tile=first, tiles=count,
-                 padded_height=xp.shape[1], padded_width=xp.shape[2],
-                 channels=plan.in_channels, tile_stride=v_tile, point_stride=v_point,
-                 tasks=work, **grid)
-        products(v, u, found, count, schedule)
-        from_tiles(products=found, out=result.reshape(-1), nonfinite=nonfinite,
-                   first_tile=first, tiles=count, out_height=plan.result_shape[1],
-                   out_width=plan.result_shape[2], channels=plan.out_channels,
-                   tile_stride=out_tile, point_stride=out_point, tasks=work, **grid)
-        if np.any(nonfinite[:work] != 0):
-            return None
-    return result
+        if count not in launchers:
+            launchers[count] = products_launcher(count, u_shape, schedule, dtype.name)
+        grid = dict(first_tile=first, tiles=count, tiles_h=plan.tiles_h, tiles_w=plan.tiles_w)
+        chunks.append((work, to_tiles.bind(
+            **grid, padded_height=padded_height, padded_width=padded_width,
+            channels=plan.in_channels, tile_stride=v_tile, point_stride=v_point, tasks=work),
+            launchers[count], from_tiles.bind(
+                **grid, out_height=plan.result_shape[1], out_width=plan.result_shape[2],
+                channels=plan.out_channels, tile_stride=out_tile, point_stride=out_point,
+                tasks=work)))
+    data_size = chunk * points * plan.in_channels
+    products_size = chunk * points * plan.out_channels
+
+    def tiles(source, w):
+        xp = pad(source).reshape(-1)
+        u = transformed_filter(w, t, register_columns, rotate, filter_matrix).reshape(-1)
+        result = np.empty(plan.result_shape, dtype)
+        v = scratch("winograd data tiles", data_size, dtype)
+        found = scratch("winograd products", products_size, dtype)
+        nonfinite = np.empty(tasks, dtype)
+        out = result.reshape(-1)
+        for work, to_data, multiply, from_products in chunks:
+            to_data(xp, v)
+            multiply(v, u, found)
+            from_products(found, out, nonfinite)
+            if np.any(nonfinite[:work] != 0):
+                return None
+        return result
+
+    return tiles
 
 
 def _sums_geometry(tiles: int, points: int, in_channels: int, out_channels: int) -> ConvGeometry:
@@ -361,20 +381,33 @@ def fallback(primitive: str, g: ConvGeometry, itemsize: int):
     return direct.default(primitive, g, itemsize)
 
 
-def run(primitive: str, operands, g: ConvGeometry, schedule: WinogradSchedule):
-    source, other = operands
+def prepare(primitive: str, g: ConvGeometry, schedule: WinogradSchedule, dtype,
+            copies_by_numpy: bool = False) -> Callable:
+    """The run of ``primitive`` on ``g`` as a function of its two operands (C-contiguous
+    NHWC / HWIO of ``dtype``, in the primitive table's order); a call whose Winograd result
+    is not finite is computed again by :func:`fallback`'s schedule. ``copies_by_numpy``:
+    the padded copy made by NumPy, whatever its size (nothing to compile)."""
+    dtype = np.dtype(dtype)
     if primitive == "backward_filter":
-        result = _filter_tiles(source, other, g, schedule)
+        def in_tiles(x, dy):
+            return _filter_tiles(x, dy, g, schedule)
     else:
         plan = _plan(primitive, g, schedule.output_tile)
-        result = _tiles(source, other, plan, schedule, rotate=primitive == "backward_data")
-    if result is not None:
-        return result
-    schedule = fallback(primitive, g, source.dtype.itemsize)
-    family = tiled.FAMILY if isinstance(schedule, tiled.TiledSchedule) else direct.FAMILY
-    return family.run(primitive, operands, g, schedule)
+        source_shape = g.input_shape if primitive == "forward" else g.output_shape
+        in_tiles = _prepare_tiles(source_shape, plan, schedule, dtype,
+                                  rotate=primitive == "backward_data", by_numpy=copies_by_numpy)
+
+    def winograd(first, second):
+        result = in_tiles(first, second)
+        if result is not None:
+            return result
+        other = fallback(primitive, g, dtype.itemsize)
+        family = tiled.FAMILY if isinstance(other, tiled.TiledSchedule) else direct.FAMILY
+        return family.run(primitive, (first, second), g, other)
+
+    return winograd
 
 
 #: Each run takes C-contiguous NHWC / HWIO operands, in the primitive table's order.
 FAMILY = Family("winograd", WinogradSchedule, candidates, illegal_reason, workspace_bytes, fit,
-                run)
+                run_prepared(prepare), prepare)

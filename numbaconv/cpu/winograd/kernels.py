@@ -6,7 +6,7 @@ tile, then to its rows, each over ``lanes`` consecutive channels at a time as on
 (:mod:`numbaconv.cpu.simd`; the arithmetic is rendered with the matrices' entries as
 constants, zeros skipped). Tiles are laid out tile by tile,
 ``[tiles, α², channels]``, the layout the register-tiled kernel reads as pixels
-(:func:`numbaconv.cpu.winograd.products`).
+(:func:`numbaconv.cpu.winograd.products_launcher`).
 """
 
 from __future__ import annotations
@@ -290,17 +290,21 @@ def filter_kernel(w, g, u, rotate):
                         target[j] = g0 * one[j] + g1 * two[j] + g2 * three[j]
 
 
-def transformed_filter(w: np.ndarray, t: Transform, tile: int, rotate: bool) -> np.ndarray:
+def transformed_filter(w: np.ndarray, t: Transform, tile: int, rotate: bool,
+                       filter_matrix: np.ndarray | None = None) -> np.ndarray:
     """The filter in the transformed domain, [α², K/tile, C, tile] (see :func:`filter_kernel`);
     with ``rotate``, of w turned by 180° with its channel axes swapped (backward-data: C and K
     are w's output and input channels). It lives in this thread's scratch buffer (the
     caller is done with it before its call returns): 512 × 512 channels make 38 MB at
-    m = 4, whose pages a fresh array would fault in again on every call."""
+    m = 4, whose pages a fresh array would fault in again on every call.
+    ``filter_matrix``: G as float64 (``t.floats("filter")``), if the caller made it."""
     if rotate:
         w = layout.swap_channels(w)
     shape = (t.alpha ** 2, w.shape[3] // tile, w.shape[2], tile)
     u = scratch("winograd filter", math.prod(shape), w.dtype).reshape(shape)
-    filter_kernel(layout.readonly(w), np.array(t.floats("filter")), u, rotate)
+    if filter_matrix is None:
+        filter_matrix = np.array(t.floats("filter"))
+    filter_kernel(layout.readonly(w), filter_matrix, u, rotate)
     return u
 
 
