@@ -35,7 +35,8 @@ def alternating_medians(functions: dict, rounds: int = 3, per_round: int = 3,
 
 def alternating_measurements(functions: dict, rounds: int = 3, per_round: int = 3,
                              settle: float = SETTLE_SECONDS, after: dict | None = None,
-                             expected: dict | None = None) -> dict:
+                             expected: dict | None = None,
+                             before_each: Callable[[], object] | None = None) -> dict:
     """Each function's :class:`Measurement`: the median of its timed calls.
 
     The functions take turns in ``rounds`` blocks of ``per_round`` timed calls, each block
@@ -44,6 +45,8 @@ def alternating_measurements(functions: dict, rounds: int = 3, per_round: int = 
     Each round starts one function later, so that not always the same function comes
     first or after the longest pause (the first one timed runs slow on small layers).
     ``after``: a longer pause after some functions' blocks (name -> seconds).
+    ``before_each``: called, untimed, before each timed call (what puts the caches in the
+    state a call should find them in).
 
     ``expected``: name -> an earlier :class:`Measurement` of that function. A block much
     slower than it with a much smaller share of the cores (:func:`_disturbed`'s test) is
@@ -58,7 +61,7 @@ def alternating_measurements(functions: dict, rounds: int = 3, per_round: int = 
         shift = round_ % len(names)
         for name in names[shift:] + names[:shift]:
             while True:
-                block = _timed_block(functions[name], per_round, settle)
+                block = _timed_block(functions[name], per_round, settle, before_each)
                 earlier = (expected or {}).get(name)
                 if (retimes_left == 0 or earlier is None
                         or not _slower_off_cpu(block, earlier.seconds, earlier.cpu_share)):
@@ -71,12 +74,16 @@ def alternating_measurements(functions: dict, rounds: int = 3, per_round: int = 
             for name, values in samples.items()}
 
 
-def _timed_block(function: Callable[[], object], calls: int, settle: float) -> list:
-    """``calls`` timed calls after a pause and a warm-up: (wall, process CPU) seconds each."""
+def _timed_block(function: Callable[[], object], calls: int, settle: float,
+                 before_each: Callable[[], object] | None = None) -> list:
+    """``calls`` timed calls after a pause and a warm-up: (wall, process CPU) seconds each;
+    ``before_each()`` untimed before each."""
     time.sleep(settle)
     warm_up(function)
     block = []
     for _ in range(calls):
+        if before_each is not None:
+            before_each()
         wall, cpu = time.perf_counter(), time.process_time()
         function()
         block.append((time.perf_counter() - wall, time.process_time() - cpu))

@@ -66,6 +66,16 @@ def test_an_alternating_block_that_lost_its_core_is_timed_again(monkeypatch):
     assert 0.0009 < found["disturbed"].seconds < 0.003
 
 
+def test_what_runs_before_each_timed_call_is_not_timed():
+    calls = []
+    found = timing.alternating_measurements(
+        {"a": lambda: calls.append("a"), "b": lambda: calls.append("b")}, rounds=2,
+        per_round=3, settle=0, before_each=lambda: (calls.append("before"), time.sleep(0.01)))
+    assert all(measured.seconds < 0.005 for measured in found.values())
+    assert calls.count("before") == 2 * 2 * 3
+    assert all(after in "ab" for before, after in zip(calls, calls[1:]) if before == "before")
+
+
 def test_alternating_blocks_are_not_retimed_without_an_earlier_measurement():
     found = timing.alternating_measurements({"a": lambda: time.sleep(0.002)}, rounds=2, per_round=2,
                                      settle=0)

@@ -103,6 +103,32 @@ def test_a_problem_timed_while_other_work_held_the_cores_keeps_the_default(tmp_p
     assert outcome.crowded and outcome.best == outcome.default
 
 
+def test_finalists_are_timed_after_the_caches_are_swept(tmp_path, monkeypatch):
+    """Each of the finalists' timed calls comes after a sweep of the caches, as a layer
+    finds them within a network's pass; the candidates' first timings come without."""
+    layer = load_workload_text(tmp_path, TINY)[0]
+    events = []
+    monkeypatch.setattr(CpuBackend, "evict_caches", lambda self: events.append("swept"))
+    honest = CpuBackend.runner
+
+    def noting(self, primitive, g, schedule, dtype):
+        run = honest(self, primitive, g, schedule, dtype)
+        return lambda operands: (events.append("call"), run(operands))[1]
+
+    monkeypatch.setattr(CpuBackend, "runner", noting)
+    space = {"cpu": {"direct": {"loop_order": ["pixel_tap_channel", "tap_channel_pixel"]}}}
+    outcome = tuner.tune_one(layer, "forward", "float32", space, deadline=float("inf"),
+                             repeats=1, log=lambda line: None)
+    assert outcome.timed == 3
+    first_sweep = events.index("swept")
+    assert "call" in events[:first_sweep]  # the first timings come without
+    # every sweep is followed by a timed call (warm-up calls come without)
+    assert all(after == "call" for before, after in zip(events[first_sweep:],
+                                                          events[first_sweep + 1:])
+               if before == "swept")
+    assert events.count("swept") >= 3 * 3 * 3  # 3 finalists, 3 rounds of 3 timed calls
+
+
 def test_candidates_are_bounded_legal_and_start_with_the_default():
     layer = load_workload_text(None, TINY)[0]
     for primitive in PRIMITIVES:

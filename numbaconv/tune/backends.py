@@ -11,7 +11,7 @@ import numba
 import numpy as np
 
 from .. import configs
-from ..cpu import cold_start, families, layout
+from ..cpu import caches, cold_start, families, layout
 from ..cpu.families import CPU
 from ..cpu.rule import rule
 from ..geometry import ConvGeometry
@@ -31,6 +31,7 @@ class CpuBackend:
     def __init__(self, calibration: dict | None = None):
         #: The calibration the candidates follow (else the config files' one, if any).
         self.calibration = calibration
+        self._sweep = None  # made on first use: a buffer of twice the last-level cache
 
     def key(self) -> str:
         return this_machine().key
@@ -69,6 +70,13 @@ class CpuBackend:
 
     def to_host(self, result):
         return result
+
+    def evict_caches(self):
+        """Before each of the finalists' timed calls: the caches as a network's pass leaves
+        them for a layer, holding other layers' data (:mod:`numbaconv.cpu.caches`)."""
+        if self._sweep is None:
+            self._sweep = caches.sweeper()
+        self._sweep()
 
     def settle_after(self, schedule) -> float:
         # BLAS worker threads spin after a matmul: give them time to sleep before timing.
@@ -153,6 +161,9 @@ class CudaBackend:
 
     def to_host(self, result):
         return result.copy_to_host()
+
+    def evict_caches(self):
+        """Nothing: the GPU's finalists are timed on repeated calls (its caches not swept)."""
 
     def settle_after(self, schedule) -> float:
         return 0.0

@@ -139,7 +139,7 @@ def tune_one(layer: Layer, primitive: str, dtype: str, space: dict, deadline: fl
             outcome.best, outcome.best_seconds = schedule, seconds
     if outcome.timed > 1 and time.monotonic() < deadline:
         _retime_finalists(outcome, run_in_program, sets, timings, deadline,
-                          backend.host_threads())
+                          backend.host_threads(), backend.evict_caches)
     return outcome
 
 
@@ -155,13 +155,17 @@ CROWDED_PAUSE = 1.0
 
 
 def _retime_finalists(outcome: Outcome, run, sets, timings: dict, deadline: float,
-                      threads: int, finalists: int = 5):
+                      threads: int, evict_caches: Callable[[], object] | None = None,
+                      finalists: int = 5):
     """Single timings on a shared machine wobble by 10-15%, and a slow spell can double one:
     time the fastest few and the default again, alternating, and let that decide (not the
     better of the two estimates: the finalists were picked for their low first timings, and
     keeping those would favour the noisiest); the default stays unless beaten by more than
     :data:`KEEP_DEFAULT_WITHIN`. ``timings``: schedule -> its first :class:`Measurement`,
     against which a block of this pass that other load slowed is timed again.
+    ``evict_caches()``: before each timed call, so that each finds the caches as a
+    network's pass leaves them (a schedule whose intermediates stay cached between
+    repeated calls wins there by more than within a pass).
 
     A pass during which other processes took the cores the timed calls need
     (:func:`timing.crowded`) decides nothing: it is tried again, and where every try was
@@ -176,7 +180,8 @@ def _retime_finalists(outcome: Outcome, run, sets, timings: dict, deadline: floa
         other = OtherLoad()
         found = alternating_measurements(
             {index: (lambda s=schedule: run(sets[0], s)) for index, schedule in enumerate(ranked)},
-            rounds=3, settle=0.05, expected=dict(enumerate(timings[s] for s in ranked)))
+            rounds=3, settle=0.05, expected=dict(enumerate(timings[s] for s in ranked)),
+            before_each=evict_caches)
         outcome.retimed += sum(measured.disturbed > 0 for measured in found.values())
         outcome.crowded = crowded(other.cores(), threads)
         if not outcome.crowded or time.monotonic() > deadline:
