@@ -259,6 +259,19 @@ def test_backward_filter_with_dy_packed_sums_the_same(rng, monkeypatch, case, ro
         np.testing.assert_array_equal(found[True], found[False])
 
 
+def test_backward_filter_workspace_counts_the_dy_panels(monkeypatch):
+    g = conv_geometry((1, 14, 14, 256), (3, 3, 256, 256), padding="SAME")
+    schedule = tiled.fit(TiledSchedule(loop_order="pixel_tiles_outer", register_tile=(8, 16)),
+                         "backward_filter", g, 4)
+    found = {}
+    for packs in (False, True):
+        monkeypatch.setattr(tiled, "backward_filter_packs_dy", lambda *args, p=packs: p)
+        found[packs] = tiled.workspace_bytes("backward_filter", g, schedule, 4)
+    tasks = tiled._filter_tasks(g, schedule, 4).count
+    # each task's panels: a block of rows (3 of 14 pixels) × 256 output channels
+    assert found[True] - found[False] == tasks * 3 * 14 * 256 * 4
+
+
 def test_backward_filter_packs_dy_where_its_rows_crowd_a_few_l1_sets():
     # 256 channels of float32: pixels 1 KB apart share 4 of the 64 sets of a 32 KB L1.
     res4 = conv_geometry((1, 14, 14, 256), (3, 3, 256, 256), padding="SAME")

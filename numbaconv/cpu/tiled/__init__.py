@@ -270,9 +270,11 @@ def workspace_bytes(primitive: str, g: ConvGeometry, schedule: TiledSchedule,
     filter_elements = math.prod(g.filter_shape)
     panels = schedule.loop_order == "packed_panels"
     if primitive == "backward_filter":
-        splits = _splits(schedule, g)
-        return (_padded_elements(g.input_shape, _input_pads(g))
-                + (splits * filter_elements if splits > 1 else 0)) * itemsize
+        tasks = _filter_tasks(g, schedule, itemsize)
+        panels = (tasks.count * backward_filter_row_block(g) * g.out_width * g.out_channels
+                  if tasks.pack_dy else 0)
+        return (_padded_elements(g.input_shape, _input_pads(g)) + panels
+                + (tasks.splits * filter_elements if tasks.splits > 1 else 0)) * itemsize
     if primitive == "forward":
         padded = _padded_elements(g.input_shape, _input_pads(g))
         pixel_tiles = -(-(g.batch * g.out_height * g.out_width) // rows)
@@ -377,21 +379,41 @@ def backward_filter_packs_dy(g: ConvGeometry, itemsize: int, tiles_per_panel: in
     return backward_filter_row_block(g) * g.out_width > lines_held and tiles_per_panel >= 2
 
 
+@dataclass(frozen=True)
+class _FilterTasks:
+    """How backward-filter cuts a launch into tasks (splits of the rows × groups of taps ×
+    groups of input-channel tiles), and whether they pack dy into panels."""
+
+    splits: int
+    tap_groups: int
+    c_groups: int
+    pack_dy: bool
+
+    @property
+    def count(self) -> int:
+        return self.splits * self.tap_groups * self.c_groups
+
+
+def _filter_tasks(g: ConvGeometry, schedule: TiledSchedule, itemsize: int) -> _FilterTasks:
+    splits = _splits(schedule, g)
+    tap_groups = backward_filter_tap_groups(g, splits, itemsize)
+    c_tiles = g.in_channels_per_group // schedule.register_tile[0]
+    c_groups = groups_for(c_tiles, splits * tap_groups)
+    taps = g.filter_height * g.filter_width
+    pack_dy = schedule.loop_order == "pixel_tiles_outer" and backward_filter_packs_dy(
+        g, itemsize, (taps // tap_groups) * (c_tiles // c_groups))
+    return _FilterTasks(splits, tap_groups, c_groups, pack_dy)
+
+
 def _prepare_backward_filter(g: ConvGeometry, schedule: TiledSchedule, dtype: np.dtype,
                              by_numpy: bool) -> Callable:
-    splits = _splits(schedule, g)
+    tasks = _filter_tasks(g, schedule, dtype.itemsize)
     pixels_outer = schedule.loop_order == "pixel_tiles_outer"
     # Pixel tiles outer keeps each tile's running sums in the partials between rows.
     allocate = np.zeros if pixels_outer else np.empty
     pad = layout.padder(g.input_shape, dtype, *_input_pads(g), by_numpy=by_numpy)
     _, padded_height, padded_width, _ = _padded_shape(g.input_shape, _input_pads(g))
     tile_in, tile_out = schedule.register_tile
-    tap_groups = backward_filter_tap_groups(g, splits, dtype.itemsize)
-    c_tiles = g.in_channels_per_group // tile_in
-    c_groups = groups_for(c_tiles, splits * tap_groups)
-    taps = g.filter_height * g.filter_width
-    pack_dy = pixels_outer and backward_filter_packs_dy(
-        g, dtype.itemsize, (taps // tap_groups) * (c_tiles // c_groups))
     launch = backward_filter_kernel(tile_in, tile_out, dtype.name, this_machine().vector_bits,
                                     pixels_outer).bind(
         batch=g.batch, padded_height=padded_height, padded_width=padded_width,
@@ -399,12 +421,10 @@ def _prepare_backward_filter(g: ConvGeometry, schedule: TiledSchedule, dtype: np
         filter_height=g.filter_height, filter_width=g.filter_width,
         out_channels=g.out_channels, group_out_channels=g.out_channels_per_group,
         out_height=g.out_height, out_width=g.out_width, stride_h=g.stride_h,
-        stride_w=g.stride_w, dilation_h=g.dilation_h, dilation_w=g.dilation_w, splits=splits,
-        tap_groups=tap_groups,
-        c_groups=c_groups,
-        row_block=backward_filter_row_block(g),
-        pack_dy=pack_dy)
-    partials_shape = (splits,) + g.filter_shape
+        stride_w=g.stride_w, dilation_h=g.dilation_h, dilation_w=g.dilation_w,
+        splits=tasks.splits, tap_groups=tasks.tap_groups, c_groups=tasks.c_groups,
+        row_block=backward_filter_row_block(g), pack_dy=tasks.pack_dy)
+    partials_shape = (tasks.splits,) + g.filter_shape
 
     def backward_filter(x, dy):
         found = allocate(partials_shape, dtype)
