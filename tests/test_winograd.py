@@ -42,10 +42,14 @@ def geometry(input_shape, padding, out_channels):
                          padding)
 
 
+def operands(primitive, p):
+    """The primitive's two operands of problem ``p``, in the primitive table's order."""
+    return {"forward": (p.x, p.w), "backward_data": (p.dy, p.w),
+            "backward_filter": (p.x, p.dy)}[primitive]
+
+
 def run(primitive, p, g, schedule):
-    operands = {"forward": (p.x, p.w), "backward_data": (p.dy, p.w),
-                "backward_filter": (p.x, p.dy)}[primitive]
-    return families.run(primitive, operands, g, schedule)
+    return families.run(primitive, operands(primitive, p), g, schedule)
 
 
 @pytest.mark.parametrize("m", sorted(transforms.POINTS))
@@ -100,9 +104,7 @@ def test_a_prepared_run_serves_call_after_call(rng, primitive):
                                                                chunk_tiles=7), np.float32)
     for _ in range(2):
         p = problem(rng, (2, 9, 11, 8), "SAME", 8, np.float32)
-        operands = {"forward": (p.x, p.w), "backward_data": (p.dy, p.w),
-                    "backward_filter": (p.x, p.dy)}[primitive]
-        assert_matches(prepared(*operands), p.expected(primitive), np.float32)
+        assert_matches(prepared(*operands(primitive, p)), p.expected(primitive), np.float32)
 
 
 def test_one_input_channel(rng):

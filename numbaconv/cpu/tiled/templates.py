@@ -368,11 +368,11 @@ def render_backward_filter(tile_in_channels: int, tile_channels: int, dtype: str
                 split_rows()
                 src(f"dy_panels = empty(row_block * out_width * out_channels if pack_dy else 0,"
                     f" {dtype})",
-                    f"dy_pixel_step = {KB} if pack_dy else out_channels")
+                    f"dy_pixel_step = {KB} if pack_dy else out_channels",
+                    "dy_block = dy_panels if pack_dy else dy")
                 with src.block("for block0 in range(row0, row1, row_block):"):
                     src("block1 = min(block0 + row_block, row1)",
-                        "block_pixels = (block1 - block0) * out_width",
-                        "dy_block = dy_panels if pack_dy else dy")
+                        "block_pixels = (block1 - block0) * out_width")
                     with src.block("if pack_dy:"):
                         pack_block()
                     with src.block("for tap in range(tap0, tap1):"):
