@@ -236,9 +236,12 @@ def test_backward_filter_tiles_sum_blocks_of_rows(rng, monkeypatch, row_block):
 @pytest.mark.parametrize("case", ["tileable_same_dilated", "tileable_strided",
                                   "tileable_strided_dilated", "grouped"])
 @pytest.mark.parametrize("row_block", [1, 3, 100])
-def test_backward_filter_with_dy_packed_sums_the_same(rng, monkeypatch, case, row_block):
-    # Each block's dy copied into one contiguous panel per tile of output channels first:
-    # the same sums in the same order, so the same bits as reading dy in place.
+@pytest.mark.parametrize("packed", ["dy", "x", "x and dy"])
+def test_backward_filter_with_operands_packed_sums_the_same(rng, monkeypatch, case, row_block,
+                                                           packed):
+    # Each block's dy copied into one contiguous panel per tile of output channels first,
+    # or its x into one per tap and tile of input channels (again for each group): the same
+    # sums in the same order, so the same bits as reading the operands in place.
     monkeypatch.setattr(tiled, "backward_filter_row_block", lambda g: row_block)
     geometry = (((1, 7, 9, 16), (3, 3, 8, 16), (1, 1), (1, 1), "SAME") if case == "grouped"
                 else GEOMETRIES[case])
@@ -250,7 +253,9 @@ def test_backward_filter_with_dy_packed_sums_the_same(rng, monkeypatch, case, ro
                                  reduction_splits=splits)
         found = {}
         for packs in (False, True):
-            monkeypatch.setattr(tiled, "backward_filter_packs_dy", lambda *args, p=packs: p)
+            for operand in ("dy", "x"):
+                monkeypatch.setattr(tiled, f"backward_filter_packs_{operand}",
+                                    lambda *args, p=packs and operand in packed: p)
             found[packs] = families.run("backward_filter", (x, dy), g, schedule)
         expected = (ref.grouped_conv2d_backprop_filter(
             x, w.shape, dy, (1, 1), (1, 1), ((g.pad_top, g.pad_bottom), (g.pad_left, g.pad_right)))
@@ -259,17 +264,21 @@ def test_backward_filter_with_dy_packed_sums_the_same(rng, monkeypatch, case, ro
         np.testing.assert_array_equal(found[True], found[False])
 
 
-def test_backward_filter_workspace_counts_the_dy_panels(monkeypatch):
+@pytest.mark.parametrize("operand, panel_elements", [("dy", 256), ("x", 8)])
+def test_backward_filter_workspace_counts_the_panels(monkeypatch, operand, panel_elements):
     g = conv_geometry((1, 14, 14, 256), (3, 3, 256, 256), padding="SAME")
     schedule = tiled.fit(TiledSchedule(loop_order="pixel_tiles_outer", register_tile=(8, 16)),
                          "backward_filter", g, 4)
+    monkeypatch.setattr(tiled, "backward_filter_packs_dy", lambda *args: False)
+    monkeypatch.setattr(tiled, "backward_filter_packs_x", lambda *args: False)
     found = {}
     for packs in (False, True):
-        monkeypatch.setattr(tiled, "backward_filter_packs_dy", lambda *args, p=packs: p)
+        monkeypatch.setattr(tiled, f"backward_filter_packs_{operand}", lambda *args, p=packs: p)
         found[packs] = tiled.workspace_bytes("backward_filter", g, schedule, 4)
     tasks = tiled._filter_tasks(g, schedule, 4).count
-    # each task's panels: a block of rows (3 of 14 pixels) × 256 output channels
-    assert found[True] - found[False] == tasks * 3 * 14 * 256 * 4
+    # each task's panel: a block of rows (3 of 14 pixels) × 256 output channels for dy, × the
+    # tile's 8 input channels for x
+    assert found[True] - found[False] == tasks * 3 * 14 * panel_elements * 4
 
 
 def test_backward_filter_packs_dy_where_its_rows_crowd_a_few_l1_sets():
@@ -284,6 +293,30 @@ def test_backward_filter_packs_dy_where_its_rows_crowd_a_few_l1_sets():
     # An odd channel count spreads the pixels over every set.
     odd = conv_geometry((1, 14, 14, 200), (3, 3, 200, 200), padding="SAME")
     assert not tiled.backward_filter_packs_dy(odd, 4, tiles_per_panel=16)
+
+
+def test_backward_filter_packs_x_where_its_pixels_crowd_a_few_l1_sets_for_many_tiles():
+    # 1024 input channels of float32: every pixel 4 KB on, in one set of the L1.
+    squeeze = conv_geometry((1, 14, 14, 1024), (1, 1, 1024, 256))
+    tiles = tiled.MIN_X_PANEL_TILES
+    assert tiled.backward_filter_packs_x(squeeze, 4, tiles_per_panel=tiles)
+    # ...but not for fewer tiles per panel: the copy costs about a tile's pass.
+    assert not tiled.backward_filter_packs_x(squeeze, 4, tiles_per_panel=tiles // 2)
+    # A stride of 2 doubles x's pixel step: 256 channels then crowd the sets as 512 do.
+    strided = conv_geometry((1, 28, 28, 256), (1, 1, 256, 512), strides=(2, 2))
+    assert tiled.backward_filter_packs_x(strided, 4, tiles_per_panel=tiles)
+    # 256 channels: 42 pixels 1 KB apart crowd the 32 lines L1 keeps, but not few enough
+    # lines for the copy to pay.
+    res4 = conv_geometry((1, 14, 14, 256), (3, 3, 256, 256), padding="SAME")
+    assert not tiled.backward_filter_packs_x(res4, 4, tiles_per_panel=tiles)
+    # 64 channels: 56 pixels 256 B apart fit the sets they map to.
+    res2 = conv_geometry((1, 56, 56, 64), (3, 3, 64, 64), padding="SAME")
+    assert not tiled.backward_filter_packs_x(res2, 4, tiles_per_panel=tiles)
+    # The tiles the rule counts for x are a group's tiles of output channels.
+    grouped = conv_geometry((1, 7, 7, 1024), (3, 3, 32, 1024), padding="SAME")
+    schedule = tiled.fit(TiledSchedule(loop_order="pixel_tiles_outer", register_tile=(8, 16)),
+                         "backward_filter", grouped, 4)
+    assert not tiled._filter_tasks(grouped, schedule, 4).pack_x
 
 
 def test_short_rows_are_summed_in_blocks():

@@ -56,6 +56,12 @@ BLOCK_PIXELS = 48
 #: x86 cores' L1 data caches: 32-48 KB, in ways of 4 KB (8-12 ways); the smaller assumed.
 L1_DATA_BYTES = 32 * 2**10
 L1_WAY_BYTES = 4 * 2**10
+#: Backward-filter packs a block's x only for at least this many tiles of output channels
+#: per panel (its copy moves a tile row's values one by one, about a tile pass's work), and
+#: only where L1 keeps at most this many lines at x's pixel step (where it keeps more, the
+#: tiles' fetches from L2 cost no more than the copy).
+MIN_X_PANEL_TILES = 16
+MAX_X_LINES_HELD = 16
 #: Tiles of the machine's menu a search space of ``register_tile: model`` offers.
 MODEL_TILES = 5
 #: Backward-filter tile rows (input channels): divisors of common channel counts.
@@ -271,8 +277,9 @@ def workspace_bytes(primitive: str, g: ConvGeometry, schedule: TiledSchedule,
     panels = schedule.loop_order == "packed_panels"
     if primitive == "backward_filter":
         tasks = _filter_tasks(g, schedule, itemsize)
-        panels = (tasks.count * backward_filter_row_block(g) * g.out_width * g.out_channels
-                  if tasks.pack_dy else 0)
+        block_pixels = backward_filter_row_block(g) * g.out_width
+        panels = tasks.count * block_pixels * (g.out_channels * tasks.pack_dy
+                                               + rows * tasks.pack_x)
         return (_padded_elements(g.input_shape, _input_pads(g)) + panels
                 + (tasks.splits * filter_elements if tasks.splits > 1 else 0)) * itemsize
     if primitive == "forward":
@@ -367,16 +374,35 @@ def backward_filter_row_block(g: ConvGeometry) -> int:
     return max(1, BLOCK_PIXELS // g.out_width)
 
 
+def _l1_lines_held(pixel_step_bytes: int) -> int:
+    """How many lines ``pixel_step_bytes`` apart L1 keeps: a step of a large power of two
+    lands on a few sets."""
+    return L1_DATA_BYTES // max(64, math.gcd(pixel_step_bytes, L1_WAY_BYTES))
+
+
+def _block_crowds_l1(g: ConvGeometry, pixel_step_bytes: int) -> bool:
+    """Whether a block's pixels, ``pixel_step_bytes`` apart, outnumber the lines L1 keeps at
+    that step, so that every tile reading them would fetch them from L2 again."""
+    return backward_filter_row_block(g) * g.out_width > _l1_lines_held(pixel_step_bytes)
+
+
 def backward_filter_packs_dy(g: ConvGeometry, itemsize: int, tiles_per_panel: int) -> bool:
     """Whether backward-filter copies each block's dy into contiguous panels first (one per
-    tile of output channels): where dy's pixel stride maps the block's pixels to L1 sets
-    that cannot hold them all (a stride of a large power of two lands on a few sets), so
-    that every tile would fetch them from L2 again, and where each panel serves at least
-    two tiles of a task (``tiles_per_panel``: a panel read once reads as much as the
-    copy)."""
-    stride = g.out_channels * itemsize
-    lines_held = L1_DATA_BYTES // max(64, math.gcd(stride, L1_WAY_BYTES))
-    return backward_filter_row_block(g) * g.out_width > lines_held and tiles_per_panel >= 2
+    tile of output channels): where the block's dy pixels crowd a few L1 sets, and where
+    each panel serves at least two tiles of a task (``tiles_per_panel``: a panel read once
+    reads as much as the copy)."""
+    return _block_crowds_l1(g, g.out_channels * itemsize) and tiles_per_panel >= 2
+
+
+def backward_filter_packs_x(g: ConvGeometry, itemsize: int, tiles_per_panel: int) -> bool:
+    """Whether backward-filter copies each block's x values into a contiguous panel per tap
+    and tile of input channels first, for all the tiles of output channels of a group
+    (``tiles_per_panel``): where the block's x pixels crowd at most
+    :data:`MAX_X_LINES_HELD` lines of L1, and at least :data:`MIN_X_PANEL_TILES` tiles
+    share the panel."""
+    step = g.stride_w * g.in_channels * itemsize
+    return (_block_crowds_l1(g, step) and _l1_lines_held(step) <= MAX_X_LINES_HELD
+            and tiles_per_panel >= MIN_X_PANEL_TILES)
 
 
 @dataclass(frozen=True)
@@ -388,6 +414,7 @@ class _FilterTasks:
     tap_groups: int
     c_groups: int
     pack_dy: bool
+    pack_x: bool
 
     @property
     def count(self) -> int:
@@ -400,9 +427,12 @@ def _filter_tasks(g: ConvGeometry, schedule: TiledSchedule, itemsize: int) -> _F
     c_tiles = g.in_channels_per_group // schedule.register_tile[0]
     c_groups = groups_for(c_tiles, splits * tap_groups)
     taps = g.filter_height * g.filter_width
-    pack_dy = schedule.loop_order == "pixel_tiles_outer" and backward_filter_packs_dy(
+    pixels_outer = schedule.loop_order == "pixel_tiles_outer"
+    pack_dy = pixels_outer and backward_filter_packs_dy(
         g, itemsize, (taps // tap_groups) * (c_tiles // c_groups))
-    return _FilterTasks(splits, tap_groups, c_groups, pack_dy)
+    pack_x = pixels_outer and backward_filter_packs_x(
+        g, itemsize, g.out_channels_per_group // schedule.register_tile[1])
+    return _FilterTasks(splits, tap_groups, c_groups, pack_dy, pack_x)
 
 
 def _prepare_backward_filter(g: ConvGeometry, schedule: TiledSchedule, dtype: np.dtype,
@@ -423,7 +453,7 @@ def _prepare_backward_filter(g: ConvGeometry, schedule: TiledSchedule, dtype: np
         out_height=g.out_height, out_width=g.out_width, stride_h=g.stride_h,
         stride_w=g.stride_w, dilation_h=g.dilation_h, dilation_w=g.dilation_w,
         splits=tasks.splits, tap_groups=tasks.tap_groups, c_groups=tasks.c_groups,
-        row_block=backward_filter_row_block(g), pack_dy=tasks.pack_dy)
+        row_block=backward_filter_row_block(g), pack_dy=tasks.pack_dy, pack_x=tasks.pack_x)
     partials_shape = (tasks.splits,) + g.filter_shape
 
     def backward_filter(x, dy):

@@ -58,7 +58,7 @@ BACKWARD_FILTER_PARAMETERS = KernelParameters(
     ("group_out_channels", "int"), ("out_height", "int"),
     ("out_width", "int"), ("stride_h", "int"), ("stride_w", "int"), ("dilation_h", "int"),
     ("dilation_w", "int"), ("splits", "int"), ("tap_groups", "int"), ("c_groups", "int"),
-    ("row_block", "int"), ("pack_dy", "bool"))
+    ("row_block", "int"), ("pack_dy", "bool"), ("pack_x", "bool"))
 
 
 def render_forward(tile_pixels: int, tile_channels: int, dtype: str, vector_bits: int) -> str:
@@ -293,17 +293,38 @@ def render_backward_filter(tile_in_channels: int, tile_channels: int, dtype: str
                    f"{KB}-output-channel register tile, {order}.", dtype, vector_bits,
              lanes=lanes)
 
-    def pixel_row(xo: str, do: str, dy_source: str = "dy", dy_step: str = "out_channels"):
-        """The tile's accumulators over one output row's pixels, whose dy vectors are
-        ``dy_step`` apart in ``dy_source`` from ``do`` on."""
+    def pixel_row(xo: str, do: str, x_source: str = "xp", x_step: str = "pixel_step",
+                  dy_source: str = "dy", dy_step: str = "out_channels"):
+        """The tile's accumulators over one output row's pixels, whose x values are
+        ``x_step`` apart in ``x_source`` from ``xo`` on, and dy vectors ``dy_step`` apart in
+        ``dy_source`` from ``do`` on."""
         src(f"xo = {xo}", f"do = {do}")
         with src.block("for ow in range(out_width):"):
-            src(*(f"v{c} = broadcast(xp[xo + uint64({c})])" for c in range(CB)))
+            src(*(f"v{c} = broadcast({x_source}[xo + uint64({c})])" for c in range(CB)))
             src(*(f"d{v} = load({dy_source}, do + uint64({v * lanes}))" for v in vectors))
             src(*(f"a{c}_{v} = multiply_add(v{c}, d{v}, a{c}_{v})"
                   for c in range(CB) for v in vectors))
-            src("xo += pixel_step",
+            src(f"xo += {x_step}",
                 f"do += uint64({dy_step})")
+
+    def x_row_start():
+        """``x_row``: where output row ``row``'s first pixel reads x at tap (r, s)."""
+        src("n = row // out_height",
+            "ih = (row % out_height) * stride_h + r * dilation_h",
+            "x_row = uint64(((n * padded_height + ih) * padded_width"
+            " + s * dilation_w) * x_channels)")
+
+    def pack_x_block():
+        """The tile's x values over rows [block0, block1) at tap (r, s) into ``x_panel``,
+        contiguous (``CB`` per pixel), for the input channels from ``x_first`` on."""
+        with src.block("for row in range(block0, block1):"):
+            x_row_start()
+            src("xo = x_row + x_first",
+                f"target = uint64((row - block0) * out_width * {CB})")
+            with src.block("for ow in range(out_width):"):
+                src(*(f"x_panel[target + uint64({c})] = xp[xo + uint64({c})]"
+                      for c in range(CB)))
+                src("xo += pixel_step", f"target += uint64({CB})")
 
     def pack_block():
         """dy's pixels of rows [block0, block1) into ``dy_panels``: one panel per tile of
@@ -343,7 +364,9 @@ def render_backward_filter(tile_in_channels: int, tile_channels: int, dtype: str
             "    blocks, so the block's x and dy stay in cache (dy read once for all the",
             "    task's taps; pack_dy: first copied into one contiguous panel per tile of",
             "    output channels, where dy's pixel stride maps its rows to too few L1",
-            "    sets); channel tiles outer: a task is one tile and streams all its",
+            "    sets; pack_x: likewise the block's x, one panel per tap and c tile, for",
+            "    every k tile of a group); channel tiles outer: a task is one tile and",
+            "    streams all its",
             "    rows (same sums, same order; each order its own kernel, as each is a whole",
             "    unrolled tile to compile).",
             f'    C % {CB} == 0 and K % {KB} == 0."""',
@@ -369,7 +392,10 @@ def render_backward_filter(tile_in_channels: int, tile_channels: int, dtype: str
                 src(f"dy_panels = empty(row_block * out_width * out_channels if pack_dy else 0,"
                     f" {dtype})",
                     f"dy_pixel_step = {KB} if pack_dy else out_channels",
-                    "dy_block = dy_panels if pack_dy else dy")
+                    "dy_block = dy_panels if pack_dy else dy",
+                    f"x_panel = empty(row_block * out_width * {CB} if pack_x else 0, {dtype})",
+                    f"x_pixel_step = uint64({CB}) if pack_x else pixel_step",
+                    "x_block = x_panel if pack_x else xp")
                 with src.block("for block0 in range(row0, row1, row_block):"):
                     src("block1 = min(block0 + row_block, row1)",
                         "block_pixels = (block1 - block0) * out_width")
@@ -377,26 +403,34 @@ def render_backward_filter(tile_in_channels: int, tile_channels: int, dtype: str
                         pack_block()
                     with src.block("for tap in range(tap0, tap1):"):
                         tap_position()
-                        with src.block("for ct in range(ct0, ct1):"), \
-                                src.block("for kt in range(k_tiles):"):
-                            src(f"c0 = ct * {CB}", f"k0 = kt * {KB}",
-                                "p = uint64((split * taps + tap) * in_channels * out_channels"
-                                " + c0 * out_channels + k0)")
-                            src(*(f"{name} = load(partials, {offset})"
-                                  for name, offset in tile_slots()))
-                            src(f"dy_first = kt * block_pixels * {KB} if pack_dy"
-                                " else block0 * out_width * out_channels + k0")
-                            with src.block("for row in range(block0, block1):"):
-                                src("n = row // out_height",
-                                    "ih = (row % out_height) * stride_h + r * dilation_h",
-                                    "x_row = uint64(((n * padded_height + ih) * padded_width"
-                                    " + s * dilation_w) * x_channels)")
-                                pixel_row("x_row + uint64(k0 // group_out_channels"
-                                          " * in_channels + c0)",
-                                          "uint64(dy_first + (row - block0) * out_width"
-                                          " * dy_pixel_step)", "dy_block", "dy_pixel_step")
-                            src(*(f"store(partials, {offset}, {name})"
-                                  for name, offset in tile_slots()))
+                        with src.block("for ct in range(ct0, ct1):"):
+                            src("panel_group = -1")
+                            with src.block("for kt in range(k_tiles):"):
+                                src(f"c0 = ct * {CB}", f"k0 = kt * {KB}",
+                                    "x_first = uint64(k0 // group_out_channels * in_channels"
+                                    " + c0)",
+                                    "p = uint64((split * taps + tap) * in_channels"
+                                    " * out_channels + c0 * out_channels + k0)")
+                                with src.block("if pack_x and k0 // group_out_channels"
+                                               " != panel_group:"):
+                                    pack_x_block()
+                                    src("panel_group = k0 // group_out_channels")
+                                src(*(f"{name} = load(partials, {offset})"
+                                      for name, offset in tile_slots()))
+                                src(f"dy_first = kt * block_pixels * {KB} if pack_dy"
+                                    " else block0 * out_width * out_channels + k0")
+                                with src.block("for row in range(block0, block1):"):
+                                    with src.block("if pack_x:"):
+                                        src(f"x_start = uint64((row - block0) * out_width"
+                                            f" * {CB})")
+                                    with src.block("else:"):
+                                        x_row_start()
+                                        src("x_start = x_row + x_first")
+                                    pixel_row("x_start", "uint64(dy_first + (row - block0)"
+                                              " * out_width * dy_pixel_step)", "x_block",
+                                              "x_pixel_step", "dy_block", "dy_pixel_step")
+                                src(*(f"store(partials, {offset}, {name})"
+                                      for name, offset in tile_slots()))
         else:
             with task_loop(src, "splits * tiles", vector_bits, "tile_task",
                            BACKWARD_FILTER_PARAMETERS, dtype, locals_):
