@@ -1,6 +1,7 @@
 """Generated register-tile kernels: FMAs of the CPU's full vector width in the hot loop, no
 cache collisions between tiles, dtypes or widths."""
 
+import platform
 import re
 import sys
 
@@ -104,6 +105,24 @@ def test_simd_operations_work_lane_by_lane(dtype, lanes):
     np.testing.assert_allclose(out[1:1 + lanes], 1.5 * x[1:1 + lanes] + y[1:1 + lanes],
                                rtol=1e-6)
     assert np.isnan(out[0]) and np.isnan(out[1 + lanes:]).all()  # nothing else written
+
+
+def test_prefetch_is_a_prefetch_instruction_that_changes_nothing_even_past_the_end():
+    @njit
+    def total_prefetching(values, distance):
+        found = 0.0
+        for i in range(values.shape[0]):
+            simd.prefetch(values, np.uint64(i + distance))
+            found += values[i]
+        return found
+
+    values = np.random.default_rng(0).standard_normal(1000)
+    # 10**9 elements on: far past the array, where a load would fault and a prefetch never does
+    for distance in (0, 64, 10**9):
+        assert total_prefetching(values, distance) == pytest.approx(values.sum(), rel=1e-12)
+    if platform.machine().lower() in ("x86_64", "amd64"):  # PREFETCHT0 and its kin
+        assembly = next(iter(total_prefetching.inspect_asm().values()))
+        assert "prefetch" in assembly
 
 
 @pytest.mark.parametrize("channels, bits, dtype, lanes", [

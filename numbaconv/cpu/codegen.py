@@ -284,8 +284,8 @@ def preamble(src: Source, doc: str, dtype: str, vector_bits: int, decorator: boo
         f"from numbaconv.cpu.task_calls import call_task  # task calls {TASK_CALLS_DIGEST}",
         f"from numbaconv.cpu.vector_width import {HINTS[vector_bits]}")
     if lanes is not None:
-        names = ("add, lanes_sum, negate, operations, scale, subtract" if arithmetic
-                 else "operations")
+        names = ("add, lanes_sum, negate, operations, prefetch, scale, subtract" if arithmetic
+                 else "operations, prefetch")
         if storage is not None:
             names += ", storage_operations"
         src(f"from numbaconv.cpu.simd import {names}  # simd {SIMD_DIGEST}",

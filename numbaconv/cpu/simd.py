@@ -20,6 +20,9 @@ kernel asks for, not the one the vectoriser's cost model picks.
   CPU has one (LLVM's ``contract``, as the kernels' ``fastmath`` gives scalars): each
   lane rounds exactly as the scalar loop it replaces.
 
+``prefetch(array, index)`` asks the CPU to bring ``array[index]``'s cache line in (a
+hint: it never faults, so ``index`` may run past the end).
+
 For the Winograd transforms' sums, arithmetic that promotes as Numba's scalar arithmetic
 does (a Python float's product is float64; float32 meeting float64 becomes
 float64; ``store`` rounds to the array's dtype), so that each lane is computed exactly as
@@ -36,7 +39,7 @@ from pathlib import Path
 
 import numpy as np
 from llvmlite import ir
-from numba.core import types
+from numba.core import cgutils, types
 from numba.extending import intrinsic, models, register_model
 
 
@@ -248,6 +251,24 @@ def _binary(build):
 
 add = _binary(lambda builder: builder.fadd)
 subtract = _binary(lambda builder: builder.fsub)
+
+
+@intrinsic
+def prefetch(typingctx, array, index):
+    """LLVM's ``llvm.prefetch`` (read, keep in all levels) of ``array[index]``'s line."""
+    def codegen(context, builder, signature, args):
+        data = context.make_array(signature.args[0])(context, builder, args[0]).data
+        byte_pointer = ir.IntType(8).as_pointer()
+        address = builder.bitcast(builder.gep(data, [args[1]]), byte_pointer)
+        word = ir.IntType(32)
+        function = cgutils.get_or_insert_function(
+            builder.module, ir.FunctionType(ir.VoidType(), [byte_pointer, word, word, word]),
+            "llvm.prefetch.p0i8")
+        builder.call(function, [address, ir.Constant(word, 0), ir.Constant(word, 3),
+                                ir.Constant(word, 1)])
+        return context.get_dummy_value()
+
+    return types.void(array, index), codegen
 
 
 @intrinsic

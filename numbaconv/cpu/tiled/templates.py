@@ -34,6 +34,10 @@ def _accumulators(src: Source, rows: int, vectors: int, dtype: str):
     src(*(f"a{i}_{v} = broadcast({dtype}(0))" for i in range(rows) for v in range(vectors)))
 
 
+#: How far ahead (in channels) backward-data's filter transpose prefetches each lane's row:
+#: four 64-byte lines of float32, enough to cover a fetch from memory.
+PREFETCH_CHANNELS = 64
+
 #: Columns of the phase table of the forward kernel (one row per phase, int64).
 PHASE_FIELDS = ("first_tile", "out_height", "out_width", "stride_h", "stride_w", "dilation_h",
                 "dilation_w", "filter_height", "filter_width", "w_offset", "w_row_stride",
@@ -259,7 +263,10 @@ def render_forward_panels(tile_pixels: int, tile_channels: int, dtype: str,
                                 # Contiguous lanes (forward): a vector copy per channel.
                                 # Else (backward-data: contiguous channels) a transpose in
                                 # blocks of 16 channels, each block's panel rows in L1 (a
-                                # gather of lanes per channel is much slower).
+                                # gather of lanes per channel is much slower); its lanes'
+                                # rows, read a line at a time side by side, are more streams
+                                # than the hardware prefetchers follow from memory, so each
+                                # lane asks for its line PREFETCH_CHANNELS ahead.
                                 with src.block("if lane == 1:"):
                                     with src.block("for c in range(in_channels):"):
                                         src(*(f"store(panel, q + uint64({v * lanes}), "
@@ -270,7 +277,9 @@ def render_forward_panels(tile_pixels: int, tile_channels: int, dtype: str,
                                     with src.block("for c0 in range(0, in_channels, 16):"):
                                         src("c1 = min(c0 + 16, in_channels)")
                                         with src.block(f"for j in range({KB}):"):
-                                            src("lane_start = wo + uint64(j) * lane")
+                                            src("lane_start = wo + uint64(j) * lane",
+                                                "prefetch(w, lane_start + uint64(c0 + "
+                                                f"{PREFETCH_CHANNELS}) * w_step)")
                                             with src.block("for c in range(c0, c1):"):
                                                 src(f"panel[q + uint64(c * {KB} + j)] = "
                                                     "w[lane_start + uint64(c) * w_step]")
