@@ -53,8 +53,8 @@ TASK_FILTER_BYTES = 64 * 2**10
 #: Backward-filter's tiles load and store their sums once per block of output rows of
 #: about this many pixels (once per row, short rows of 7 or 14 pixels paid for it).
 BLOCK_PIXELS = 48
-#: x86 cores' L1 data caches: 32-48 KB, in ways of 4 KB (8-12 ways); the smaller assumed.
-L1_DATA_BYTES = 32 * 2**10
+#: x86 cores' L1 data caches come in ways of 4 KB (8-12 ways; their size, the smaller
+#: assumed: :data:`layout.L1_BYTES`).
 L1_WAY_BYTES = 4 * 2**10
 #: Backward-filter packs a block's x only for at least this many tiles of output channels
 #: per panel (its copy moves a tile row's values one by one, about a tile pass's work), and
@@ -278,9 +278,9 @@ def workspace_bytes(primitive: str, g: ConvGeometry, schedule: TiledSchedule,
     if primitive == "backward_filter":
         tasks = _filter_tasks(g, schedule, itemsize)
         block_pixels = backward_filter_row_block(g) * g.out_width
-        panels = tasks.count * block_pixels * (g.out_channels * tasks.pack_dy
-                                               + rows * tasks.pack_x)
-        return (_padded_elements(g.input_shape, _input_pads(g)) + panels
+        panel_elements = tasks.count * block_pixels * (g.out_channels * tasks.pack_dy
+                                                       + rows * tasks.pack_x)
+        return (_padded_elements(g.input_shape, _input_pads(g)) + panel_elements
                 + (tasks.splits * filter_elements if tasks.splits > 1 else 0)) * itemsize
     if primitive == "forward":
         padded = _padded_elements(g.input_shape, _input_pads(g))
@@ -377,7 +377,7 @@ def backward_filter_row_block(g: ConvGeometry) -> int:
 def _l1_lines_held(pixel_step_bytes: int) -> int:
     """How many lines ``pixel_step_bytes`` apart L1 keeps: a step of a large power of two
     lands on a few sets."""
-    return L1_DATA_BYTES // max(64, math.gcd(pixel_step_bytes, L1_WAY_BYTES))
+    return layout.L1_BYTES // max(64, math.gcd(pixel_step_bytes, L1_WAY_BYTES))
 
 
 def _block_crowds_l1(g: ConvGeometry, pixel_step_bytes: int) -> bool:
@@ -408,7 +408,7 @@ def backward_filter_packs_x(g: ConvGeometry, itemsize: int, tiles_per_panel: int
 @dataclass(frozen=True)
 class _FilterTasks:
     """How backward-filter cuts a launch into tasks (splits of the rows × groups of taps ×
-    groups of input-channel tiles), and whether they pack dy into panels."""
+    groups of input-channel tiles), and whether they pack dy and x into panels."""
 
     splits: int
     tap_groups: int

@@ -415,14 +415,13 @@ def render_backward_filter(tile_in_channels: int, tile_channels: int, dtype: str
                             src("panel_group = -1")
                             with src.block("for kt in range(k_tiles):"):
                                 src(f"c0 = ct * {CB}", f"k0 = kt * {KB}",
-                                    "x_first = uint64(k0 // group_out_channels * in_channels"
-                                    " + c0)",
+                                    "k_group = k0 // group_out_channels",
+                                    "x_first = uint64(k_group * in_channels + c0)",
                                     "p = uint64((split * taps + tap) * in_channels"
                                     " * out_channels + c0 * out_channels + k0)")
-                                with src.block("if pack_x and k0 // group_out_channels"
-                                               " != panel_group:"):
+                                with src.block("if pack_x and k_group != panel_group:"):
                                     pack_x_block()
-                                    src("panel_group = k0 // group_out_channels")
+                                    src("panel_group = k_group")
                                 src(*(f"{name} = load(partials, {offset})"
                                       for name, offset in tile_slots()))
                                 src(f"dy_first = kt * block_pixels * {KB} if pack_dy"
