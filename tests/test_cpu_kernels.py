@@ -15,7 +15,7 @@ from numbaconv.cpu.families import CPU
 from numbaconv.cpu.gemm import GemmSchedule
 from numbaconv.cpu.layout import readonly
 from numbaconv.cpu.tasks import TARGET_TASKS
-from numbaconv.cpu.tiled import TiledSchedule
+from numbaconv.cpu.tiled import TiledSchedule, phases
 from numbaconv.geometry import conv_geometry
 
 illegal_reason = CPU.illegal_reason
@@ -144,6 +144,30 @@ def test_packed_panels_do_not_change_the_bits(rng, primitive, case):
     results = [run(*operands(x, w, dy), g, s) for s in schedules]
     assert_matches(results[1], reference_result(primitive, g, x, w, dy), np.float32)
     np.testing.assert_array_equal(results[1], results[0])
+
+
+@pytest.mark.parametrize("primitive", ["forward", "backward_data"])
+def test_packed_panels_task_order_does_not_change_the_bits(rng, monkeypatch, primitive):
+    """The threads split the pixels or the channel tiles of packed panels (whichever
+    operand is larger): each task computes the same tiles either way."""
+    g, x, w, dy = make_case(rng, PANEL_CASES["wide_reduction_strided"], np.float32)
+    run, operands = KERNELS[primitive]
+    schedule = TiledSchedule(loop_order="packed_panels", register_tile=(1, 8), channel_block=8)
+    results = []
+    for split_pixels in (True, False):
+        monkeypatch.setattr(phases, "pixels_major", lambda *_, value=split_pixels: value)
+        results.append(run(*operands(x, w, dy), g, schedule))
+    assert_matches(results[0], reference_result(primitive, g, x, w, dy), np.float32)
+    np.testing.assert_array_equal(results[0], results[1])
+
+
+def test_packed_panels_split_the_larger_operand_between_the_threads():
+    def split_pixels(image, filter_shape):
+        f = layout.kernel_filter(filter_shape, 16, True)
+        return phases.pixels_major(image, [phases.Phase(f, image[1:3])])
+
+    assert split_pixels((1, 56, 56, 64), (1, 1, 64, 256))  # 200 K pixel values, 16 K taps
+    assert not split_pixels((1, 7, 7, 512), (3, 3, 512, 512))  # 25 K against 2.4 M
 
 
 @pytest.mark.parametrize("primitive", KERNELS)

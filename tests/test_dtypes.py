@@ -2,6 +2,7 @@
 and the input-gradient ops (exact), and conv2d's leading batch dimensions."""
 
 import ml_dtypes
+import numba
 import numpy as np
 import pytest
 from conftest import random
@@ -231,6 +232,19 @@ def test_widening_is_exact_for_every_half_value(dtype_name):
     np.testing.assert_array_equal(widened.view(np.uint32) | np.where(np.isnan(widened), quiet, 0),
                                   every.astype(np.float32).view(np.uint32)
                                   | np.where(np.isnan(widened), quiet, 0))
+
+
+@pytest.mark.parametrize("dtype_name", HALVES)
+def test_conversions_split_between_tasks_cover_every_element_once(rng, dtype_name):
+    """The conversions cut an array into a multiple of the thread count of equal parts:
+    sizes that divide unevenly, fewer elements than tasks, and none."""
+    dtype = HALVES[dtype_name]
+    many = 2 * half.CHUNK * numba.get_num_threads() + 5
+    for size in (0, 1, 3, half.CHUNK - 1, half.CHUNK + 1, many):
+        values = rng.standard_normal(size).astype(np.float32)
+        rounded = half.from_float32(values, dtype)
+        np.testing.assert_array_equal(rounded.view(np.uint16), values.astype(dtype).view(np.uint16))
+        np.testing.assert_array_equal(half.to_float32(rounded), rounded.astype(np.float32))
 
 
 @pytest.mark.parametrize("dtype_name", HALVES)

@@ -17,13 +17,13 @@ import platform
 
 import numpy as np
 from llvmlite import ir
-from numba import prange, types
+from numba import get_num_threads, prange, types
 from numba.extending import intrinsic
 
 from ..arguments import dtype_name
 from .jit import helper, parallel_kernel
 
-#: Elements one task converts.
+#: Elements one task converts, about.
 CHUNK = 1 << 15
 
 
@@ -123,20 +123,32 @@ def float32_bits_to_bfloat16_bits(f):
 
 
 @helper
-def chunk(array, task):
-    """Task ``task``'s elements of ``array``, a view that starts at 0: an index LLVM cannot
-    prove non-negative keeps Numba's negative-index wrap-around in the loop, and the loop
-    scalar (~10x slower)."""
-    start = task * CHUNK
-    return array[start:min(array.shape[0], start + CHUNK)]
+def task_count(size):
+    """Tasks for ``size`` elements: about CHUNK each, a multiple of the thread count, so
+    that (Numba handing each thread an equal, contiguous run of tasks) thread t converts
+    exactly the t-th of ``threads`` equal parts of the array. The kernels that read the
+    result split their pixels between the threads the same way, so each thread reads what
+    it wrote itself, not lines another core just wrote (markedly slower to read)."""
+    threads = get_num_threads()
+    return max(1, -(-size // (CHUNK * threads))) * threads
+
+
+@helper
+def chunk(array, task, tasks):
+    """Task ``task`` of ``tasks``'s elements of ``array``, a view that starts at 0: an index
+    LLVM cannot prove non-negative keeps Numba's negative-index wrap-around in the loop,
+    and the loop scalar (~10x slower)."""
+    size = array.shape[0]
+    return array[task * size // tasks:(task + 1) * size // tasks]
 
 
 @parallel_kernel
 def widen_kernel(bits, out, brain):
     """out (uint32 view of float32) <- bits (uint16 of float16, or bfloat16 if ``brain``)."""
     size = bits.shape[0]
-    for task in prange((size + CHUNK - 1) // CHUNK):
-        source, target = chunk(bits, task), chunk(out, task)
+    tasks = task_count(size)
+    for task in prange(tasks):
+        source, target = chunk(bits, task, tasks), chunk(out, task, tasks)
         if brain:
             for i in range(source.shape[0]):
                 target[i] = np.uint32(source[i]) << 16
@@ -149,8 +161,9 @@ def widen_kernel(bits, out, brain):
 def narrow_kernel(bits, out, brain):
     """out (uint16 of float16, or bfloat16 if ``brain``) <- bits (uint32 view of float32)."""
     size = bits.shape[0]
-    for task in prange((size + CHUNK - 1) // CHUNK):
-        source, target = chunk(bits, task), chunk(out, task)
+    tasks = task_count(size)
+    for task in prange(tasks):
+        source, target = chunk(bits, task, tasks), chunk(out, task, tasks)
         if brain:
             for i in range(source.shape[0]):
                 target[i] = np.uint16(float32_bits_to_bfloat16_bits(source[i]))
@@ -163,8 +176,9 @@ def narrow_kernel(bits, out, brain):
 def widen_float16_kernel(bits, out):
     """out (float32) <- bits (uint16 of float16), by the CPU's conversion."""
     size = bits.shape[0]
-    for task in prange((size + CHUNK - 1) // CHUNK):
-        source, target = chunk(bits, task), chunk(out, task)
+    tasks = task_count(size)
+    for task in prange(tasks):
+        source, target = chunk(bits, task, tasks), chunk(out, task, tasks)
         for i in range(source.shape[0]):
             target[i] = _float16_bits_as_float32(source[i])
 
@@ -173,8 +187,9 @@ def widen_float16_kernel(bits, out):
 def narrow_float16_kernel(values, out):
     """out (uint16 of float16) <- values (float32), by the CPU's conversion."""
     size = values.shape[0]
-    for task in prange((size + CHUNK - 1) // CHUNK):
-        source, target = chunk(values, task), chunk(out, task)
+    tasks = task_count(size)
+    for task in prange(tasks):
+        source, target = chunk(values, task, tasks), chunk(out, task, tasks)
         for i in range(source.shape[0]):
             target[i] = _float32_as_float16_bits(source[i])
 

@@ -12,6 +12,8 @@ its taps through filter strides, and writes its pixels of dx in place
 
 from __future__ import annotations
 
+import math
+
 from dataclasses import dataclass
 from typing import Callable, NamedTuple
 
@@ -70,7 +72,16 @@ def launcher(padded_shape: tuple, out_shape: tuple, phases: list, schedule, dtyp
         first_tile += -(-(batch * phase.size[0] * phase.size[1]) // rows)
     return table_launcher(padded_shape, shared, table, first_tile, schedule, dtype,
                           k_groups=max(1, out_channels // schedule.channel_block),
-                          groups=groups)
+                          groups=groups, pixels_major=pixels_major(padded_shape, phases))
+
+
+def pixels_major(padded_shape: tuple, phases: list) -> bool:
+    """Whether the threads split the pixels (else the channel tiles) of a launch over
+    ``phases``: where xp (``padded_shape``) is the larger operand, so that each thread
+    reads a part of it, not all of it."""
+    f = phases[0].filter
+    taps = sum(phase.filter.height * phase.filter.width for phase in phases)
+    return math.prod(padded_shape) >= taps * f.in_channels * f.out_channels
 
 
 def _tiles_of(f: layout.TiledFilter) -> tuple:
@@ -79,12 +90,17 @@ def _tiles_of(f: layout.TiledFilter) -> tuple:
 
 
 def table_launcher(x_grid: tuple, shared: layout.TiledFilter, table, total_tiles: int,
-                   schedule, dtype: str, k_groups: int, groups: int = 1) -> Callable:
+                   schedule, dtype: str, k_groups: int, groups: int = 1,
+                   pixels_major: bool = False) -> Callable:
     """The forward kernel (``schedule``'s tile and loop order) over ``table`` (a row of
     :data:`PHASE_FIELDS` per phase, ``total_tiles`` pixel tiles in all), bound to everything
     but its arrays (called as :func:`launcher`'s result): ``x_grid`` = (batch, padded
     height, padded width, pixel stride) of xp, the filter read as ``shared`` by every phase
-    (its tap offsets and strides the table's), tasks over ``k_groups`` channel groups."""
+    (its tap offsets and strides the table's), tasks over ``k_groups`` channel groups.
+    ``pixels_major`` (packed panels; the other loop orders always are): each thread's run
+    of tasks covers a part of the pixels, not of the channel tiles, so that it reads its
+    own part of xp (the part it wrote, when xp was just made in the same split), not all
+    of it (:func:`pixels_major`)."""
     batch, padded_height, padded_width, x_channels = x_grid
     rows, cols = schedule.register_tile
     out_channels = shared.out_channels
@@ -99,7 +115,7 @@ def table_launcher(x_grid: tuple, shared: layout.TiledFilter, table, total_tiles
                  k_groups=k_groups)
     if schedule.loop_order == "packed_panels":
         return forward_panels_kernel(rows, cols, dtype, vector_bits).bind(
-            **arguments, w_lane_stride=shared.lane_stride, **tasks)
+            **arguments, w_lane_stride=shared.lane_stride, **tasks, pixels_major=pixels_major)
     assert shared.lane_stride == 1
     return forward_kernel(rows, cols, dtype, vector_bits).bind(
         **arguments, **tasks, pixels_outer=schedule.loop_order == "pixel_tiles_outer")

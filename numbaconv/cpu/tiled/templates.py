@@ -54,7 +54,8 @@ _FORWARD_SHARED = (
     ("w_tile_stride", "int"), ("w_channel_stride", "int"))
 _TASKS = (("total_tiles", "int"), ("pixel_groups", "int"), ("k_groups", "int"))
 FORWARD_PARAMETERS = KernelParameters(*_FORWARD_SHARED, *_TASKS, ("pixels_outer", "bool"))
-FORWARD_PANELS_PARAMETERS = KernelParameters(*_FORWARD_SHARED, ("w_lane_stride", "int"), *_TASKS)
+FORWARD_PANELS_PARAMETERS = KernelParameters(*_FORWARD_SHARED, ("w_lane_stride", "int"), *_TASKS,
+                                             ("pixels_major", "bool"))
 BACKWARD_FILTER_PARAMETERS = KernelParameters(
     ("xp", "in"), ("dy", "in"), ("partials", "out"), ("batch", "int"), ("padded_height", "int"),
     ("padded_width", "int"), ("x_channels", "int"), ("in_channels", "int"),
@@ -235,9 +236,14 @@ def render_forward_panels(tile_pixels: int, tile_channels: int, dtype: str,
                        FORWARD_PANELS_PARAMETERS, dtype,
                        {"k_tiles": "int", "last_phase": "int", "w_step": "uint", "lane": "uint",
                         "panel_column": "int", "panel_length": "int"}):
-            src("kg = task // pixel_groups",
-                "pg = task % pixel_groups",
-                "t0 = pg * total_tiles // pixel_groups",
+            # Numba hands each thread a contiguous run of tasks: pixel groups outer gives
+            # each thread its own part of x, channel groups outer its own part of the
+            # filter (launcher: whichever is larger).
+            with src.block("if pixels_major:"):
+                src("pg = task // k_groups", "kg = task % k_groups")
+            with src.block("else:"):
+                src("kg = task // pixel_groups", "pg = task % pixel_groups")
+            src("t0 = pg * total_tiles // pixel_groups",
                 "t1 = (pg + 1) * total_tiles // pixel_groups",
                 "kt0 = kg * k_tiles // k_groups",
                 "kt1 = (kg + 1) * k_tiles // k_groups",
