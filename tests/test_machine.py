@@ -87,6 +87,11 @@ def test_backward_filter_splits_its_rows_where_x_and_dy_stream():
     streamed_large_filter = conv_geometry((8, 14, 14, 256), (1, 1, 256, 1024))
     assert not tiled.streamed_reduction(small, 4)
     assert tiled.backward_filter_splits(small, tile, 4) == 1  # channel tiles suffice
+    # in cache, but x and dy (4 MB) dwarf the filter (64 KB): the rows cut in two at least,
+    # so that each thread reads its own part of them
+    tall = conv_geometry((1, 56, 56, 64), (1, 1, 64, 256))
+    assert not tiled.streamed_reduction(tall, 4)
+    assert tiled.backward_filter_splits(tall, tile, 4) == tiled.MIN_ROW_SPLITS
     assert tiled.streamed_reduction(streamed_small_filter, 4)
     # the whole filter is one task's share: every task a split of the rows
     assert tiled.backward_filter_splits(streamed_small_filter, tile, 4) == TARGET_TASKS

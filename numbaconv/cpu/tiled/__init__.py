@@ -47,6 +47,15 @@ PANEL_FILTER_BYTES = 2**20
 #: Backward-filter re-reads x and dy once per group of channel tiles: beyond this many bytes
 #: of them (no longer in cache) the split favours the rows (:func:`backward_filter_splits`).
 STREAMED_BYTES = 4 * 2**20
+#: Backward-filter in cache cuts its rows in at least this many splits where x and dy
+#: outweigh the partial filters :data:`ROW_SPLIT_BYTES_PER_FILTER`-fold. Numba gives each
+#: thread a contiguous run of tasks, splits outermost, so each thread reads a part of x
+#: and dy, not all of them: the part it (or the layer before, splitting its pixels the same
+#: way) just wrote; lines another core just wrote are slow to read. A constant, not the
+#: thread count, so that results do not depend on the machine; more splits cost more
+#: partial filters and ran slower on cached operands.
+MIN_ROW_SPLITS = 2
+ROW_SPLIT_BYTES_PER_FILTER = 8
 #: A backward-filter task's share of a tap's partial filter, read and written every row:
 #: small enough to stay in any x86 core's L2 beside the rows of x and dy.
 TASK_FILTER_BYTES = 64 * 2**10
@@ -118,10 +127,14 @@ def fit(schedule: TiledSchedule, primitive: str, g: ConvGeometry, itemsize: int)
     return dataclasses.replace(schedule, channel_block=block)
 
 
+def _activation_bytes(g: ConvGeometry, itemsize: int) -> int:
+    """Backward-filter's bytes of x and dy (x counted at dy's pixels)."""
+    return g.batch * g.out_height * g.out_width * (g.in_channels + g.out_channels) * itemsize
+
+
 def streamed_reduction(g: ConvGeometry, itemsize: int) -> bool:
     """Whether backward-filter's x and dy outgrow the caches (:data:`STREAMED_BYTES`)."""
-    pixels = g.batch * g.out_height * g.out_width
-    return pixels * (g.in_channels + g.out_channels) * itemsize > STREAMED_BYTES
+    return _activation_bytes(g, itemsize) > STREAMED_BYTES
 
 
 def backward_filter_splits(g: ConvGeometry, tile: tuple, itemsize: int) -> int:
@@ -131,13 +144,18 @@ def backward_filter_splits(g: ConvGeometry, tile: tuple, itemsize: int) -> int:
     cache, every tap is a group of its own and the channel tiles are cut next (splits
     only when they are too few); where they stream, taps and channel tiles are cut only as
     far as a task's share of the partial filter (read and written every row) must be to
-    fit :data:`TASK_FILTER_BYTES`, and the rows for the rest of the tasks."""
+    fit :data:`TASK_FILTER_BYTES`, and the rows for the rest of the tasks. In cache, the
+    rows are still cut in :data:`MIN_ROW_SPLITS` where x and dy dwarf the filter."""
     rows, cols = tile
     taps = g.filter_height * g.filter_width
     c_tiles = g.in_channels_per_group // rows
     task_rows = g.batch * g.out_height
     if not streamed_reduction(g, itemsize):
-        return groups_for(task_rows, taps * c_tiles * (g.out_channels // cols))
+        splits = groups_for(task_rows, taps * c_tiles * (g.out_channels // cols))
+        filter_bytes = math.prod(g.filter_shape) * itemsize
+        if _activation_bytes(g, itemsize) >= ROW_SPLIT_BYTES_PER_FILTER * filter_bytes:
+            splits = max(splits, min(MIN_ROW_SPLITS, task_rows))
+        return splits
     tap_groups = _shared_tap_groups(g, itemsize)
     tap_filter_bytes = g.in_channels_per_group * g.out_channels * itemsize
     c_groups = 1 if tap_groups < taps else max(
