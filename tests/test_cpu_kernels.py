@@ -8,7 +8,7 @@ import pytest
 from conftest import assert_matches, random
 
 import reference as ref
-from numbaconv.cpu import bias, direct, families, gemm, layout, tiled
+from numbaconv.cpu import bias, direct, families, gemm, layout, partials, tiled
 from numbaconv.cpu.direct import backward_data, backward_filter, forward
 from numbaconv.cpu.direct import DirectSchedule
 from numbaconv.cpu.families import CPU
@@ -168,6 +168,15 @@ def test_packed_panels_split_the_larger_operand_between_the_threads():
 
     assert split_pixels((1, 56, 56, 64), (1, 1, 64, 256))  # 200 K pixel values, 16 K taps
     assert not split_pixels((1, 7, 7, 512), (3, 3, 512, 512))  # 25 K against 2.4 M
+
+
+def test_partial_filters_sum_in_the_same_order_by_numpy_and_by_the_kernel(rng):
+    """A cold start's starter sums the partials by NumPy: the same bits as the kernel."""
+    found = random(rng, (3, 5, 7, 400), np.float32)  # beyond the size NumPy sums anyway
+    assert found.nbytes > partials.SMALL_BYTES
+    in_order = (found[0] + found[1]) + found[2]
+    np.testing.assert_array_equal(partials.reduced(found), in_order)
+    np.testing.assert_array_equal(partials.reduced(found, by_numpy=True), in_order)
 
 
 @pytest.mark.parametrize("primitive", KERNELS)

@@ -29,11 +29,13 @@ def sum_partials(partials, out):
 SMALL_BYTES = 64 * 2**10
 
 
-def reduced(partials: np.ndarray) -> np.ndarray:
-    """partials [splits, *shape] -> [*shape]: the one partial itself, or their ordered sum."""
+def reduced(partials: np.ndarray, by_numpy: bool = False) -> np.ndarray:
+    """partials [splits, *shape] -> [*shape]: the one partial itself, or their ordered sum
+    (by NumPy whatever the size when ``by_numpy``: a cold start's starter compiles only its
+    register tile)."""
     if partials.shape[0] == 1:
         return partials[0]
-    if partials.nbytes <= SMALL_BYTES:
+    if by_numpy or partials.nbytes <= SMALL_BYTES:
         out = partials[0] + partials[1]
         for part in partials[2:]:
             out += part

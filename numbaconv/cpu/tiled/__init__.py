@@ -477,7 +477,7 @@ def _prepare_backward_filter(g: ConvGeometry, schedule: TiledSchedule, dtype: np
     def backward_filter(x, dy):
         found = allocate(partials_shape, dtype)
         launch(pad(x).reshape(-1), dy.reshape(-1), found.reshape(-1))
-        return partials.reduced(found)
+        return partials.reduced(found, by_numpy)
 
     return backward_filter
 
