@@ -23,7 +23,7 @@ from numba.extending import intrinsic
 from ..arguments import dtype_name
 from .jit import helper, parallel_kernel
 
-#: Elements one task converts, about.
+#: About how many elements one task converts.
 CHUNK = 1 << 15
 
 

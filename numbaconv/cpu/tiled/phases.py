@@ -13,7 +13,6 @@ its taps through filter strides, and writes its pixels of dx in place
 from __future__ import annotations
 
 import math
-
 from dataclasses import dataclass
 from typing import Callable, NamedTuple
 
