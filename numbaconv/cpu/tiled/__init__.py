@@ -132,6 +132,10 @@ def _activation_bytes(g: ConvGeometry, itemsize: int) -> int:
     return g.batch * g.out_height * g.out_width * (g.in_channels + g.out_channels) * itemsize
 
 
+def _filter_bytes(g: ConvGeometry, itemsize: int) -> int:
+    return math.prod(g.filter_shape) * itemsize
+
+
 def streamed_reduction(g: ConvGeometry, itemsize: int) -> bool:
     """Whether backward-filter's x and dy outgrow the caches (:data:`STREAMED_BYTES`)."""
     return _activation_bytes(g, itemsize) > STREAMED_BYTES
@@ -152,7 +156,7 @@ def backward_filter_splits(g: ConvGeometry, tile: tuple, itemsize: int) -> int:
     task_rows = g.batch * g.out_height
     if not streamed_reduction(g, itemsize):
         splits = groups_for(task_rows, taps * c_tiles * (g.out_channels // cols))
-        filter_bytes = math.prod(g.filter_shape) * itemsize
+        filter_bytes = _filter_bytes(g, itemsize)
         if _activation_bytes(g, itemsize) >= ROW_SPLIT_BYTES_PER_FILTER * filter_bytes:
             splits = max(splits, min(MIN_ROW_SPLITS, task_rows))
         return splits
@@ -166,8 +170,7 @@ def backward_filter_splits(g: ConvGeometry, tile: tuple, itemsize: int) -> int:
 def _shared_tap_groups(g: ConvGeometry, itemsize: int) -> int:
     """The fewest groups of taps whose partial filters fit :data:`TASK_FILTER_BYTES`."""
     taps = g.filter_height * g.filter_width
-    filter_bytes = math.prod(g.filter_shape) * itemsize
-    return max(1, min(taps, -(-filter_bytes // TASK_FILTER_BYTES)))
+    return max(1, min(taps, -(-_filter_bytes(g, itemsize) // TASK_FILTER_BYTES)))
 
 
 def backward_filter_tap_groups(g: ConvGeometry, splits: int, itemsize: int) -> int:
@@ -249,10 +252,9 @@ def preferences(primitive: str, g: ConvGeometry, itemsize: int, machine,
     tiles = [tuple(tile) for tile in ranking or []] + tile_menu(primitive, itemsize, machine)
     if g.groups > 1:
         tiles += narrow_tiles(primitive, itemsize, machine)
-    filter_bytes = math.prod(g.filter_shape) * itemsize
     # Grouped filters are small per task: packing them once per call beats per-task panels.
     panels = (primitive == "forward" and g.groups == 1) or (
-        primitive != "backward_filter" and filter_bytes >= PANEL_FILTER_BYTES)
+        primitive != "backward_filter" and _filter_bytes(g, itemsize) >= PANEL_FILTER_BYTES)
     order = "packed_panels" if panels else "pixel_tiles_outer"
     return [fit(TiledSchedule(loop_order=order, register_tile=tile), primitive, g, itemsize)
             for tile in dict.fromkeys(tiles)]
