@@ -101,20 +101,20 @@ class Call:
             return PreparedCall(self.result_shape, self.dtype)
         p = primitive(self.primitive)
         dtype = self.compute_dtype
+        storage = dtype_name(self.dtype) if is_half(self.dtype) and all(
+            operand.size for operand in self.operands) else None
         now = (cold_start.Now(schedule) if schedule is not None
                else cold_start.schedule_now(p.name, self.geometry, self.choice().schedule,
-                                            dtype))
-        # Half-type activations as their bits, where the schedule's kernels convert them.
-        storage = dtype_name(self.dtype) if (
-            is_half(self.dtype) and all(operand.size for operand in self.operands)
-            and families.CPU.half_storage(p.name, self.geometry, now.schedule,
-                                          dtype_name(self.dtype))) else None
-        kernels = (now.prepare(p.name, self.geometry, dtype, storage=storage) if storage
-                   else now.prepare(p.name, self.geometry, dtype))
+                                            dtype, storage))
+        # Half-type tensors as their bits, where the schedule's run converts them itself.
+        as_bits = families.CPU.half_storage(p.name, self.geometry, now.schedule,
+                                            storage) if storage else ()
+        kernels = (now.prepare(p.name, self.geometry, dtype, storage=storage)
+                   if as_bits else now.prepare(p.name, self.geometry, dtype))
         layouts = tuple(_kernel_layout(tensor, operand.dtype, self.data_format, dtype,
-                                       as_bits=storage is not None and is_activation(tensor))
+                                       as_bits=tensor in as_bits)
                         for tensor, operand in zip(p.operands, self.operands))
-        kernel_dtype = np.dtype(np.uint16) if storage and is_activation(p.result) else dtype
+        kernel_dtype = np.dtype(np.uint16) if p.result in as_bits else dtype
         return PreparedCall(self.result_shape, self.dtype, kernels, layouts,
                             self.data_format if is_activation(p.result) else "NHWC",
                             p.result_shape(self.geometry), kernel_dtype, now.waiting,

@@ -36,10 +36,11 @@ class Family:
     - ``prepare(primitive, geometry, schedule, dtype)`` (optional): ``run`` as a function
       of the two operands, with what the geometry alone fixes done once (the ops keep it
       for calls of the same shapes); None: the registry wraps ``run``.
-    - ``half_storage(primitive, geometry, schedule, storage)`` (optional): whether
-      ``prepare(..., storage=storage)`` takes the activations of the half type ``storage``
-      as their bits (uint16, operands and result) and converts them in its kernels; None:
-      never (the ops convert them to ``dtype`` and back).
+    - ``half_storage(primitive, geometry, schedule, storage)`` (optional): the tensors
+      (of :data:`numbaconv.primitives.TENSORS`, operands and result) that ``prepare(...,
+      storage=storage)`` takes and returns as the bits (uint16) of the half type
+      ``storage``, converting them itself; empty: none. None: never (the ops convert all
+      of them to ``dtype`` and back).
     """
 
     name: str
@@ -142,12 +143,13 @@ class Registry:
                 if self.illegal_reason(primitive, g, s, itemsize) is None]
 
     def half_storage(self, primitive: str, g: ConvGeometry, schedule: Schedule,
-                     storage: str) -> bool:
-        """Whether the family of ``schedule`` converts the half type ``storage`` in its
-        kernels (:class:`Family`)."""
+                     storage: str) -> tuple[str, ...]:
+        """The tensors the family of ``schedule`` takes and returns as the half type
+        ``storage``'s bits (:class:`Family`)."""
         family = self.family_of(schedule)
-        return family.half_storage is not None and family.half_storage(primitive, g, schedule,
-                                                                       storage)
+        if family.half_storage is None:
+            return ()
+        return family.half_storage(primitive, g, schedule, storage)
 
     def prepare(self, primitive: str, g: ConvGeometry, schedule: Schedule,
                 dtype, **options) -> Callable:

@@ -186,3 +186,23 @@ def test_the_background_work_builds_and_marks(tmp_path, monkeypatch):
                 schedule=schedule.to_dict(), dtype="float32")
     cold_start.build(spec)
     assert cold_start.is_built(cold_start.build_key("backward_filter", schedule, np.float32))
+
+
+def test_a_half_type_call_builds_the_kernels_that_convert_it(tmp_path, monkeypatch):
+    """Packed panels convert float16 and bfloat16 themselves (other kernels than the
+    float32 ones): a half-type call's background build builds those, under a key of
+    their own; schedules that do not convert keep the float32 key."""
+    monkeypatch.setattr(cold_start, "_marker", lambda key: tmp_path / str(hash(key)))
+    g = conv_geometry((1, 5, 5, 16), (3, 3, 16, 32), (1, 1), (1, 1), "SAME")
+    panels = families.CPU.fit(TiledSchedule(loop_order="packed_panels", register_tile=(4, 16)),
+                              "forward", g, 4)
+    key = cold_start.build_key
+    assert key("forward", panels, np.float32, "bfloat16") != key("forward", panels, np.float32)
+    spec = dict(primitive="forward", geometry=configs.geometry_to_dict(g),
+                schedule=panels.to_dict(), dtype="float32", storage="bfloat16")
+    cold_start.build(spec)
+    assert cold_start.is_built(key("forward", panels, np.float32, "bfloat16"))
+    assert not cold_start.is_built(key("forward", panels, np.float32))
+    plain = families.CPU.fit(TiledSchedule(register_tile=(4, 16)), "forward", g, 4)
+    assert cold_start._converted("forward", g, plain, "bfloat16") is None
+    assert cold_start._converted("forward", g, panels, "bfloat16") == "bfloat16"

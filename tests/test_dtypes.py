@@ -140,9 +140,9 @@ def test_vector_tiles_convert_half_types_in_their_kernels(rng, dtype_name, op, d
                  "conv2d_backprop_input": lambda x, w, dy: (x.shape, w, dy)}[op]
     call = nc.call_for(op, *arguments(x, w, dy), **options)
     assert call.choice().schedule.loop_order == "vector_tiles"
-    assert families.CPU.half_storage(call.primitive, call.geometry, call.choice().schedule,
-                                     dtype_name) == (dtype_name == "bfloat16"
-                                                     or half.hardware_float16())
+    converts = dtype_name == "bfloat16" or half.hardware_float16()
+    assert bool(families.CPU.half_storage(call.primitive, call.geometry,
+                                          call.choice().schedule, dtype_name)) == converts
     fused = getattr(nc, op)(*arguments(x, w, dy), **options)
     widened = getattr(nc, op)(*arguments(*(a.astype(np.float32) for a in (x, w, dy))),
                               **options)
@@ -269,6 +269,63 @@ def test_rounding_to_a_half_type_matches_numpy_and_ml_dtypes(rng, dtype_name):
     np.testing.assert_array_equal(ours[~nan].view(np.uint16), theirs[~nan].view(np.uint16))
 
 
+#: Dense layers on packed panels: a 3×3 layer at stride 1 (odd sizes, SAME) and at stride 2
+#: (backward-data's stride phases), and a 1×1 layer with no padding.
+PANEL_LAYERS = [((2, 9, 11, 32), (3, 3, 32, 64), 1), ((2, 9, 11, 32), (3, 3, 32, 64), 2),
+                ((1, 6, 7, 48), (1, 1, 48, 32), 1)]
+
+
+@pytest.mark.parametrize("x_shape, w_shape, stride", PANEL_LAYERS)
+@pytest.mark.parametrize("op", ["conv2d", "conv2d_backprop_input"])
+@pytest.mark.parametrize("data_format", ["NHWC", "NCHW"])
+@pytest.mark.parametrize("dtype_name", HALVES)
+def test_packed_panels_convert_half_types_themselves(rng, monkeypatch, dtype_name, data_format,
+                                                     op, x_shape, w_shape, stride):
+    """Forward and backward-data on packed panels take a half type's bits: the input (dy)
+    widened in its padded copy, each filter panel widened as it is packed, the tiles'
+    sums rounded as they are stored. Bit for bit the float32 kernels on the widened
+    operands, rounded once (NaN, Inf and values beyond the type's range included)."""
+    if dtype_name == "float16" and not half.hardware_float16():
+        pytest.skip("float16 is converted in the kernels only where the CPU has instructions")
+    from numbaconv.cpu import tiled
+
+    monkeypatch.setattr(tiled, "PANEL_FILTER_BYTES", 0)  # backward-data's panels too
+    dtype = HALVES[dtype_name]
+    x = random(rng, x_shape).astype(dtype)
+    w = random(rng, w_shape).astype(dtype)
+    out_shape = nc.conv2d(x.astype(np.float32), w.astype(np.float32), stride, "SAME").shape
+    dy = (random(rng, out_shape) * 1e4).astype(dtype)
+    x[0, 3, 4, 5], w[0, 0, 1, 7], dy[0, 2, 2, 9] = np.nan, np.inf, -np.inf
+    if data_format == "NCHW":
+        x, dy = (np.ascontiguousarray(a.transpose(0, 3, 1, 2)) for a in (x, dy))
+        x_shape = x.shape
+    options = dict(strides=stride, padding="SAME", data_format=data_format)
+    arguments = {"conv2d": lambda x, w, dy: (x, w),
+                 "conv2d_backprop_input": lambda x, w, dy: (x_shape, w, dy)}[op]
+    call = nc.call_for(op, *arguments(x, w, dy), **options)
+    assert call.choice().schedule.loop_order == "packed_panels"
+    assert families.CPU.half_storage(call.primitive, call.geometry, call.choice().schedule,
+                                     dtype_name) == ("input", "filter", "output")
+    fused = getattr(nc, op)(*arguments(x, w, dy), **options)
+    widened = getattr(nc, op)(*arguments(*(a.astype(np.float32) for a in (x, w, dy))),
+                              **options)
+    assert fused.dtype == np.dtype(dtype)
+    np.testing.assert_array_equal(fused.view(np.uint16),
+                                  half.from_float32(widened, dtype).view(np.uint16))
+
+
+@pytest.mark.parametrize("dtype_name", HALVES)
+def test_the_widening_padded_copy_is_numpys_pad_of_the_values(rng, dtype_name):
+    if dtype_name == "float16" and not half.hardware_float16():
+        pytest.skip("float16 is converted in the kernels only where the CPU has instructions")
+    dtype = HALVES[dtype_name]
+    x = random(rng, (2, 5, 7, 3)).astype(dtype)
+    x[1, 4, 6, 2], x[0, 0, 0, 0] = np.nan, -np.inf
+    padded = half.padded_float32(x.view(np.uint16), dtype_name, (1, 2, 3, 0))
+    expected = np.pad(x.astype(np.float32), ((0, 0), (1, 2), (3, 0), (0, 0)))
+    np.testing.assert_array_equal(padded.view(np.uint32), expected.view(np.uint32))
+
+
 @pytest.mark.parametrize("dtype_name", HALVES)
 def test_vector_conversions_in_registers_match_the_array_conversions(rng, dtype_name):
     """The kernels' in-register widening (every half value) and rounding (random bits,
@@ -305,3 +362,25 @@ def test_vector_conversions_in_registers_match_the_array_conversions(rng, dtype_
     rounded = np.empty(values.shape, np.uint16)
     narrow(values, rounded)
     np.testing.assert_array_equal(rounded, half.from_float32(values, dtype).view(np.uint16))
+
+
+@pytest.mark.parametrize("dtype_name", HALVES)
+def test_one_value_widened_in_a_kernel_matches_the_array_conversion(dtype_name):
+    from numba import njit
+
+    from numbaconv.cpu.simd import storage_value
+
+    if dtype_name == "float16" and not half.hardware_float16():
+        pytest.skip("float16 is converted in the kernels only where the CPU has instructions")
+    value = storage_value(dtype_name)
+
+    @njit
+    def widen(bits, out):
+        for i in range(bits.shape[0]):
+            out[i] = value(bits[i])
+
+    every = np.arange(2**16, dtype=np.uint32).astype(np.uint16)
+    widened = np.empty(every.shape, np.float32)
+    widen(every, widened)
+    np.testing.assert_array_equal(
+        widened.view(np.uint32), half.to_float32(every.view(HALVES[dtype_name])).view(np.uint32))

@@ -137,8 +137,9 @@ import numpy as np
 import numbaconv
 from numbaconv.cpu import half
 bits, out = np.zeros(1 << 18, np.uint16), np.empty(1 << 18, np.float32)
+tasks = half.task_count(bits.size)
 def run():
-    half.widen_float16_kernel(bits, out)
+    half.widen_float16_kernel(bits, out, tasks)
 def median_us(samples):
     return float(np.median(samples)) * 1e6
 for _ in range(20):

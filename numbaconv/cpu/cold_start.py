@@ -59,11 +59,13 @@ def enabled() -> bool:
     return os.environ.get(ENV, "1") != "0"
 
 
-def build_key(primitive: str, schedule, dtype) -> str:
+def build_key(primitive: str, schedule, dtype, storage: str | None = None) -> str:
     """What decides the kernels a run compiles (not the geometry: the generated kernels
-    take it as arguments), and where they were compiled."""
+    take it as arguments; ``storage``: a half type the run converts itself), and where
+    they were compiled."""
     machine = this_machine()
-    return (f"{primitive}|{np.dtype(dtype).name}|{schedule.kernels_key()}|"
+    kept = f"|{storage} bits" if storage else ""
+    return (f"{primitive}|{np.dtype(dtype).name}{kept}|{schedule.kernels_key()}|"
             f"{machine.vector_bits}|{machine.key}|numba {numba.__version__}")
 
 
@@ -103,13 +105,14 @@ class Build:
     """A background process building one schedule's kernels: started when fewer than
     :data:`RUNNING_BUILDS` run (else it waits its turn), checked by :meth:`done`."""
 
-    def __init__(self, key: str, primitive: str, g: ConvGeometry, schedule, dtype):
+    def __init__(self, key: str, primitive: str, g: ConvGeometry, schedule, dtype,
+                 storage: str | None = None):
         self.key = key
         package_parent = str(Path(__file__).resolve().parents[2])
         self._env = dict(os.environ, PYTHONPATH=os.pathsep.join(
             [package_parent] + [p for p in [os.environ.get("PYTHONPATH")] if p]))
         spec = dict(primitive=primitive, geometry=geometry_to_dict(g),
-                    schedule=schedule.to_dict(), dtype=np.dtype(dtype).name)
+                    schedule=schedule.to_dict(), dtype=np.dtype(dtype).name, storage=storage)
         self._command = [sys.executable, "-c", CHILD, json.dumps(spec)]
         self._process = None
         self._failed = False
@@ -180,14 +183,16 @@ class Now(NamedTuple):
                                 **options)
 
 
-def schedule_now(primitive: str, g: ConvGeometry, chosen, dtype) -> Now:
+def schedule_now(primitive: str, g: ConvGeometry, chosen, dtype,
+                 storage: str | None = None) -> Now:
     """``chosen`` when its kernels are built or quick to build anyway (or background
     builds are off), else a starter while a background process builds ``chosen`` (one per
-    build key and process)."""
+    build key and process). ``storage``: the call's half type, built as ``chosen`` runs it
+    (:meth:`numbaconv.family.Family.half_storage`)."""
     dtype = np.dtype(dtype)
     if chosen.algorithm not in GENERATED:
         return Now(chosen)
-    key = build_key(primitive, chosen, dtype)
+    key = build_key(primitive, chosen, dtype, _converted(primitive, g, chosen, storage))
     with _lock:
         build = _builds.get(key)
         if build is not None and build.done():
@@ -198,11 +203,20 @@ def schedule_now(primitive: str, g: ConvGeometry, chosen, dtype) -> Now:
         if fallback is None or fallback.kernels_key() == chosen.kernels_key():
             return Now(chosen, unmarked=key)
         if build is None:
-            build = _builds[key] = Build(key, primitive, g, chosen, dtype)
+            build = _builds[key] = Build(key, primitive, g, chosen, dtype,
+                                         _converted(primitive, g, chosen, storage))
             _start_waiting()
             if build._failed:  # no interpreter to start (an embedded Python): build in the call
                 return Now(chosen, unmarked=key)
-        return Now(fallback, build, build_key(primitive, fallback, dtype))
+        return Now(fallback, build, build_key(primitive, fallback, dtype,
+                                              _converted(primitive, g, fallback, storage)))
+
+
+def _converted(primitive: str, g: ConvGeometry, schedule, storage: str | None) -> str | None:
+    """``storage`` where ``schedule``'s run converts that half type itself, else None."""
+    if storage is not None and CPU.half_storage(primitive, g, schedule, storage):
+        return storage
+    return None
 
 
 def status(primitive: str, chosen, dtype) -> str:
@@ -242,8 +256,12 @@ def build(spec: dict):
     primitive = spec["primitive"]
     g = ConvGeometry(**spec["geometry"])
     schedule = CPU.parse(spec["schedule"])
-    dtype = np.dtype(spec["dtype"])
+    dtype, storage = np.dtype(spec["dtype"]), spec.get("storage")
     operands = primitive_named(primitive).pick(random_tensors(g, dtype,
                                                               np.random.default_rng(0)))
-    run(primitive, operands, g, schedule)
-    mark_built(build_key(primitive, schedule, dtype))
+    if storage is None:
+        run(primitive, operands, g, schedule)
+    else:  # the operands' bits: any values do to compile
+        CPU.prepare(primitive, g, schedule, dtype, storage=storage)(
+            *(np.zeros(operand.shape, np.uint16) for operand in operands))
+    mark_built(build_key(primitive, schedule, dtype, storage))

@@ -17,7 +17,8 @@ import platform
 
 import numpy as np
 from llvmlite import ir
-from numba import get_num_threads, prange, types
+import numba
+from numba import prange, types
 from numba.extending import intrinsic
 
 from ..arguments import dtype_name
@@ -122,14 +123,15 @@ def float32_bits_to_bfloat16_bits(f):
     return (f + 0x7FFF + ((f >> 16) & 1)) >> 16
 
 
-@helper
-def task_count(size):
+def task_count(size: int) -> int:
     """Tasks for ``size`` elements: about CHUNK each, a multiple of the thread count, so
     that (Numba handing each thread an equal, contiguous run of tasks) thread t converts
     exactly the t-th of ``threads`` equal parts of the array. The kernels that read the
     result split their pixels between the threads the same way, so each thread reads what
-    it wrote itself, not lines another core just wrote (markedly slower to read)."""
-    threads = get_num_threads()
+    it wrote itself, not lines another core just wrote (markedly slower to read). Counted
+    here, not in the kernels: Numba's disk cache refuses a kernel that asks for the thread
+    count (a compilation per process, 1-2 s)."""
+    threads = numba.get_num_threads()
     return max(1, -(-size // (CHUNK * threads))) * threads
 
 
@@ -143,10 +145,9 @@ def chunk(array, task, tasks):
 
 
 @parallel_kernel
-def widen_kernel(bits, out, brain):
-    """out (uint32 view of float32) <- bits (uint16 of float16, or bfloat16 if ``brain``)."""
-    size = bits.shape[0]
-    tasks = task_count(size)
+def widen_kernel(bits, out, brain, tasks):
+    """out (uint32 view of float32) <- bits (uint16 of float16, or bfloat16 if ``brain``),
+    in ``tasks`` equal parts."""
     for task in prange(tasks):
         source, target = chunk(bits, task, tasks), chunk(out, task, tasks)
         if brain:
@@ -158,10 +159,8 @@ def widen_kernel(bits, out, brain):
 
 
 @parallel_kernel
-def narrow_kernel(bits, out, brain):
+def narrow_kernel(bits, out, brain, tasks):
     """out (uint16 of float16, or bfloat16 if ``brain``) <- bits (uint32 view of float32)."""
-    size = bits.shape[0]
-    tasks = task_count(size)
     for task in prange(tasks):
         source, target = chunk(bits, task, tasks), chunk(out, task, tasks)
         if brain:
@@ -173,10 +172,8 @@ def narrow_kernel(bits, out, brain):
 
 
 @parallel_kernel
-def widen_float16_kernel(bits, out):
+def widen_float16_kernel(bits, out, tasks):
     """out (float32) <- bits (uint16 of float16), by the CPU's conversion."""
-    size = bits.shape[0]
-    tasks = task_count(size)
     for task in prange(tasks):
         source, target = chunk(bits, task, tasks), chunk(out, task, tasks)
         for i in range(source.shape[0]):
@@ -184,26 +181,89 @@ def widen_float16_kernel(bits, out):
 
 
 @parallel_kernel
-def narrow_float16_kernel(values, out):
+def narrow_float16_kernel(values, out, tasks):
     """out (uint16 of float16) <- values (float32), by the CPU's conversion."""
-    size = values.shape[0]
-    tasks = task_count(size)
     for task in prange(tasks):
         source, target = chunk(values, task, tasks), chunk(out, task, tasks)
         for i in range(source.shape[0]):
             target[i] = _float32_as_float16_bits(source[i])
 
 
+@helper
+def _padded_row(bits, xp, row, pad_top, pad_left):
+    """Row ``row`` (of batch × padded height) of ``xp``, its padding zeroed: the run of
+    its values that come from ``bits`` (uint16 [N, H, W, C]) as flat views, target and
+    source (both empty for a row of padding)."""
+    batch, in_height, in_width, channels = bits.shape
+    padded_height, padded_width = xp.shape[1], xp.shape[2]
+    n = row // padded_height
+    ih = row % padded_height - pad_top
+    target = xp[n, row % padded_height].reshape(-1)
+    if ih < 0 or ih >= in_height:
+        target[:] = 0
+        return target[:0], bits[n, 0].reshape(-1)[:0]
+    start, end = pad_left * channels, (pad_left + in_width) * channels
+    target[:start] = 0
+    target[end:] = 0
+    return target[start:end], bits[n, ih].reshape(-1)
+
+
+@parallel_kernel
+def pad_widen_float16_kernel(bits, xp, pad_top, pad_left):
+    """xp [N, Hp, Wp, C] (float32) <- bits [N, H, W, C] (uint16 of float16) placed at
+    (pad_top, pad_left), zeros around, by the CPU's conversion."""
+    for row in prange(xp.shape[0] * xp.shape[1]):
+        target, source = _padded_row(bits, xp, row, pad_top, pad_left)
+        for i in range(source.shape[0]):
+            target[i] = _float16_bits_as_float32(source[i])
+
+
+@parallel_kernel
+def pad_widen_bfloat16_kernel(bits, xp, pad_top, pad_left):
+    """As :func:`pad_widen_float16_kernel`, from bfloat16's bits."""
+    for row in prange(xp.shape[0] * xp.shape[1]):
+        target, source = _padded_row(bits, xp, row, pad_top, pad_left)
+        for i in range(source.shape[0]):
+            target[i] = _as_float32(np.uint32(source[i]) << 16)
+
+
+def converts_in_kernels(storage: str) -> bool:
+    """Whether kernels may widen and round the half type ``storage`` in their own loops
+    (:func:`numbaconv.cpu.simd.storage_operations`, :func:`padded_float32`): bfloat16
+    always, float16 where the CPU converts it in instructions."""
+    return storage == "bfloat16" or hardware_float16()
+
+
+def padded_float32(bits: np.ndarray, storage: str, pads: tuple) -> np.ndarray:
+    """A fresh float32 NHWC array: the values of the half type ``storage`` whose bits
+    ``bits`` (uint16, C-contiguous NHWC) holds, zero-padded by ``pads`` = (top, bottom,
+    left, right), each ≥ 0: widened and padded in one pass (where
+    :func:`converts_in_kernels`)."""
+    pad_top, pad_bottom, pad_left, pad_right = pads
+    batch, height, width, channels = bits.shape
+    xp = np.empty((batch, height + pad_top + pad_bottom, width + pad_left + pad_right,
+                   channels), np.float32)
+    kernel = pad_widen_float16_kernel if storage == "float16" else pad_widen_bfloat16_kernel
+    kernel(bits, xp, pad_top, pad_left)
+    return xp
+
+
+def widened(bits: np.ndarray, storage: str) -> np.ndarray:
+    """A fresh float32 array of ``bits``' shape: the values of the half type ``storage``
+    whose bits ``bits`` (uint16, C-contiguous) holds."""
+    out = np.empty(bits.shape, np.float32)
+    brain, tasks = storage == "bfloat16", task_count(bits.size)
+    if not brain and hardware_float16():
+        widen_float16_kernel(bits.reshape(-1), out.reshape(-1), tasks)
+    else:
+        widen_kernel(bits.reshape(-1), out.reshape(-1).view(np.uint32), brain, tasks)
+    return out
+
+
 def to_float32(array: np.ndarray) -> np.ndarray:
     """A fresh C-contiguous float32 array with ``array``'s values (a half type)."""
     source = np.ascontiguousarray(array)
-    out = np.empty(source.shape, np.float32)
-    bits, brain = source.reshape(-1).view(np.uint16), dtype_name(source.dtype) == "bfloat16"
-    if not brain and hardware_float16():
-        widen_float16_kernel(bits, out.reshape(-1))
-    else:
-        widen_kernel(bits, out.reshape(-1).view(np.uint32), brain)
-    return out
+    return widened(source.view(np.uint16), dtype_name(source.dtype))
 
 
 def from_float32(array: np.ndarray, dtype) -> np.ndarray:
@@ -212,8 +272,9 @@ def from_float32(array: np.ndarray, dtype) -> np.ndarray:
     out = np.empty(array.shape, dtype)
     values = np.ascontiguousarray(array).reshape(-1)
     bits, brain = out.reshape(-1).view(np.uint16), dtype_name(dtype) == "bfloat16"
+    tasks = task_count(values.size)
     if not brain and hardware_float16():
-        narrow_float16_kernel(values, bits)
+        narrow_float16_kernel(values, bits, tasks)
     else:
-        narrow_kernel(values.view(np.uint32), bits, brain)
+        narrow_kernel(values.view(np.uint32), bits, brain, tasks)
     return out

@@ -204,6 +204,30 @@ def storage_operations(lanes: int, storage: str):
 
 
 @functools.lru_cache(maxsize=None)
+def storage_value(storage: str):
+    """``value(bits)``: the float32 value of one element of the half type ``storage``
+    held as its bits (a uint16), exactly (as :func:`storage_operations`' ``load``)."""
+    if storage not in ("float16", "bfloat16"):
+        raise ValueError(f"storage must be 'float16' or 'bfloat16', got {storage!r}")
+
+    @intrinsic
+    def value(typingctx, bits):
+        if bits != types.uint16:
+            return None
+
+        def codegen(context, builder, signature, args):
+            if storage == "float16":
+                return builder.fpext(builder.bitcast(args[0], ir.HalfType()), ir.FloatType())
+            return builder.bitcast(builder.shl(builder.zext(args[0], ir.IntType(32)),
+                                               ir.Constant(ir.IntType(32), 16)),
+                                   ir.FloatType())
+
+        return types.float32(types.uint16), codegen
+
+    return value
+
+
+@functools.lru_cache(maxsize=None)
 def group_spreads(lanes: int, group: int) -> tuple:
     """For vectors of ``lanes`` channels in groups of ``group`` consecutive ones (grouped
     convolutions): ``spreads[c](v)`` has in every lane of a group that group's channel

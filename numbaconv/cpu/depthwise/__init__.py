@@ -40,10 +40,11 @@ from ... import memory
 from ...family import Family, run_prepared
 from ...geometry import ConvGeometry
 from ...machine import Machine, this_machine
+from ...primitives import is_activation
 from ...primitives import primitive as primitive_named
 from ...schedule import Schedule
 from .. import layout, partials
-from ..half import hardware_float16
+from ..half import converts_in_kernels
 from ..layout import readonly
 from ..tasks import channel_block_for, groups_for
 from ..tiled import phases
@@ -443,11 +444,14 @@ def prepare(primitive: str, g: ConvGeometry, schedule: DepthwiseSchedule, dtype,
 
 
 def half_storage(primitive: str, g: ConvGeometry, schedule: DepthwiseSchedule,
-                 storage: str) -> bool:
-    """Whether :func:`prepare` converts the half type ``storage`` in its kernels: vector
-    tiles, for float16 where the CPU converts it in instructions."""
-    return schedule.loop_order == "vector_tiles" and (storage == "bfloat16"
-                                                      or hardware_float16())
+                 storage: str) -> tuple[str, ...]:
+    """The tensors :func:`prepare` takes and returns as the half type ``storage``'s bits,
+    converted in its kernels: the activations, on vector tiles
+    (:func:`numbaconv.cpu.half.converts_in_kernels`)."""
+    if schedule.loop_order != "vector_tiles" or not converts_in_kernels(storage):
+        return ()
+    p = primitive_named(primitive)
+    return tuple(tensor for tensor in (*p.operands, p.result) if is_activation(tensor))
 
 
 _PREPARES = {"forward": _prepare_forward, "backward_data": _prepare_backward_data,

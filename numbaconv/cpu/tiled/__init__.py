@@ -33,9 +33,10 @@ import numpy as np
 from ...family import Family, run_prepared
 from ...geometry import ConvGeometry
 from ...machine import this_machine
+from ...primitives import TENSORS
 from ...primitives import primitive as primitive_named
 from ...schedule import Schedule
-from .. import layout, partials
+from .. import half, layout, partials
 from ..tasks import TARGET_TASKS, channel_block_for, groups_for
 from . import phases
 from .templates import backward_filter_kernel
@@ -323,22 +324,34 @@ def workspace_bytes(primitive: str, g: ConvGeometry, schedule: TiledSchedule,
 
 # --- runs ---------------------------------------------------------------------------------
 
+def _padder(shape: tuple, pads: tuple, dtype: np.dtype, by_numpy: bool,
+            storage: str | None) -> Callable:
+    """:func:`layout.padder`, or (``storage``) the widening of that half type's bits and
+    the padding in one pass."""
+    if storage is None:
+        return layout.padder(shape, dtype, *pads, by_numpy=by_numpy)
+    if any(pads):
+        return functools.partial(half.padded_float32, storage=storage, pads=pads)
+    return functools.partial(half.widened, storage=storage)
+
+
 def _prepare_forward(g: ConvGeometry, schedule: TiledSchedule, dtype: np.dtype,
-                     by_numpy: bool) -> Callable:
-    pad = layout.padder(g.input_shape, dtype, *_input_pads(g), by_numpy=by_numpy)
+                     by_numpy: bool, storage: str | None) -> Callable:
+    pad = _padder(g.input_shape, _input_pads(g), dtype, by_numpy, storage)
     padded_shape = _padded_shape(g.input_shape, _input_pads(g))
     tile, panels = schedule.register_tile[1], schedule.loop_order == "packed_panels"
     phase = phases.Phase(layout.kernel_filter(g.filter_shape, tile, panels),
                          (g.out_height, g.out_width), (g.stride_h, g.stride_w),
                          (g.dilation_h, g.dilation_w))
-    out_shape = g.output_shape
-    launch = phases.launcher(padded_shape, out_shape, [phase], schedule, dtype.name, g.groups)
+    out_shape, out_dtype = g.output_shape, dtype if storage is None else np.dtype(np.uint16)
+    launch = phases.launcher(padded_shape, out_shape, [phase], schedule, dtype.name, g.groups,
+                             storage)
     # The generated kernels take writable arrays for their read-only parameters as they are.
     filter_values = (np.ravel if panels
                      else functools.partial(layout.pack_filter, tile=tile, by_numpy=by_numpy))
 
     def forward(x, w):
-        out = np.empty(out_shape, dtype)
+        out = np.empty(out_shape, out_dtype)
         launch(pad(x).reshape(-1), filter_values(w), out.reshape(-1))
         return out
 
@@ -346,12 +359,13 @@ def _prepare_forward(g: ConvGeometry, schedule: TiledSchedule, dtype: np.dtype,
 
 
 def _prepare_backward_data(g: ConvGeometry, schedule: TiledSchedule, dtype: np.dtype,
-                           by_numpy: bool) -> Callable:
+                           by_numpy: bool, storage: str | None) -> Callable:
+    dx_shape, dx_dtype = g.input_shape, dtype if storage is None else np.dtype(np.uint16)
     reached, unreached = phases.stride_phases(g)
     if not reached:
-        return lambda dy, w: np.zeros(g.input_shape, dtype)
+        return lambda dy, w: np.zeros(dx_shape, dx_dtype)
     padding = phases.dy_padding(reached)
-    pad = layout.padder(g.output_shape, dtype, *padding, by_numpy=by_numpy)
+    pad = _padder(g.output_shape, padding, dtype, by_numpy, storage)
     padded_shape = _padded_shape(g.output_shape, padding)
     tile, panels = schedule.register_tile[1], schedule.loop_order == "packed_panels"
     if g.groups == 1:
@@ -363,9 +377,8 @@ def _prepare_backward_data(g: ConvGeometry, schedule: TiledSchedule, dtype: np.d
     launch = phases.launcher(
         padded_shape, g.input_shape,
         phases.backward_data_phases(reached, read_as, g, padding, padded_shape), schedule,
-        dtype.name, g.groups)
+        dtype.name, g.groups, storage)
 
-    dx_shape = g.input_shape
     if g.groups == 1:
         filter_values = (np.ravel if panels
                          else functools.partial(layout.pack_filter, tile=tile, swap=True,
@@ -379,7 +392,7 @@ def _prepare_backward_data(g: ConvGeometry, schedule: TiledSchedule, dtype: np.d
                                       by_numpy=by_numpy)
 
     def backward_data(dy, w):
-        dx = np.empty(dx_shape, dtype)
+        dx = np.empty(dx_shape, dx_dtype)
         for part in unreached:
             dx[part] = 0
         launch(pad(dy).reshape(-1), filter_values(w), dx.reshape(-1))
@@ -456,7 +469,7 @@ def _filter_tasks(g: ConvGeometry, schedule: TiledSchedule, itemsize: int) -> _F
 
 
 def _prepare_backward_filter(g: ConvGeometry, schedule: TiledSchedule, dtype: np.dtype,
-                             by_numpy: bool) -> Callable:
+                             by_numpy: bool, storage: str | None) -> Callable:
     tasks = _filter_tasks(g, schedule, dtype.itemsize)
     pixels_outer = schedule.loop_order == "pixel_tiles_outer"
     # Pixel tiles outer keeps each tile's running sums in the partials between rows.
@@ -485,13 +498,28 @@ def _prepare_backward_filter(g: ConvGeometry, schedule: TiledSchedule, dtype: np
 
 
 def prepare(primitive: str, g: ConvGeometry, schedule: TiledSchedule, dtype: np.dtype,
-            copies_by_numpy: bool = False) -> Callable:
+            copies_by_numpy: bool = False, storage: str | None = None) -> Callable:
     """The run of ``primitive`` on ``g`` under ``schedule`` as a function of its two
     operands (C-contiguous NHWC / HWIO of ``dtype``, in the primitive table's order): the
     kernel, its arguments, the phase table and the pads made once. ``copies_by_numpy``:
     padded copies and filter rearrangements by NumPy, whatever their size, so that the
-    register tile is the only kernel to compile (a cold start's starter)."""
-    return _PREPARES[primitive](g, schedule, np.dtype(dtype), copies_by_numpy)
+    register tile is the only kernel to compile (a cold start's starter). ``storage``
+    (where :func:`half_storage` allows it): every operand and the result are that half
+    type's bits (uint16), ``dtype`` float32."""
+    if storage is not None and not half_storage(primitive, g, schedule, storage):
+        raise ValueError(f"storage: {schedule} does not convert {storage} itself")
+    return _PREPARES[primitive](g, schedule, np.dtype(dtype), copies_by_numpy, storage)
+
+
+def half_storage(primitive: str, g: ConvGeometry, schedule: TiledSchedule,
+                 storage: str) -> tuple[str, ...]:
+    """The tensors :func:`prepare` takes and returns as the half type ``storage``'s bits:
+    all three for forward and backward-data on packed panels (ungrouped for
+    backward-data): the input (dy) widened in its padded copy, each filter panel as it is
+    packed, the result rounded by the tiles as they store it. Else none."""
+    panels = schedule.loop_order == "packed_panels" and (primitive == "forward"
+                                                          or g.groups == 1)
+    return TENSORS if panels and half.converts_in_kernels(storage) else ()
 
 
 _PREPARES = {"forward": _prepare_forward, "backward_data": _prepare_backward_data,
@@ -499,4 +527,4 @@ _PREPARES = {"forward": _prepare_forward, "backward_data": _prepare_backward_dat
 
 
 FAMILY = Family("tiled", TiledSchedule, candidates, illegal_reason, workspace_bytes, fit,
-                run_prepared(prepare), prepare)
+                run_prepared(prepare), prepare, half_storage)

@@ -42,12 +42,13 @@ class Phase:
 
 
 def launcher(padded_shape: tuple, out_shape: tuple, phases: list, schedule, dtype: str,
-             groups: int = 1) -> Callable:
+             groups: int = 1, storage: str | None = None) -> Callable:
     """Every phase in one launch of the forward kernel, bound to everything but its arrays:
     call the result with (xp, w, out), flat (xp padded NHWC [N, Hp, Wp, C], read; w the
     filter's values as the phases' :class:`layout.TiledFilter` reads them, out [N, H, W, K]
     C-contiguous, written in place); ``schedule`` a tiled schedule; ``groups``: output
-    channel k of group g reads input channels [g·C/groups, (g + 1)·C/groups)."""
+    channel k of group g reads input channels [g·C/groups, (g + 1)·C/groups); ``storage``
+    (packed panels only): w and out are that half type's bits."""
     batch, padded_height, padded_width, x_channels = padded_shape
     _, height, width, out_channels = out_shape
     rows, cols = schedule.register_tile
@@ -71,7 +72,8 @@ def launcher(padded_shape: tuple, out_shape: tuple, phases: list, schedule, dtyp
         first_tile += -(-(batch * phase.size[0] * phase.size[1]) // rows)
     return table_launcher(padded_shape, shared, table, first_tile, schedule, dtype,
                           k_groups=max(1, out_channels // schedule.channel_block),
-                          groups=groups, pixels_major=pixels_major(padded_shape, phases))
+                          groups=groups, pixels_major=pixels_major(padded_shape, phases),
+                          storage=storage)
 
 
 def pixels_major(padded_shape: tuple, phases: list) -> bool:
@@ -90,7 +92,7 @@ def _tiles_of(f: layout.TiledFilter) -> tuple:
 
 def table_launcher(x_grid: tuple, shared: layout.TiledFilter, table, total_tiles: int,
                    schedule, dtype: str, k_groups: int, groups: int = 1,
-                   pixels_major: bool = False) -> Callable:
+                   pixels_major: bool = False, storage: str | None = None) -> Callable:
     """The forward kernel (``schedule``'s tile and loop order) over ``table`` (a row of
     :data:`PHASE_FIELDS` per phase, ``total_tiles`` pixel tiles in all), bound to everything
     but its arrays (called as :func:`launcher`'s result): ``x_grid`` = (batch, padded
@@ -113,9 +115,9 @@ def table_launcher(x_grid: tuple, shared: layout.TiledFilter, table, total_tiles
     tasks = dict(total_tiles=total_tiles, pixel_groups=groups_for(total_tiles, k_groups),
                  k_groups=k_groups)
     if schedule.loop_order == "packed_panels":
-        return forward_panels_kernel(rows, cols, dtype, vector_bits).bind(
+        return forward_panels_kernel(rows, cols, dtype, vector_bits, storage).bind(
             **arguments, w_lane_stride=shared.lane_stride, **tasks, pixels_major=pixels_major)
-    assert shared.lane_stride == 1
+    assert shared.lane_stride == 1 and storage is None
     return forward_kernel(rows, cols, dtype, vector_bits).bind(
         **arguments, **tasks, pixels_outer=schedule.loop_order == "pixel_tiles_outer")
 
