@@ -314,6 +314,30 @@ def test_packed_panels_convert_half_types_themselves(rng, monkeypatch, dtype_nam
                                   half.from_float32(widened, dtype).view(np.uint16))
 
 
+@pytest.mark.parametrize("x_shape, w_shape, stride", PANEL_LAYERS)
+@pytest.mark.parametrize("dtype_name", HALVES)
+def test_tiled_backward_filter_widens_half_types_in_its_own_copies(rng, dtype_name, x_shape,
+                                                                   w_shape, stride):
+    """Tiled backward-filter takes x and dy as a half type's bits (x widened in its padded
+    copy): bit for bit the float32 kernel on the widened operands, rounded once."""
+    if dtype_name == "float16" and not half.hardware_float16():
+        pytest.skip("float16 is converted in the kernels only where the CPU has instructions")
+    dtype = HALVES[dtype_name]
+    x = random(rng, x_shape).astype(dtype)
+    out_shape = nc.conv2d(x, random(rng, w_shape).astype(dtype), stride, "SAME").shape
+    dy = (random(rng, out_shape) * 1e4).astype(dtype)
+    x[0, 3, 4, 5], dy[0, 2, 2, 9] = np.nan, -np.inf
+    call = nc.call_for("conv2d_backprop_filter", x, w_shape, dy, strides=stride, padding="SAME")
+    assert call.choice().schedule.algorithm == "tiled"
+    assert families.CPU.half_storage(call.primitive, call.geometry, call.choice().schedule,
+                                     dtype_name) == ("input", "output")
+    fused = nc.conv2d_backprop_filter(x, w_shape, dy, stride, "SAME")
+    widened = nc.conv2d_backprop_filter(x.astype(np.float32), w_shape, dy.astype(np.float32),
+                                        stride, "SAME")
+    np.testing.assert_array_equal(fused.view(np.uint16),
+                                  half.from_float32(widened, dtype).view(np.uint16))
+
+
 @pytest.mark.parametrize("dtype_name", HALVES)
 def test_the_widening_padded_copy_is_numpys_pad_of_the_values(rng, dtype_name):
     if dtype_name == "float16" and not half.hardware_float16():

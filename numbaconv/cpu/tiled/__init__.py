@@ -474,7 +474,9 @@ def _prepare_backward_filter(g: ConvGeometry, schedule: TiledSchedule, dtype: np
     pixels_outer = schedule.loop_order == "pixel_tiles_outer"
     # Pixel tiles outer keeps each tile's running sums in the partials between rows.
     allocate = np.zeros if pixels_outer else np.empty
-    pad = layout.padder(g.input_shape, dtype, *_input_pads(g), by_numpy=by_numpy)
+    pad = _padder(g.input_shape, _input_pads(g), dtype, by_numpy, storage)
+    dy_values = (np.ascontiguousarray if storage is None
+                 else functools.partial(half.widened, storage=storage))
     _, padded_height, padded_width, _ = _padded_shape(g.input_shape, _input_pads(g))
     tile_in, tile_out = schedule.register_tile
     launch = backward_filter_kernel(tile_in, tile_out, dtype.name, this_machine().vector_bits,
@@ -491,7 +493,7 @@ def _prepare_backward_filter(g: ConvGeometry, schedule: TiledSchedule, dtype: np
 
     def backward_filter(x, dy):
         found = allocate(partials_shape, dtype)
-        launch(pad(x).reshape(-1), dy.reshape(-1), found.reshape(-1))
+        launch(pad(x).reshape(-1), dy_values(dy).reshape(-1), found.reshape(-1))
         return partials.reduced(found, by_numpy)
 
     return backward_filter
@@ -516,10 +518,15 @@ def half_storage(primitive: str, g: ConvGeometry, schedule: TiledSchedule,
     """The tensors :func:`prepare` takes and returns as the half type ``storage``'s bits:
     all three for forward and backward-data on packed panels (ungrouped for
     backward-data): the input (dy) widened in its padded copy, each filter panel as it is
-    packed, the result rounded by the tiles as they store it. Else none."""
+    packed, the result rounded by the tiles as they store it. Backward-filter: x
+    widened in its padded copy, dy widened (the filter comes back as float32). Else none."""
+    if not half.converts_in_kernels(storage):
+        return ()
+    if primitive == "backward_filter":
+        return ("input", "output")
     panels = schedule.loop_order == "packed_panels" and (primitive == "forward"
                                                           or g.groups == 1)
-    return TENSORS if panels and half.converts_in_kernels(storage) else ()
+    return TENSORS if panels else ()
 
 
 _PREPARES = {"forward": _prepare_forward, "backward_data": _prepare_backward_data,
