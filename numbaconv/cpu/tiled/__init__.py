@@ -327,9 +327,13 @@ def workspace_bytes(primitive: str, g: ConvGeometry, schedule: TiledSchedule,
 def _padder(shape: tuple, pads: tuple, dtype: np.dtype, by_numpy: bool,
             storage: str | None) -> Callable:
     """:func:`layout.padder`, or (``storage``) the widening of that half type's bits and
-    the padding in one pass."""
+    the padding in one pass (``by_numpy``, a starter's: in two, by the conversion every
+    half-type call compiles anyway and NumPy)."""
+    padder = layout.padder(shape, dtype, *pads, by_numpy=by_numpy)
     if storage is None:
-        return layout.padder(shape, dtype, *pads, by_numpy=by_numpy)
+        return padder
+    if by_numpy:
+        return lambda bits: padder(half.widened(bits, storage))
     if any(pads):
         return functools.partial(half.padded_float32, storage=storage, pads=pads)
     return functools.partial(half.widened, storage=storage)
