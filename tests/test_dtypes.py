@@ -272,7 +272,7 @@ def test_rounding_to_a_half_type_matches_numpy_and_ml_dtypes(rng, dtype_name):
 #: Dense layers on packed panels: a 3×3 layer at stride 1 (odd sizes, SAME) and at stride 2
 #: (backward-data's stride phases), and a 1×1 layer with no padding.
 PANEL_LAYERS = [((2, 9, 11, 32), (3, 3, 32, 64), 1), ((2, 9, 11, 32), (3, 3, 32, 64), 2),
-                ((1, 6, 7, 48), (1, 1, 48, 32), 1)]
+                ((1, 6, 7, 64), (1, 1, 64, 32), 1)]
 
 
 @pytest.mark.parametrize("x_shape, w_shape, stride", PANEL_LAYERS)
