@@ -189,7 +189,7 @@ def test_the_background_work_builds_and_marks(tmp_path, monkeypatch):
 
 
 def test_a_half_type_call_builds_the_kernels_that_convert_it(tmp_path, monkeypatch):
-    """Packed panels convert float16 and bfloat16 themselves (other kernels than the
+    """The tiled kernels convert float16 and bfloat16 themselves (other kernels than the
     float32 ones): a half-type call's background build builds those, under a key of
     their own; schedules that do not convert keep the float32 key."""
     monkeypatch.setattr(cold_start, "_marker", lambda key: tmp_path / str(hash(key)))
@@ -203,6 +203,6 @@ def test_a_half_type_call_builds_the_kernels_that_convert_it(tmp_path, monkeypat
     cold_start.build(spec)
     assert cold_start.is_built(key("forward", panels, np.float32, "bfloat16"))
     assert not cold_start.is_built(key("forward", panels, np.float32))
-    plain = families.CPU.fit(TiledSchedule(register_tile=(4, 16)), "forward", g, 4)
-    assert cold_start._converted("forward", g, plain, "bfloat16") is None
+    direct = families.CPU.parse({"algorithm": "direct"})
+    assert cold_start._converted("forward", g, direct, "bfloat16") is None
     assert cold_start._converted("forward", g, panels, "bfloat16") == "bfloat16"

@@ -269,52 +269,55 @@ def test_rounding_to_a_half_type_matches_numpy_and_ml_dtypes(rng, dtype_name):
     np.testing.assert_array_equal(ours[~nan].view(np.uint16), theirs[~nan].view(np.uint16))
 
 
-#: Dense layers on packed panels: a 3×3 layer at stride 1 (odd sizes, SAME) and at stride 2
-#: (backward-data's stride phases), and a 1×1 layer with no padding.
-PANEL_LAYERS = [((2, 9, 11, 32), (3, 3, 32, 64), 1), ((2, 9, 11, 32), (3, 3, 32, 64), 2),
+#: Dense layers for the tiled family: a 3×3 layer at stride 1 (odd sizes, SAME) and at
+#: stride 2 (backward-data's stride phases), and a 1×1 layer with no padding.
+TILED_LAYERS = [((2, 9, 11, 32), (3, 3, 32, 64), 1), ((2, 9, 11, 32), (3, 3, 32, 64), 2),
                 ((1, 6, 7, 64), (1, 1, 64, 32), 1)]
 
 
-@pytest.mark.parametrize("x_shape, w_shape, stride", PANEL_LAYERS)
+@pytest.mark.parametrize("x_shape, w_shape, stride", TILED_LAYERS)
 @pytest.mark.parametrize("op", ["conv2d", "conv2d_backprop_input"])
-@pytest.mark.parametrize("data_format", ["NHWC", "NCHW"])
+@pytest.mark.parametrize("loop_order", ["packed_panels", "pixel_tiles_outer",
+                                        "channel_tiles_outer"])
 @pytest.mark.parametrize("dtype_name", HALVES)
-def test_packed_panels_convert_half_types_themselves(rng, monkeypatch, dtype_name, data_format,
-                                                     op, x_shape, w_shape, stride):
-    """Forward and backward-data on packed panels take a half type's bits: the input (dy)
-    widened in its padded copy, each filter panel widened as it is packed, the tiles'
-    sums rounded as they are stored. Bit for bit the float32 kernels on the widened
-    operands, rounded once (NaN, Inf and values beyond the type's range included)."""
+def test_tiled_forward_and_backward_data_convert_half_types_themselves(
+        rng, dtype_name, loop_order, op, x_shape, w_shape, stride):
+    """Tiled forward and backward-data take a half type's bits: the input (dy) widened in
+    its padded copy, the filter widened before it is packed (packed panels: each panel as
+    the task packs it), the tiles' sums rounded as they are stored. Bit for bit the float32
+    kernels on the widened operands, rounded once (NaN, Inf and values beyond the type's
+    range included), NHWC and NCHW."""
     if dtype_name == "float16" and not half.hardware_float16():
         pytest.skip("float16 is converted in the kernels only where the CPU has instructions")
-    from numbaconv.cpu import tiled
+    from numbaconv.cpu.tiled import TiledSchedule
 
-    monkeypatch.setattr(tiled, "PANEL_FILTER_BYTES", 0)  # backward-data's panels too
     dtype = HALVES[dtype_name]
     x = random(rng, x_shape).astype(dtype)
     w = random(rng, w_shape).astype(dtype)
-    out_shape = nc.conv2d(x.astype(np.float32), w.astype(np.float32), stride, "SAME").shape
+    out_shape = nc.conv2d(x, w, stride, "SAME").shape
     dy = (random(rng, out_shape) * 1e4).astype(dtype)
     x[0, 3, 4, 5], w[0, 0, 1, 7], dy[0, 2, 2, 9] = np.nan, np.inf, -np.inf
-    if data_format == "NCHW":
-        x, dy = (np.ascontiguousarray(a.transpose(0, 3, 1, 2)) for a in (x, dy))
-        x_shape = x.shape
-    options = dict(strides=stride, padding="SAME", data_format=data_format)
     arguments = {"conv2d": lambda x, w, dy: (x, w),
-                 "conv2d_backprop_input": lambda x, w, dy: (x_shape, w, dy)}[op]
-    call = nc.call_for(op, *arguments(x, w, dy), **options)
-    assert call.choice().schedule.loop_order == "packed_panels"
-    assert families.CPU.half_storage(call.primitive, call.geometry, call.choice().schedule,
-                                     dtype_name) == ("input", "filter", "output")
-    fused = getattr(nc, op)(*arguments(x, w, dy), **options)
-    widened = getattr(nc, op)(*arguments(*(a.astype(np.float32) for a in (x, w, dy))),
-                              **options)
-    assert fused.dtype == np.dtype(dtype)
-    np.testing.assert_array_equal(fused.view(np.uint16),
-                                  half.from_float32(widened, dtype).view(np.uint16))
+                 "conv2d_backprop_input": lambda x, w, dy: (x.shape, w, dy)}[op]
+    for data_format in ("NHWC", "NCHW"):
+        operands = (x, w, dy) if data_format == "NHWC" else (
+            np.ascontiguousarray(x.transpose(0, 3, 1, 2)), w,
+            np.ascontiguousarray(dy.transpose(0, 3, 1, 2)))
+        options = dict(strides=stride, padding="SAME", data_format=data_format)
+        call = nc.call_for(op, *arguments(*operands), **options)
+        schedule = families.CPU.fit(TiledSchedule(loop_order=loop_order, register_tile=(4, 32)),
+                                    call.primitive, call.geometry, 4)
+        assert families.CPU.half_storage(call.primitive, call.geometry, schedule,
+                                         dtype_name) == ("input", "filter", "output")
+        widened = nc.call_for(op, *arguments(*(a.astype(np.float32) for a in operands)),
+                              **options).run(schedule)
+        fused = call.run(schedule)
+        assert fused.dtype == np.dtype(dtype)
+        np.testing.assert_array_equal(fused.view(np.uint16),
+                                      half.from_float32(widened, dtype).view(np.uint16))
 
 
-@pytest.mark.parametrize("x_shape, w_shape, stride", PANEL_LAYERS)
+@pytest.mark.parametrize("x_shape, w_shape, stride", TILED_LAYERS)
 @pytest.mark.parametrize("dtype_name", HALVES)
 def test_tiled_backward_filter_widens_half_types_in_its_own_copies(rng, dtype_name, x_shape,
                                                                    w_shape, stride):

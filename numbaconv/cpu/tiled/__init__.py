@@ -339,6 +339,14 @@ def _padder(shape: tuple, pads: tuple, dtype: np.dtype, by_numpy: bool,
     return functools.partial(half.widened, storage=storage)
 
 
+def _widened_first(filter_values: Callable, storage: str | None, panels: bool) -> Callable:
+    """``filter_values`` of the widened filter, where a half type's bits arrive and the
+    kernel reads float32 (every loop order but packed panels, which widen it themselves)."""
+    if storage is None or panels:
+        return filter_values
+    return lambda bits: filter_values(half.widened(bits, storage))
+
+
 def _prepare_forward(g: ConvGeometry, schedule: TiledSchedule, dtype: np.dtype,
                      by_numpy: bool, storage: str | None) -> Callable:
     pad = _padder(g.input_shape, _input_pads(g), dtype, by_numpy, storage)
@@ -351,8 +359,9 @@ def _prepare_forward(g: ConvGeometry, schedule: TiledSchedule, dtype: np.dtype,
     launch = phases.launcher(padded_shape, out_shape, [phase], schedule, dtype.name, g.groups,
                              storage)
     # The generated kernels take writable arrays for their read-only parameters as they are.
-    filter_values = (np.ravel if panels
-                     else functools.partial(layout.pack_filter, tile=tile, by_numpy=by_numpy))
+    filter_values = _widened_first(
+        np.ravel if panels else functools.partial(layout.pack_filter, tile=tile,
+                                                  by_numpy=by_numpy), storage, panels)
 
     def forward(x, w):
         out = np.empty(out_shape, out_dtype)
@@ -394,6 +403,7 @@ def _prepare_backward_data(g: ConvGeometry, schedule: TiledSchedule, dtype: np.d
         def filter_values(w):
             return layout.pack_filter(layout.swap_channels(w, g.groups, by_numpy), tile,
                                       by_numpy=by_numpy)
+    filter_values = _widened_first(filter_values, storage, panels)
 
     def backward_data(dy, w):
         dx = np.empty(dx_shape, dx_dtype)
@@ -519,18 +529,19 @@ def prepare(primitive: str, g: ConvGeometry, schedule: TiledSchedule, dtype: np.
 
 def half_storage(primitive: str, g: ConvGeometry, schedule: TiledSchedule,
                  storage: str) -> tuple[str, ...]:
-    """The tensors :func:`prepare` takes and returns as the half type ``storage``'s bits:
-    all three for forward and backward-data on packed panels (ungrouped for
-    backward-data): the input (dy) widened in its padded copy, each filter panel as it is
-    packed, the result rounded by the tiles as they store it. Backward-filter: x
-    widened in its padded copy, dy widened (the filter comes back as float32). Else none."""
+    """The tensors :func:`prepare` takes and returns as the half type ``storage``'s bits.
+    Forward and backward-data: all three, the input (dy) widened in its padded copy, the
+    filter widened before it is packed (on packed panels: each panel as the task packs
+    it), the result rounded by the tiles as they store it; not on grouped backward-data's
+    packed panels (their filter is swapped first). Backward-filter: x widened in its
+    padded copy, dy widened (the filter comes back as float32)."""
     if not half.converts_in_kernels(storage):
         return ()
     if primitive == "backward_filter":
         return ("input", "output")
-    panels = schedule.loop_order == "packed_panels" and (primitive == "forward"
-                                                          or g.groups == 1)
-    return TENSORS if panels else ()
+    if primitive == "backward_data" and g.groups > 1 and schedule.loop_order == "packed_panels":
+        return ()
+    return TENSORS
 
 
 _PREPARES = {"forward": _prepare_forward, "backward_data": _prepare_backward_data,

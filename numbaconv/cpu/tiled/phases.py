@@ -47,8 +47,8 @@ def launcher(padded_shape: tuple, out_shape: tuple, phases: list, schedule, dtyp
     call the result with (xp, w, out), flat (xp padded NHWC [N, Hp, Wp, C], read; w the
     filter's values as the phases' :class:`layout.TiledFilter` reads them, out [N, H, W, K]
     C-contiguous, written in place); ``schedule`` a tiled schedule; ``groups``: output
-    channel k of group g reads input channels [g·C/groups, (g + 1)·C/groups); ``storage``
-    (packed panels only): w and out are that half type's bits."""
+    channel k of group g reads input channels [g·C/groups, (g + 1)·C/groups); ``storage``:
+    out is that half type's bits, and w too on packed panels."""
     batch, padded_height, padded_width, x_channels = padded_shape
     _, height, width, out_channels = out_shape
     rows, cols = schedule.register_tile
@@ -117,8 +117,8 @@ def table_launcher(x_grid: tuple, shared: layout.TiledFilter, table, total_tiles
     if schedule.loop_order == "packed_panels":
         return forward_panels_kernel(rows, cols, dtype, vector_bits, storage).bind(
             **arguments, w_lane_stride=shared.lane_stride, **tasks, pixels_major=pixels_major)
-    assert shared.lane_stride == 1 and storage is None
-    return forward_kernel(rows, cols, dtype, vector_bits).bind(
+    assert shared.lane_stride == 1
+    return forward_kernel(rows, cols, dtype, vector_bits, storage).bind(
         **arguments, **tasks, pixels_outer=schedule.loop_order == "pixel_tiles_outer")
 
 
