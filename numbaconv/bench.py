@@ -20,11 +20,16 @@ them (numbaconv's passes and PyTorch's taking turns); ``--pass-layers`` also giv
 layer's median time within those passes beside its time alone (the table's), since a layer
 called once between others can run slower than its repeated calls show. ``--plot
 FILE.png`` draws the GFLOP/s against the peak (matplotlib, if installed).
+
+``--half`` times instead each layer's public op in float16 and bfloat16 (the latter where
+ml_dtypes is installed) against float32 on the same values, and prints each half type's
+time over the float32 time; ``--overhead`` the per-call cost of every op on a tiny layer.
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
 import importlib.util
 import json
 import math
@@ -65,18 +70,23 @@ def _options(g):
                 padding=[[0, 0], [g.pad_top, g.pad_bottom], [g.pad_left, g.pad_right], [0, 0]])
 
 
+def _op(primitive: str, layer: Layer, x, w, dy) -> tuple[str, tuple, dict]:
+    """The public op of ``primitive`` on the layer: its name, arguments and options."""
+    g = layer.geometry
+    if primitive == "forward":
+        return "conv2d", (x, w), _options(g)
+    if primitive == "backward_data":
+        return "conv2d_backprop_input", (g.input_shape, w, dy), _options(g)
+    return "conv2d_backprop_filter", (x, g.filter_shape, dy), _options(g)
+
+
 def op_calls(primitive: str, layer: Layer, x, w, dy):
     """(as a user calls it, with the default heuristic's schedule): zero-argument functions
     (the second the op's prepared work under that schedule, which a call of the public op
     would run once remembered)."""
     g = layer.geometry
-    if primitive == "forward":
-        op, args = "conv2d", (x, w)
-    elif primitive == "backward_data":
-        op, args = "conv2d_backprop_input", (g.input_shape, w, dy)
-    else:
-        op, args = "conv2d_backprop_filter", (x, g.filter_shape, dy)
-    public, options = getattr(nc, op), _options(g)
+    op, args, options = _op(primitive, layer, x, w, dy)
+    public = getattr(nc, op)
     call = call_for(op, *args, **options)
     default = call.prepare(rule(primitive, g, x.itemsize, this_machine(), configs.calibration()))
     return lambda: public(*args, **options), lambda: default.run(call.operands)
@@ -147,6 +157,9 @@ def parse_args(argv):
     parser.add_argument("--pass-layers", action="store_true",
                         help="also each layer's median time within the passes back to back")
     parser.add_argument("--no-torch", action="store_true", help="do not time PyTorch")
+    parser.add_argument("--half", action="store_true",
+                        help="only float16 and bfloat16 against float32: each layer's time "
+                             "in the half type over its float32 time")
     parser.add_argument("--overhead", action="store_true",
                         help="only the per-call cost of each op on a tiny layer")
     parser.add_argument("--torch-worker", action="store_true", help=argparse.SUPPRESS)
@@ -289,6 +302,53 @@ def overhead_report(rounds: int) -> int:
     return 0
 
 
+def half_types() -> dict:
+    """The half types to time: float16, and bfloat16 where ml_dtypes is installed."""
+    found = {"float16": np.dtype(np.float16)}
+    try:
+        import ml_dtypes
+    except ImportError:
+        return found
+    return {**found, "bfloat16": np.dtype(ml_dtypes.bfloat16)}
+
+
+def half_report(args) -> int:
+    """``--half``: each layer and primitive as a user calls it in float32 and in each half
+    type (:func:`half_types`), on the same values (rounded to the half type), alternating;
+    the float32 time and each half type's time over it, then their geometric means."""
+    layers, halves = _layers(args), half_types()
+    machine = this_machine()
+    rng = np.random.default_rng(0)
+    print(f"half types against float32, {numba.get_num_threads()} threads; {machine.cpu} "
+          f"({machine.llvm_cpu}, {machine.vector_bits}-bit vectors); time ratios, > 1: the "
+          f"half type is slower")
+    header = f"{'layer':<20} {'primitive':<16} {'float32 ms':>10} " + " ".join(
+        f"{name:>9}" for name in halves)
+    print(header + "\n" + "-" * len(header))
+    ratios = {(primitive, name): [] for primitive in args.primitives for name in halves}
+    for layer in layers:
+        for primitive in args.primitives:
+            x, w, dy = _inputs(layer, rng)
+            functions = {"float32": op_calls(primitive, layer, x, w, dy)[0]}
+            for name, dtype in halves.items():
+                op, arguments, options = _op(primitive, layer,
+                                             *(a.astype(dtype) for a in (x, w, dy)))
+                functions[name] = functools.partial(getattr(nc, op), *arguments, **options)
+            for function in functions.values():
+                warm_up(function)
+            times = alternating_medians(functions, rounds=args.rounds)
+            row = [times[name] / times["float32"] for name in halves]
+            for name, ratio in zip(halves, row):
+                ratios[primitive, name].append(ratio)
+            print(f"{layer.name:<20} {primitive:<16} {times['float32'] * 1e3:10.3f} "
+                  + " ".join(f"{ratio:9.2f}" for ratio in row), flush=True)
+    print("\ngeometric means (half type time / float32 time)")
+    for primitive in args.primitives:
+        print(f"  {primitive:<16} " + "   ".join(
+            f"{name} {geomean(ratios[primitive, name]):.2f}" for name in halves))
+    return 0
+
+
 def fma_peak() -> float:
     """The calibrated float32 FMA peak of this CPU (GFLOP/s), measured now if none is."""
     found = ((configs.calibration() or {}).get("fma") or {}).get("peak_gflops")
@@ -308,6 +368,8 @@ def main(argv=None) -> int:
         return torch_worker(args)
     if args.overhead:
         return overhead_report(args.rounds)
+    if args.half:
+        return half_report(args)
     torch = None if args.no_torch else TorchWorker.start(argv)
     try:
         return report(args, torch)

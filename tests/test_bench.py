@@ -26,6 +26,22 @@ def test_overhead_report_lists_every_op_with_both_costs(capsys):
         assert call > 0 and full > 0
 
 
+def test_half_report_gives_each_half_type_over_float32_per_layer(capsys):
+    assert bench.main(["--half", "--select", "res5_3x3_s2", "--batch", "1", "--rounds", "1",
+                       "--ops", "forward,backward_filter"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    halves = list(bench.half_types())
+    assert lines[1].split()[-len(halves):] == halves
+    rows = [line.split() for line in lines if line.startswith("res5_3x3_s2")]
+    assert [row[1] for row in rows] == ["forward", "backward_filter"]
+    for row in rows:
+        float32_ms, *ratios = (float(value) for value in row[2:])
+        assert float32_ms > 0 and len(ratios) == len(halves)
+        assert all(0.1 < ratio < 10 for ratio in ratios)
+    means = [line for line in lines if line.strip().startswith("forward")][-1]
+    assert all(name in means for name in halves)
+
+
 def test_passes_back_to_back_take_turns_with_the_other_side(monkeypatch):
     """Each timed pass of ours is followed by one of theirs, after warm untimed passes of
     ours: a slow spell of the machine hits both sides."""
