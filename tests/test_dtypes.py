@@ -237,10 +237,12 @@ def test_widening_is_exact_for_every_half_value(dtype_name):
 @pytest.mark.parametrize("dtype_name", HALVES)
 def test_conversions_split_between_tasks_cover_every_element_once(rng, dtype_name):
     """The conversions cut an array into a multiple of the thread count of equal parts:
-    sizes that divide unevenly, fewer elements than tasks, and none."""
+    sizes that divide unevenly, fewer elements than tasks, and none; small arrays are
+    converted by the calling thread alone, up to :data:`half.SERIAL_ELEMENTS`."""
     dtype = HALVES[dtype_name]
-    many = 2 * half.CHUNK * numba.get_num_threads() + 5
-    for size in (0, 1, 3, half.CHUNK - 1, half.CHUNK + 1, many):
+    many = max(2 * half.CHUNK * numba.get_num_threads(), half.SERIAL_ELEMENTS) + 5
+    for size in (0, 1, 3, half.CHUNK - 1, half.CHUNK + 1, half.SERIAL_ELEMENTS,
+                 half.SERIAL_ELEMENTS + 1, many):
         values = rng.standard_normal(size).astype(np.float32)
         rounded = half.from_float32(values, dtype)
         np.testing.assert_array_equal(rounded.view(np.uint16), values.astype(dtype).view(np.uint16))

@@ -26,6 +26,9 @@ from .jit import helper, parallel_kernel
 
 #: About how many elements one task converts.
 CHUNK = 1 << 15
+#: Up to this many elements a conversion runs on the calling thread, in one task: waking
+#: the other threads costs more than converting them.
+SERIAL_ELEMENTS = 1 << 16
 
 
 @intrinsic
@@ -227,6 +230,14 @@ def pad_widen_bfloat16_kernel(bits, xp, pad_top, pad_left):
             target[i] = _as_float32(np.uint32(source[i]) << 16)
 
 
+def _convert(kernel, size: int, *arrays):
+    """``kernel`` (one of the conversions above) on ``arrays`` of ``size`` elements."""
+    if size <= SERIAL_ELEMENTS:
+        kernel.serial()(*arrays, 1)
+    else:
+        kernel(*arrays, task_count(size))
+
+
 def converts_in_kernels(storage: str) -> bool:
     """Whether kernels may widen and round the half type ``storage`` in their own loops
     (:func:`numbaconv.cpu.simd.storage_operations`, :func:`padded_float32`): bfloat16
@@ -244,7 +255,7 @@ def padded_float32(bits: np.ndarray, storage: str, pads: tuple) -> np.ndarray:
     xp = np.empty((batch, height + pad_top + pad_bottom, width + pad_left + pad_right,
                    channels), np.float32)
     kernel = pad_widen_float16_kernel if storage == "float16" else pad_widen_bfloat16_kernel
-    kernel(bits, xp, pad_top, pad_left)
+    (kernel.serial() if xp.size <= SERIAL_ELEMENTS else kernel)(bits, xp, pad_top, pad_left)
     return xp
 
 
@@ -252,11 +263,12 @@ def widened(bits: np.ndarray, storage: str) -> np.ndarray:
     """A fresh float32 array of ``bits``' shape: the values of the half type ``storage``
     whose bits ``bits`` (uint16, C-contiguous) holds."""
     out = np.empty(bits.shape, np.float32)
-    brain, tasks = storage == "bfloat16", task_count(bits.size)
+    brain = storage == "bfloat16"
     if not brain and hardware_float16():
-        widen_float16_kernel(bits.reshape(-1), out.reshape(-1), tasks)
+        _convert(widen_float16_kernel, bits.size, bits.reshape(-1), out.reshape(-1))
     else:
-        widen_kernel(bits.reshape(-1), out.reshape(-1).view(np.uint32), brain, tasks)
+        _convert(widen_kernel, bits.size, bits.reshape(-1), out.reshape(-1).view(np.uint32),
+                 brain)
     return out
 
 
@@ -272,9 +284,8 @@ def from_float32(array: np.ndarray, dtype) -> np.ndarray:
     out = np.empty(array.shape, dtype)
     values = np.ascontiguousarray(array).reshape(-1)
     bits, brain = out.reshape(-1).view(np.uint16), dtype_name(dtype) == "bfloat16"
-    tasks = task_count(values.size)
     if not brain and hardware_float16():
-        narrow_float16_kernel(values, bits, tasks)
+        _convert(narrow_float16_kernel, values.size, values, bits)
     else:
-        narrow_kernel(values.view(np.uint32), bits, brain, tasks)
+        _convert(narrow_kernel, values.size, values.view(np.uint32), bits, brain)
     return out

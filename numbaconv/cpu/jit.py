@@ -49,7 +49,13 @@ class ParallelKernel:
 
     def variant(self):
         """The dispatcher this process runs."""
-        serial = threads.serial_only()
+        return self._variant(threads.serial_only())
+
+    def serial(self):
+        """The serial twin, for work too small to pay for waking the threads."""
+        return self._variant(True)
+
+    def _variant(self, serial: bool):
         dispatcher = self._variants.get(serial)
         if dispatcher is None:
             with _lock:
