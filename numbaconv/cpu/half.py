@@ -15,9 +15,9 @@ from __future__ import annotations
 import functools
 import platform
 
+import numba
 import numpy as np
 from llvmlite import ir
-import numba
 from numba import prange, types
 from numba.extending import intrinsic
 
