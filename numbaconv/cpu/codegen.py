@@ -98,6 +98,13 @@ class KernelParameters:
         self._name_set = frozenset(self.names)
         self._in_order = operator.itemgetter(*self.names)
 
+    def as_bits(self, names: tuple) -> "KernelParameters":
+        """These parameters with the arrays ``names`` as a half type's bits."""
+        kinds = {"in": "bits_in", "out": "bits_out"}
+        return KernelParameters(*((name, kinds[kind] if name in names else kind)
+                                  for name, kind in self.parameters),
+                                calls_task=self.calls_task)
+
     def header(self) -> str:
         return f"def kernel({', '.join(('task_address',) * self.calls_task + self.names)}):"
 

@@ -192,7 +192,8 @@ def schedule_now(primitive: str, g: ConvGeometry, chosen, dtype,
     dtype = np.dtype(dtype)
     if chosen.algorithm not in GENERATED:
         return Now(chosen)
-    key = build_key(primitive, chosen, dtype, _converted(primitive, g, chosen, storage))
+    converted = _converted(primitive, g, chosen, storage)
+    key = build_key(primitive, chosen, dtype, converted)
     with _lock:
         build = _builds.get(key)
         if build is not None and build.done():
@@ -203,8 +204,7 @@ def schedule_now(primitive: str, g: ConvGeometry, chosen, dtype,
         if fallback is None or fallback.kernels_key() == chosen.kernels_key():
             return Now(chosen, unmarked=key)
         if build is None:
-            build = _builds[key] = Build(key, primitive, g, chosen, dtype,
-                                         _converted(primitive, g, chosen, storage))
+            build = _builds[key] = Build(key, primitive, g, chosen, dtype, converted)
             _start_waiting()
             if build._failed:  # no interpreter to start (an embedded Python): build in the call
                 return Now(chosen, unmarked=key)

@@ -139,6 +139,25 @@ def operations(lanes: int):
     return load, store, broadcast, multiply_add
 
 
+def _check_storage(storage: str):
+    if storage not in ("float16", "bfloat16"):
+        raise ValueError(f"storage must be 'float16' or 'bfloat16', got {storage!r}")
+
+
+def _widened(builder, bits, storage: str, lanes: int | None):
+    """The float32 value(s) of ``bits``: one half-type element (``lanes`` None), or a
+    vector of ``lanes`` of them. float16 by ``fpext`` of ``half``, bfloat16 as the top
+    half of a float32's bits."""
+    def of(element):
+        return element if lanes is None else ir.VectorType(element, lanes)
+
+    if storage == "float16":
+        return builder.fpext(builder.bitcast(bits, of(ir.HalfType())), of(ir.FloatType()))
+    sixteen = ir.Constant(of(ir.IntType(32)), 16 if lanes is None else [16] * lanes)
+    return builder.bitcast(builder.shl(builder.zext(bits, of(ir.IntType(32))), sixteen),
+                           of(ir.FloatType()))
+
+
 @functools.lru_cache(maxsize=None)
 def storage_operations(lanes: int, storage: str):
     """``(load, store)`` for arrays of a half type held as their bits (``uint16``;
@@ -147,20 +166,11 @@ def storage_operations(lanes: int, storage: str):
     quiet), as :mod:`numbaconv.cpu.half`'s conversions. float16 by LLVM's ``fpext`` /
     ``fptrunc`` of ``half`` (F16C's instructions: callers check
     :func:`numbaconv.cpu.half.hardware_float16`), bfloat16 on the bits."""
-    if storage not in ("float16", "bfloat16"):
-        raise ValueError(f"storage must be 'float16' or 'bfloat16', got {storage!r}")
-    float_vector = ir.VectorType(ir.FloatType(), lanes)
+    _check_storage(storage)
     bits16, bits32 = ir.VectorType(ir.IntType(16), lanes), ir.VectorType(ir.IntType(32), lanes)
 
     def spread(value: int):
         return ir.Constant(bits32, [value] * lanes)
-
-    def widened(builder, bits):
-        if storage == "float16":
-            return builder.fpext(builder.bitcast(bits, ir.VectorType(ir.HalfType(), lanes)),
-                                 float_vector)
-        return builder.bitcast(builder.shl(builder.zext(bits, bits32), spread(16)),
-                               float_vector)
 
     def narrowed(builder, value):
         if storage == "float16":
@@ -183,7 +193,7 @@ def storage_operations(lanes: int, storage: str):
 
         def codegen(context, builder, signature, args):
             pointer, align = _vector_pointer(context, builder, signature.args[0], *args, lanes)
-            return widened(builder, builder.load(pointer, align=align))
+            return _widened(builder, builder.load(pointer, align=align), storage, lanes)
 
         return Vector(types.float32, lanes)(array, index), codegen
 
@@ -207,8 +217,7 @@ def storage_operations(lanes: int, storage: str):
 def storage_value(storage: str):
     """``value(bits)``: the float32 value of one element of the half type ``storage``
     held as its bits (a uint16), exactly (as :func:`storage_operations`' ``load``)."""
-    if storage not in ("float16", "bfloat16"):
-        raise ValueError(f"storage must be 'float16' or 'bfloat16', got {storage!r}")
+    _check_storage(storage)
 
     @intrinsic
     def value(typingctx, bits):
@@ -216,11 +225,7 @@ def storage_value(storage: str):
             return None
 
         def codegen(context, builder, signature, args):
-            if storage == "float16":
-                return builder.fpext(builder.bitcast(args[0], ir.HalfType()), ir.FloatType())
-            return builder.bitcast(builder.shl(builder.zext(args[0], ir.IntType(32)),
-                                               ir.Constant(ir.IntType(32), 16)),
-                                   ir.FloatType())
+            return _widened(builder, args[0], storage, None)
 
         return types.float32(types.uint16), codegen
 

@@ -41,29 +41,36 @@ FILTER_CHUNK_BYTES = 4096
 EDGE_VECTORS = 4
 
 
+#: The kernels' parameters (:func:`sweep_parameters`, :func:`filter_taps_parameters` give
+#: their half-type variants).
+SWEEP_PARAMETERS = KernelParameters(
+    ("operand", "in"), ("w", "in"), ("result", "out"), ("batch", "int"),
+    ("operand_height", "int"), ("operand_width", "int"), ("channels", "int"),
+    ("result_height", "int"), ("result_width", "int"), ("filter_height", "int"),
+    ("filter_width", "int"), ("stride_h", "int"), ("stride_w", "int"), ("tap_h", "int"),
+    ("tap_w", "int"), ("origin_h", "int"), ("origin_w", "int"), ("channel_block", "int"),
+    ("full_height", "int"), ("full_width", "int"), ("row_step", "int"),
+    ("column_step", "int"), ("row_offset", "int"), ("column_offset", "int"))
+FILTER_TAPS_PARAMETERS = KernelParameters(
+    ("x", "in"), ("dy", "in"), ("partials", "out"), ("batch", "int"), ("in_height", "int"),
+    ("in_width", "int"), ("channels", "int"), ("out_height", "int"), ("out_width", "int"),
+    ("stride_h", "int"), ("stride_w", "int"), ("dilation_h", "int"), ("dilation_w", "int"),
+    ("pad_top", "int"), ("pad_left", "int"), ("splits", "int"), ("channel_block", "int"),
+    ("chunk", "int"))
+
+
 def sweep_parameters(storage: str | None = None) -> KernelParameters:
     """The sweep kernel's parameters; ``storage``: operand and result as a half type's bits."""
-    data = "in" if storage is None else "bits_in"
-    result = "out" if storage is None else "bits_out"
-    return KernelParameters(
-        ("operand", data), ("w", "in"), ("result", result), ("batch", "int"),
-        ("operand_height", "int"), ("operand_width", "int"), ("channels", "int"),
-        ("result_height", "int"), ("result_width", "int"), ("filter_height", "int"),
-        ("filter_width", "int"), ("stride_h", "int"), ("stride_w", "int"), ("tap_h", "int"),
-        ("tap_w", "int"), ("origin_h", "int"), ("origin_w", "int"), ("channel_block", "int"),
-        ("full_height", "int"), ("full_width", "int"), ("row_step", "int"),
-        ("column_step", "int"), ("row_offset", "int"), ("column_offset", "int"))
+    if storage is None:
+        return SWEEP_PARAMETERS
+    return SWEEP_PARAMETERS.as_bits(("operand", "result"))
 
 
 def filter_taps_parameters(storage: str | None = None) -> KernelParameters:
     """The backward-filter kernel's parameters; ``storage``: x and dy as a half type's bits."""
-    data = "in" if storage is None else "bits_in"
-    return KernelParameters(
-        ("x", data), ("dy", data), ("partials", "out"), ("batch", "int"), ("in_height", "int"),
-        ("in_width", "int"), ("channels", "int"), ("out_height", "int"), ("out_width", "int"),
-        ("stride_h", "int"), ("stride_w", "int"), ("dilation_h", "int"), ("dilation_w", "int"),
-        ("pad_top", "int"), ("pad_left", "int"), ("splits", "int"), ("channel_block", "int"),
-        ("chunk", "int"))
+    if storage is None:
+        return FILTER_TAPS_PARAMETERS
+    return FILTER_TAPS_PARAMETERS.as_bits(("x", "dy"))
 
 
 def filter_chunk(channels: int, itemsize: int) -> int:

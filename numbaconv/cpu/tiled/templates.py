@@ -68,16 +68,9 @@ BACKWARD_FILTER_PARAMETERS = KernelParameters(
     ("row_block", "int"), ("pack_dy", "bool"), ("pack_x", "bool"))
 
 
-def _as_bits(parameters: KernelParameters, names: tuple) -> KernelParameters:
-    """``parameters`` with the arrays ``names`` as a half type's bits."""
-    kinds = {"in": "bits_in", "out": "bits_out"}
-    return KernelParameters(*((name, kinds[kind] if name in names else kind)
-                              for name, kind in parameters.parameters))
-
-
 def forward_parameters(storage: str | None = None) -> KernelParameters:
     """The forward kernel's parameters; ``storage``: the result as a half type's bits."""
-    return FORWARD_PARAMETERS if storage is None else _as_bits(FORWARD_PARAMETERS, ("out",))
+    return FORWARD_PARAMETERS if storage is None else FORWARD_PARAMETERS.as_bits(("out",))
 
 
 def forward_panels_parameters(storage: str | None = None) -> KernelParameters:
@@ -85,7 +78,7 @@ def forward_panels_parameters(storage: str | None = None) -> KernelParameters:
     half type's bits."""
     if storage is None:
         return FORWARD_PANELS_PARAMETERS
-    return _as_bits(FORWARD_PANELS_PARAMETERS, ("w", "out"))
+    return FORWARD_PANELS_PARAMETERS.as_bits(("w", "out"))
 
 
 def render_forward(tile_pixels: int, tile_channels: int, dtype: str, vector_bits: int,
