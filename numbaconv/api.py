@@ -16,6 +16,7 @@ conv2d_backprop_filter(_v2)    backward_filter      x, dy -> dw (shape of w)
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import math
 from dataclasses import dataclass, field
@@ -780,6 +781,11 @@ class Explanation:
             f"schedule: {self.choice.schedule}",
             f"source: {self.choice.source}",
         ]
+        other = getattr(self.choice.schedule, "otherwise", None)
+        if other is not None:  # Winograd over another family's schedule: each on a line
+            lines[3] = f"schedule: {dataclasses.replace(self.choice.schedule, otherwise=None)}"
+            lines.append(f"until the filter comes again unchanged, and once it has changed "
+                         f"between two calls: {other}")
         if call.device == "cpu":
             lines.append("kernels: " + cold_start.status(call.primitive, self.choice.schedule,
                                                          call.compute_dtype))

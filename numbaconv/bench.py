@@ -50,6 +50,7 @@ from . import configs
 from .api import call_for
 from .cpu import cold_start
 from .cpu.rule import rule
+from .cpu.winograd import filter_cache
 from .machine import this_machine
 from .primitives import NAMES as PRIMITIVES
 from .primitives import random_tensors, tensor_shape
@@ -80,16 +81,21 @@ def _op(primitive: str, layer: Layer, x, w, dy) -> tuple[str, tuple, dict]:
     return "conv2d_backprop_filter", (x, g.filter_shape, dy), _options(g)
 
 
-def op_calls(primitive: str, layer: Layer, x, w, dy):
+def op_calls(primitive: str, layer: Layer, x, w, dy, same_filters: bool = False):
     """(as a user calls it, with the default heuristic's schedule): zero-argument functions
     (the second the op's prepared work under that schedule, which a call of the public op
-    would run once remembered)."""
+    would run once remembered). Each call finds its filter changed, as in training (the
+    Winograd transforms kept from call to call made again), unless ``same_filters`` (as in
+    inference)."""
     g = layer.geometry
     op, args, options = _op(primitive, layer, x, w, dy)
     public = getattr(nc, op)
     call = call_for(op, *args, **options)
     default = call.prepare(rule(primitive, g, x.itemsize, this_machine(), configs.calibration()))
-    return lambda: public(*args, **options), lambda: default.run(call.operands)
+    if same_filters:
+        return lambda: public(*args, **options), lambda: default.run(call.operands)
+    return ((lambda: (filter_cache.forget(), public(*args, **options))[1]),
+            lambda: (filter_cache.forget(), default.run(call.operands))[1])
 
 
 #: The pause after the matmul's block: OpenBLAS's threads spin for a while after a
@@ -157,6 +163,10 @@ def parse_args(argv):
     parser.add_argument("--pass-layers", action="store_true",
                         help="also each layer's median time within the passes back to back")
     parser.add_argument("--no-torch", action="store_true", help="do not time PyTorch")
+    parser.add_argument("--same-filters", action="store_true",
+                        help="each call's filter as the last call left it (inference): "
+                             "Winograd's kept transforms reused; by default each call finds "
+                             "its filter changed (training)")
     parser.add_argument("--half", action="store_true",
                         help="only float16 and bfloat16 against float32: each layer's time "
                              "in the half type over its float32 time")
@@ -387,7 +397,9 @@ def report(args, torch: TorchWorker | None) -> int:
     rng = np.random.default_rng(0)
     print(f"numbaconv {nc.__version__}, numba {numba.__version__}, numpy {np.__version__}, "
           f"{numba.get_num_threads()} threads, float32; {machine.cpu} ({machine.llvm_cpu}, "
-          f"{machine.vector_bits}-bit vectors), FMA peak {peak:.0f} GFLOP/s"
+          f"{machine.vector_bits}-bit vectors), FMA peak {peak:.0f} GFLOP/s; "
+          + ("filters unchanged from call to call (inference)" if args.same_filters
+             else "each call's filter changed (training)")
           + ("; PyTorch timed in its own process, in turns" if torch
              else "; PyTorch not timed"))
     header = (f"{'layer':<20} {'primitive':<16} {'ms':>7} {'GFLOP/s':>8} {'GB/s':>6} "
@@ -404,7 +416,7 @@ def report(args, torch: TorchWorker | None) -> int:
         g = layer.geometry
         for primitive in primitives:
             x, w, dy = _inputs(layer, rng)
-            tuned, default = op_calls(primitive, layer, x, w, dy)
+            tuned, default = op_calls(primitive, layer, x, w, dy, args.same_filters)
             times, theirs = _layer_times(
                 {"tuned": tuned, "default": default, "matmul": matmul_call(layer, rng)},
                 torch and (lambda: torch.layer(layer.name, primitive)), args.rounds)
@@ -446,7 +458,8 @@ def report(args, torch: TorchWorker | None) -> int:
           f"{SEQUENCE_PASSES} passes")
     for primitive in primitives:
         inputs = [(layer, *_inputs(layer, rng)) for layer in layers]
-        ours, theirs = in_sequence([op_calls(primitive, *args)[0] for args in inputs],
+        ours, theirs = in_sequence([op_calls(primitive, *layer_args, args.same_filters)[0]
+                                    for layer_args in inputs],
                                    torch and (lambda: torch.sequence(primitive)))
         line = f"  {primitive:<16} numbaconv {ours.total * 1e3:8.2f} ms"
         if torch:

@@ -21,17 +21,29 @@ class Schedule:
     #: geometry): schedules that differ only there run the same compiled kernels.
     TASK_SPLIT: ClassVar[tuple] = ()
 
+    @property
+    def calls_for_every_path(self) -> int:
+        """Calls on the same operands that between them run every path a call of this
+        schedule can take: the tuner checks each one's result, a cold start's build runs
+        them all (compiling every kernel)."""
+        return 1
+
     def kernels_key(self) -> str:
         """The schedule without its task split: what decides the kernels it compiles."""
         return ", ".join(f"{key}={value}" for key, value in self.to_dict().items()
                          if key not in self.TASK_SPLIT)
 
     def to_dict(self) -> dict:
-        """Plain data for YAML: the family's name and each knob (tuples as lists)."""
+        """Plain data for YAML: the family's name and each knob (tuples as lists, a schedule
+        as its own dict)."""
         data = {"algorithm": self.algorithm}
         for item in fields(self):
             value = getattr(self, item.name)
-            data[item.name] = list(value) if isinstance(value, tuple) else value
+            if isinstance(value, tuple):
+                value = list(value)
+            elif isinstance(value, Schedule):
+                value = value.to_dict()
+            data[item.name] = value
         return data
 
     @classmethod
@@ -81,4 +93,8 @@ def schedule_from_dict(data: dict, schedule_types: dict, default: str | None = N
     name = data.get("algorithm", default)
     if name not in schedule_types:
         raise ValueError(f"algorithm must be one of {tuple(schedule_types)}, got {name!r}")
+    # A knob holding another schedule (Winograd's ``otherwise``) is parsed the same way.
+    data = {key: schedule_from_dict(value, schedule_types, default)
+            if isinstance(value, dict) and "algorithm" in value else value
+            for key, value in data.items()}
     return schedule_types[name].from_dict(data)

@@ -10,6 +10,7 @@ import reference as ref
 from numbaconv import api, configs
 from numbaconv.cpu import cold_start, families, layout
 from numbaconv.cpu.tiled import TiledSchedule
+from numbaconv.cpu.winograd import WinogradSchedule, filter_cache
 from numbaconv.geometry import conv_geometry
 
 X_SHAPE, W_SHAPE = (1, 12, 12, 16), (3, 3, 16, 32)
@@ -206,3 +207,19 @@ def test_a_half_type_call_builds_the_kernels_that_convert_it(tmp_path, monkeypat
     direct = families.CPU.parse({"algorithm": "direct"})
     assert cold_start._converted("forward", g, direct, "bfloat16") is None
     assert cold_start._converted("forward", g, panels, "bfloat16") == "bfloat16"
+
+
+def test_the_build_of_winograd_over_another_schedule_runs_both(tmp_path, monkeypatch):
+    """Winograd over another family's schedule runs that one on a filter's first calls: the
+    build (given the schedule as a config's dict) runs it until Winograd has run too, each
+    one's kernels built."""
+    monkeypatch.setattr(cold_start, "_marker", lambda key: tmp_path / str(hash(key)))
+    g = conv_geometry((1, 6, 6, 16), (3, 3, 16, 32), (1, 1), (1, 1), "SAME")
+    tiles = families.CPU.fit(CHOSEN, "forward", g, 4)
+    schedule = WinogradSchedule(register_tile=(3, 16), otherwise=tiles)
+    before = filter_cache.statistics()
+    cold_start.build(dict(primitive="forward", geometry=configs.geometry_to_dict(g),
+                          schedule=schedule.to_dict(), dtype="float32"))
+    after = filter_cache.statistics()
+    assert (after["misses"], after["hits"]) == (before["misses"] + 1, before["hits"] + 1)
+    assert cold_start.is_built(cold_start.build_key("forward", schedule, np.float32))

@@ -9,10 +9,10 @@ from conftest import TOLERANCE, assert_matches
 from test_ops import Problem, call_op, to_format
 
 import numbaconv as nc
-from numbaconv.cpu import direct, families, winograd
+from numbaconv.cpu import direct, families, heuristic, winograd
 from numbaconv.cpu.families import CPU
 from numbaconv.cpu.rule import rule
-from numbaconv.cpu.winograd import WinogradSchedule, fallback, fit, transforms
+from numbaconv.cpu.winograd import WinogradSchedule, fallback, filter_cache, fit, transforms
 from numbaconv.geometry import conv_geometry
 from numbaconv.machine import this_machine
 from numbaconv.tune.space import load_space
@@ -232,6 +232,41 @@ def test_public_ops_run_winograd_by_default(rng, op, data_format, dtype):
     if data_format == "NCHW":
         actual = actual.transpose(0, 2, 3, 1)
     assert_matches(actual, p.expected(primitive), dtype)
+
+
+@pytest.mark.parametrize("shape, output_tile", [
+    ((1, 14, 14, 256), 4),  # 16 F(4×4) tiles
+    ((1, 7, 7, 512), 2),    # 4 F(4×4) tiles: too few rows for the products
+    ((8, 7, 7, 512), 4),
+])
+def test_the_choice_puts_winograd_over_another_familys_schedule(shape, output_tile):
+    """Where the rule keeps a layer off Winograd (its transform not paid back on each call),
+    the CPU's choice runs Winograd on a filter that comes again unchanged, and the rule's
+    schedule on the other calls; not for backward-filter, half types or integers."""
+    g = conv_geometry(shape, (3, 3, shape[3], shape[3]), (1, 1), (1, 1), "SAME")
+    for primitive in ("forward", "backward_data"):
+        chosen = heuristic.choose(primitive, g, "float32", 4).schedule
+        assert chosen.algorithm == "winograd" and chosen.output_tile == output_tile
+        assert chosen.otherwise == rule(primitive, g, 4, this_machine()) != chosen
+        assert chosen.calls_for_every_path == 4
+        assert families.CPU.parse(chosen.to_dict()) == chosen  # a cold start's build gets it
+    assert heuristic.choose("backward_filter", g, "float32", 4).schedule.algorithm != "winograd"
+    for dtype, itemsize in (("float16", 4), ("int32", 8)):
+        assert heuristic.choose("forward", g, dtype, itemsize).schedule.algorithm != "winograd"
+
+
+def test_public_ops_run_winograd_from_an_unchanged_filters_third_call(rng):
+    """A 12×12 image at batch 1: conv2d runs the tiles on a filter's first two calls and
+    Winograd from its third, unchanged, on; explain() says so."""
+    p = problem(rng, (1, 12, 12, 64), "SAME", 64, np.float32)
+    explanation = str(nc.explain("conv2d", p.x, p.w, 1, "SAME"))
+    assert "algorithm=winograd" in explanation
+    assert "until the filter comes again unchanged" in explanation
+    before = filter_cache.statistics()
+    for _ in range(4):
+        assert_matches(nc.conv2d(p.x, p.w, 1, "SAME"), p.expected("forward"), np.float32)
+    after = filter_cache.statistics()
+    assert (after["misses"], after["hits"]) == (before["misses"] + 1, before["hits"] + 1)
 
 
 @pytest.mark.parametrize("shape, channels, saved, chosen", [

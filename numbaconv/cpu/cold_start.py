@@ -10,8 +10,8 @@ user who calls the ops before tuning waited for all of them before a first train
 Why a process, not a thread: a compiling thread holds the GIL for most of its work and
 Numba's compiler lock for all of it, so the caller's next compilation (another primitive's
 starter) would wait for it. The child runs in the idle scheduling class (on cores the
-caller leaves free), one run of the call on random data (which compiles every kernel the
-run needs), then marks the build done; at most :data:`RUNNING_BUILDS` run at once (each
+caller leaves free), runs of the call on random data (which compile every kernel the
+runs need), then marks the build done; at most :data:`RUNNING_BUILDS` run at once (each
 holds a few hundred MB), the others wait their turn.
 
 What has been built is remembered by one marker file per :func:`build_key` (the schedule
@@ -43,7 +43,7 @@ from ..primitives import primitive as primitive_named
 from ..primitives import random_tensors
 from ..threads import ProcessLock
 from . import families, tiled
-from .families import CPU, run
+from .families import CPU
 
 ENV = "NUMBACONV_BACKGROUND_BUILDS"
 #: The families whose kernels are generated per tile: the ones slow to compile.
@@ -251,17 +251,19 @@ def child(spec: str):
 
 
 def build(spec: dict):
-    """One run of the schedule on random operands (compiling every kernel it needs, into
-    the disk cache), then its marker."""
+    """Runs of the schedule on random operands, as many as take every path
+    (:attr:`Schedule.calls_for_every_path`: compiling every kernel it needs, into the disk
+    cache), then its marker."""
     primitive = spec["primitive"]
     g = ConvGeometry(**spec["geometry"])
     schedule = CPU.parse(spec["schedule"])
     dtype, storage = np.dtype(spec["dtype"]), spec.get("storage")
     operands = primitive_named(primitive).pick(random_tensors(g, dtype,
                                                               np.random.default_rng(0)))
-    if storage is None:
-        run(primitive, operands, g, schedule)
-    else:  # the operands' bits: any values do to compile
-        CPU.prepare(primitive, g, schedule, dtype, storage=storage)(
-            *(np.zeros(operand.shape, np.uint16) for operand in operands))
+    if storage is not None:  # the operands' bits: any values do to compile
+        operands = tuple(np.zeros(operand.shape, np.uint16) for operand in operands)
+    options = {} if storage is None else {"storage": storage}
+    prepared = families.prepare(primitive, g, schedule, dtype, **options)
+    for _ in range(schedule.calls_for_every_path):
+        prepared(*operands)
     mark_built(build_key(primitive, schedule, dtype, storage))

@@ -43,4 +43,7 @@ def prepare(primitive: str, g: ConvGeometry, schedule, dtype, **options) -> Call
     if any(math.prod(shape) == 0 for shape in p.operand_shapes(g)):
         result_shape = p.result_shape(g)
         return lambda first, second: np.zeros(result_shape, dtype=dtype)
+    other = getattr(schedule, "otherwise", None)
+    if other is not None:  # Winograd over another family's schedule: that one prepared too
+        options = dict(options, otherwise=prepare(primitive, g, other, dtype, **options))
     return CPU.prepare(primitive, g, schedule, dtype, **options)

@@ -6,6 +6,11 @@
    its task split redone for this geometry (its family's ``fit``). Neighbouring layers of
    one network want the same tile, so this carries tuning over to shapes nobody tuned.
 3. ``default heuristic``: :func:`numbaconv.cpu.rule.rule`.
+
+Where Winograd can run and the schedule is another family's, Winograd goes over it
+(:func:`numbaconv.cpu.winograd.kept_transform`): the calls whose filter comes again
+unchanged (inference) run Winograd on a kept transform, the others the schedule. float32
+and float64 only: a half type's filter is converted, a new array on every call.
 """
 
 from __future__ import annotations
@@ -17,7 +22,7 @@ from .. import configs
 from ..choice import Choice, remembered
 from ..geometry import ConvGeometry, geometry_key
 from ..machine import this_machine
-from . import tiled
+from . import tiled, winograd
 from .families import CPU
 from .rule import rule
 
@@ -66,6 +71,17 @@ def choose(primitive: str, g: ConvGeometry, dtype: str, itemsize: int) -> Choice
 
 
 def _choose(primitive: str, g: ConvGeometry, dtype: str, itemsize: int) -> Choice:
+    chosen = _tuned_or_rule(primitive, g, dtype, itemsize)
+    if dtype not in ("float32", "float64"):
+        return chosen
+    over = winograd.kept_transform(primitive, g, itemsize, this_machine(), chosen.schedule)
+    if over is None or CPU.illegal_reason(primitive, g, over, itemsize) is not None:
+        return chosen
+    return Choice(over, f"{chosen.source}; Winograd over it where the filter comes again "
+                        f"unchanged")
+
+
+def _tuned_or_rule(primitive: str, g: ConvGeometry, dtype: str, itemsize: int) -> Choice:
     tuned = configs.lookup(primitive, dtype, g)
     if tuned is not None and CPU.illegal_reason(primitive, g, tuned.schedule, itemsize) is None:
         return Choice(tuned.schedule, f"tuned: {tuned.path}")

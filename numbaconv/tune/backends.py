@@ -14,6 +14,7 @@ from .. import configs
 from ..cpu import caches, cold_start, families, layout
 from ..cpu.families import CPU
 from ..cpu.rule import rule
+from ..cpu.winograd import filter_cache
 from ..geometry import ConvGeometry
 from ..machine import this_machine
 
@@ -73,10 +74,13 @@ class CpuBackend:
 
     def evict_caches(self):
         """Before each of the finalists' timed calls: the caches as a network's pass leaves
-        them for a layer, holding other layers' data (:mod:`numbaconv.cpu.caches`)."""
+        them for a layer, holding other layers' data (:mod:`numbaconv.cpu.caches`), and
+        Winograd's kept filter transforms made again (:mod:`.filter_cache`): the tuned
+        schedule is training's, where every step changes the filters."""
         if self._sweep is None:
             self._sweep = caches.sweeper()
         self._sweep()
+        filter_cache.forget()  # each call's filter new, as in training
 
     def settle_after(self, schedule) -> float:
         # BLAS worker threads spin after a matmul: give them time to sleep before timing.

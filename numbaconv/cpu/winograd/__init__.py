@@ -2,7 +2,8 @@
 all three primitives.
 
 A call: the input zero-padded once (so that every α×α tile lies inside it), the filter
-transformed (:func:`.kernels.transformed_filter`), then chunk by chunk of ``chunk_tiles``
+transformed (:func:`.kernels.transformed_filter`; kept from call to call while its bits
+stay the same, :mod:`.filter_cache`), then chunk by chunk of ``chunk_tiles``
 tiles (sized to stay in cache): the data tiles transformed, α² products
 ``M[ξν] = V[ξν] · U[ξν]`` (tiles × C by C × K) in one launch of the tiled family's
 register-tile kernel (each product one of its phases, a 1×1 convolution), and the
@@ -14,6 +15,13 @@ accurate enough: :data:`ACCURATE_TILES`), ``register_tile`` and ``loop_order`` o
 products (the tiled family's), ``chunk_tiles`` (derived from :data:`CHUNK_BYTES`; the
 tuner also tries half and twice that).
 
+Over another family's schedule (``otherwise``, :func:`kept_transform`): Winograd only on
+the calls whose filter has a kept transform (:func:`.filter_cache.kept`: a filter
+unchanged since its last calls, as in inference), ``otherwise`` on the rest (a filter's
+first calls, and every call once it has changed between two: training). The CPU's choice
+puts the chosen schedule under it on every layer Winograd can run (not the tuner: it
+times schedules as training calls them).
+
 Backward-filter: the data tiles of x (Bᵀ d B) and of dy (A dy Aᵀ), their products summed
 over the tiles point by point (the tiled family's backward-filter kernel, on a grouped 1×1
 convolution whose groups are the α² points), then Gᵀ · sums · G. Offered to the tuner, not
@@ -23,8 +31,8 @@ whose rows lie α²·C apart).
 Non-finite values: a NaN or Inf spreads over its whole tile here (a direct convolution
 keeps it to the windows that hold it), and any non-finite operand value, or an overflow in
 the transforms, makes some stored output non-finite. The output transform notices that
-(:func:`.kernels.render_output`) and the call is computed again by the tiled family, so
-the result has TensorFlow's pattern.
+(:func:`.kernels.render_output`) and the call is computed again by ``otherwise``, or
+:func:`fallback`'s schedule, so the result has TensorFlow's pattern.
 """
 
 from __future__ import annotations
@@ -47,6 +55,7 @@ from ..scratch import scratch
 from ..tasks import TARGET_TASKS
 from ..tiled import phases
 from ..tiled.templates import COLUMN, PHASE_FIELDS
+from . import filter_cache
 from .kernels import filter_gradient, input_kernel, output_kernel, transformed_filter
 from .transforms import POINTS, transform
 
@@ -70,12 +79,29 @@ class WinogradSchedule(Schedule):
     register_tile: tuple = field(default=(8, 32))
     loop_order: str = "channel_tiles_outer"
     chunk_tiles: int = 64
+    otherwise: Schedule | None = None
+
+    @property
+    def calls_for_every_path(self) -> int:
+        # Over ``otherwise``: its run on a filter's first two calls, then the transform
+        # made, then reused (filter_cache.kept).
+        return 1 if self.otherwise is None else 4
+
+    def to_dict(self) -> dict:
+        data = super().to_dict()
+        if self.otherwise is None:  # as before the knob: config entries and build keys stay
+            del data["otherwise"]
+        return data
 
     def __post_init__(self):
         self._require_one_of("output_tile", tuple(POINTS))
         self._require_one_of("loop_order", LOOP_ORDERS)
         self._require_pair("register_tile")
         self._require_positive("chunk_tiles")
+        if self.otherwise is not None and (not isinstance(self.otherwise, Schedule)
+                                           or self.otherwise.algorithm == self.algorithm):
+            raise ValueError(f"otherwise must be another family's schedule, not "
+                             f"{self.otherwise!r}")
 
 
 @dataclass(frozen=True)
@@ -166,11 +192,39 @@ def default(primitive: str, g: ConvGeometry, itemsize: int, machine) -> Winograd
     if (saved_per_filter_value(primitive, g, DEFAULT_OUTPUT_TILE)
             < MIN_SAVED_PER_FILTER_VALUE):
         return None
+    return _first_legal(WinogradSchedule(output_tile=DEFAULT_OUTPUT_TILE), primitive, g,
+                        itemsize, machine)
+
+
+def _first_legal(base: WinogradSchedule, primitive: str, g: ConvGeometry, itemsize: int,
+                 machine) -> WinogradSchedule | None:
+    """``base`` with the first tile of the machine's menu that is legal for ``g``, fitted."""
     for tile in tiled.tile_menu("forward", itemsize, machine):
-        schedule = WinogradSchedule(output_tile=DEFAULT_OUTPUT_TILE, register_tile=tile)
+        schedule = dataclasses.replace(base, register_tile=tile)
         if illegal_reason(primitive, g, schedule, itemsize) is None:
             return fit(schedule, primitive, g, itemsize)
     return None
+
+
+#: With the transform kept, F(4×4) beat F(2×2) where it makes at least this many tiles (the
+#: products' rows: a few register tiles' worth); 7×7 images at batch 1 make 4, and F(2×2)
+#: won there (measurements, 2026-12-07).
+MIN_KEPT_TILES = 16
+
+
+def kept_transform(primitive: str, g: ConvGeometry, itemsize: int, machine,
+                   otherwise: Schedule) -> WinogradSchedule | None:
+    """Winograd over ``otherwise`` (see the module docstring) where it is legal, forward and
+    backward-data, both channel counts at least MIN_CHANNELS: with a kept transform it ran
+    in 0.4-0.8 of the tiles' time on every such layer measured, where a transform made on
+    each call does not pay (measurements, 2026-12-07). F(4×4) where it makes at least
+    :data:`MIN_KEPT_TILES` tiles, else F(2×2)."""
+    if (primitive == "backward_filter" or otherwise.algorithm == WinogradSchedule.algorithm
+            or min(g.in_channels, g.out_channels) < MIN_CHANNELS):
+        return None
+    m = 4 if _plan(primitive, g, 4).tiles >= MIN_KEPT_TILES else 2
+    return _first_legal(WinogradSchedule(output_tile=m, otherwise=otherwise), primitive, g,
+                        itemsize, machine)
 
 
 def _chunk_for(plan: _Plan, alpha: int, itemsize: int, budget: int) -> int:
@@ -259,11 +313,14 @@ def products_launcher(tiles: int, u_shape: tuple, schedule: WinogradSchedule,
 
 
 def _prepare_tiles(source_shape: tuple, plan: _Plan, schedule: WinogradSchedule,
-                   dtype: np.dtype, rotate: bool, by_numpy: bool = False) -> Callable:
-    """``tiles(source, w)``: the result of ``plan`` in Winograd tiles, or None when an
-    output came out non-finite (the caller computes it another way). Everything the shapes
-    fix (the pad, the kernels and their arguments per chunk, the products' phase tables) is
-    made here, once: a call of a small layer paid about as much again for it."""
+                   dtype: np.dtype, rotate: bool,
+                   by_numpy: bool = False) -> tuple[Callable, Callable]:
+    """``(filter_of, tiles)``: ``filter_of(w)`` the flat transformed filter (kept from call
+    to call, :mod:`.filter_cache`; None where the schedule runs only with a kept one and w
+    has none), ``tiles(source, u)`` the result of ``plan`` in Winograd tiles, or None when
+    an output came out non-finite (the caller computes it another way). Everything the
+    shapes fix (the pad, the kernels and their arguments per chunk, the products' phase
+    tables) is made here, once: a call of a small layer paid about as much again for it."""
     m = schedule.output_tile
     t = transform(m)
     points = t.alpha * t.alpha
@@ -298,11 +355,20 @@ def _prepare_tiles(source_shape: tuple, plan: _Plan, schedule: WinogradSchedule,
                 channels=plan.out_channels, tile_stride=out_tile, point_stride=out_point,
                 tasks=work)))
     data_size = chunk * points * plan.in_channels
+    filter_size = math.prod(u_shape)
     products_size = chunk * points * plan.out_channels
 
-    def tiles(source, w):
+    transform_key = (m, register_columns, rotate)
+
+    def filter_of(w):
+        def fill(out):
+            transformed_filter(w, t, register_columns, rotate, filter_matrix, out)
+        if schedule.otherwise is not None:
+            return filter_cache.kept(w, transform_key, filter_size, fill)
+        return filter_cache.transformed(w, transform_key, filter_size, fill)
+
+    def tiles(source, u):
         xp = pad(source).reshape(-1)
-        u = transformed_filter(w, t, register_columns, rotate, filter_matrix).reshape(-1)
         result = np.empty(plan.result_shape, dtype)
         v = scratch("winograd data tiles", data_size, dtype)
         found = scratch("winograd products", products_size, dtype)
@@ -316,7 +382,7 @@ def _prepare_tiles(source_shape: tuple, plan: _Plan, schedule: WinogradSchedule,
                 return None
         return result
 
-    return tiles
+    return filter_of, tiles
 
 
 def _sums_geometry(tiles: int, points: int, in_channels: int, out_channels: int) -> ConvGeometry:
@@ -373,8 +439,8 @@ def _filter_tiles(x: np.ndarray, dy: np.ndarray, g: ConvGeometry,
 
 
 def fallback(primitive: str, g: ConvGeometry, itemsize: int):
-    """What computes a call whose Winograd result was not finite: the tiled family's
-    first legal preference (the direct loop if none is)."""
+    """What computes a call whose Winograd result was not finite (without ``otherwise``):
+    the tiled family's first legal preference (the direct loop if none is)."""
     for schedule in tiled.preferences(primitive, g, itemsize, this_machine()):
         if tiled.illegal_reason(primitive, g, schedule, itemsize) is None:
             return schedule
@@ -382,25 +448,38 @@ def fallback(primitive: str, g: ConvGeometry, itemsize: int):
 
 
 def prepare(primitive: str, g: ConvGeometry, schedule: WinogradSchedule, dtype,
-            copies_by_numpy: bool = False) -> Callable:
+            copies_by_numpy: bool = False, otherwise: Callable | None = None) -> Callable:
     """The run of ``primitive`` on ``g`` as a function of its two operands (C-contiguous
-    NHWC / HWIO of ``dtype``, in the primitive table's order); a call whose Winograd result
-    is not finite is computed again by :func:`fallback`'s schedule. ``copies_by_numpy``:
-    the padded copy made by NumPy, whatever its size (nothing to compile)."""
+    NHWC / HWIO of ``dtype``, in the primitive table's order). ``otherwise``: the prepared
+    run of ``schedule.otherwise`` (:func:`numbaconv.cpu.families.prepare` makes it), which
+    computes the calls whose filter has no kept transform; it and, without one,
+    :func:`fallback`'s schedule compute a call whose Winograd result is not finite.
+    ``copies_by_numpy``: the padded copy made by NumPy, whatever its size (nothing to
+    compile)."""
     dtype = np.dtype(dtype)
+    if (schedule.otherwise is None) != (otherwise is None):
+        raise ValueError("a Winograd schedule over another family's needs that schedule's "
+                         "prepared run (numbaconv.cpu.families.prepare), and only it")
     if primitive == "backward_filter":
         def in_tiles(x, dy):
             return _filter_tiles(x, dy, g, schedule)
     else:
         plan = _plan(primitive, g, schedule.output_tile)
         source_shape = g.input_shape if primitive == "forward" else g.output_shape
-        in_tiles = _prepare_tiles(source_shape, plan, schedule, dtype,
-                                  rotate=primitive == "backward_data", by_numpy=copies_by_numpy)
+        filter_of, tiles = _prepare_tiles(source_shape, plan, schedule, dtype,
+                                          rotate=primitive == "backward_data",
+                                          by_numpy=copies_by_numpy)
+
+        def in_tiles(source, w):
+            u = filter_of(w)
+            return None if u is None else tiles(source, u)
 
     def winograd(first, second):
         result = in_tiles(first, second)
         if result is not None:
             return result
+        if otherwise is not None:
+            return otherwise(first, second)
         other = fallback(primitive, g, dtype.itemsize)
         family = tiled.FAMILY if isinstance(other, tiled.TiledSchedule) else direct.FAMILY
         return family.run(primitive, (first, second), g, other)

@@ -11,8 +11,6 @@ constants, zeros skipped). Tiles are laid out tile by tile,
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 from numba import prange
 
@@ -20,7 +18,6 @@ from .. import layout
 from ..codegen import (HELPER_DECORATOR, KERNEL_DECORATOR, KernelParameters, Source,
                        load_kernel, preamble, task_loop)
 from ..jit import parallel_kernel
-from ..scratch import scratch
 from ..vector_width import HINTS
 from .transforms import Transform, transform
 
@@ -291,17 +288,14 @@ def filter_kernel(w, g, u, rotate):
 
 
 def transformed_filter(w: np.ndarray, t: Transform, tile: int, rotate: bool,
-                       filter_matrix: np.ndarray) -> np.ndarray:
-    """The filter in the transformed domain, [α², K/tile, C, tile] (see :func:`filter_kernel`);
-    with ``rotate``, of w turned by 180° with its channel axes swapped (backward-data: C and K
-    are w's output and input channels). It lives in this thread's scratch buffer (the
-    caller is done with it before its call returns): 512 × 512 channels make 38 MB at
-    m = 4, whose pages a fresh array would fault in again on every call.
+                       filter_matrix: np.ndarray, out: np.ndarray) -> np.ndarray:
+    """The filter in the transformed domain, [α², K/tile, C, tile] (see :func:`filter_kernel`),
+    written into ``out`` (flat, as many elements); with ``rotate``, of w turned by 180° with
+    its channel axes swapped (backward-data: C and K are w's output and input channels).
     ``filter_matrix``: G as float64 (``t.floats("filter")``), made once by the caller."""
     if rotate:
         w = layout.swap_channels(w)
-    shape = (t.alpha ** 2, w.shape[3] // tile, w.shape[2], tile)
-    u = scratch("winograd filter", math.prod(shape), w.dtype).reshape(shape)
+    u = out.reshape(t.alpha ** 2, w.shape[3] // tile, w.shape[2], tile)
     filter_kernel(layout.readonly(w), filter_matrix, u, rotate)
     return u
 
