@@ -139,11 +139,13 @@ def test_entries_go_with_their_filter(rng):
     assert filter_cache.statistics()["filters"] == before["filters"]
 
 
-def test_the_bound_keeps_nothing_beyond_it(rng, monkeypatch):
+@pytest.mark.parametrize("over_tiles", [False, True], ids=["winograd", "over_tiles"])
+def test_the_bound_keeps_nothing_beyond_it(rng, monkeypatch, over_tiles):
     monkeypatch.setenv(filter_cache.CACHE_ENV, "0")
-    run, p = prepared("forward"), problem(rng, SHAPE, "SAME", 16, np.float32)
+    run = prepared("forward", over_tiles=over_tiles)
+    p = problem(rng, SHAPE, "SAME", 16, np.float32)
     before = filter_cache.statistics()
-    for _ in range(3):
+    for _ in range(5):
         assert_matches(run(p.x, p.w), p.expected("forward"), np.float32)
     assert filter_cache.statistics()["held_bytes"] == before["held_bytes"]
     assert counts() == (before["hits"], before["misses"])

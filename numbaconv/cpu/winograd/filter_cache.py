@@ -99,21 +99,17 @@ class _Entry:
 
 @dataclass
 class _ThreadCache:
-    """A thread's entries: filter array id -> {transform: entry, or None once seen}."""
+    """A thread's entries: filter array id -> {transform: entry, None once seen, or
+    GIVEN_UP}."""
 
     filters: dict = field(default_factory=dict)
-    held_bytes: int = 0
     hits: int = 0
     misses: int = 0
 
     def drop(self, array_id: int):
-        """The array is gone: free its entries (called by its weak reference)."""
-        for entry in (self.filters.pop(array_id, None) or {}).values():
-            self.release(entry)
-
-    def release(self, entry: "_Entry | None"):
-        if isinstance(entry, _Entry):
-            self.held_bytes -= entry.nbytes
+        """The array is gone: its entries with it (called by its weak reference, from
+        whichever thread collects it; one dictionary operation, atomic)."""
+        self.filters.pop(array_id, None)
 
     def variants(self, w: np.ndarray) -> dict:
         """w's entries by transform (watched from its first call on)."""
@@ -123,8 +119,14 @@ class _ThreadCache:
             weakref.finalize(w, self.drop, id(w)).atexit = False
         return found
 
+    def held_bytes(self) -> int:
+        """Bytes of kept copies and transforms: summed when asked (on an entry's first
+        keeping), not counted along, so that no other thread's drop() races an update."""
+        return sum(entry.nbytes for variants in list(self.filters.values())
+                   for entry in list(variants.values()) if isinstance(entry, _Entry))
+
     def fits(self, size: int) -> bool:
-        return self.held_bytes + size <= cache_bytes()
+        return self.held_bytes() + size <= cache_bytes()
 
 
 _local = threading.local()
@@ -156,7 +158,6 @@ def transformed(w: np.ndarray, transform_key: tuple, size: int,
             variants[transform_key] = None  # seen: its next call keeps one
             return _into_scratch(size, w.dtype, fill)
         entry = variants[transform_key] = _Entry(bits.copy(), None)
-        cache.held_bytes += entry.bits.nbytes
     elif refresh(bits, entry.bits) is False and entry.current:
         cache.hits += 1
         return entry.transformed
@@ -184,18 +185,17 @@ def kept(w: np.ndarray, transform_key: tuple, size: int,
     if entry is None:
         if cache.fits(w.nbytes):
             variants[key] = _Entry(bits.copy(), None)
-            cache.held_bytes += w.nbytes
         else:
             variants[key] = GIVEN_UP
         return None
     if refresh(bits, entry.bits) or not entry.current:  # changed (or forget())
-        cache.release(entry)
         variants[key] = GIVEN_UP
         return None
     if entry.transformed is not None:
         cache.hits += 1
         return entry.transformed
-    if not cache.fits(size * w.dtype.itemsize):
+    if not cache.fits(size * w.dtype.itemsize):  # no room: no more comparisons either
+        variants[key] = GIVEN_UP
         return None
     return _made(cache, entry, size, w.dtype, fill)
 
@@ -209,7 +209,6 @@ def _made(cache: _ThreadCache, entry: _Entry, size: int, dtype,
     """Fill the entry's transform (made on first use)."""
     if entry.transformed is None:
         entry.transformed = np.empty(size, dtype)
-        cache.held_bytes += entry.transformed.nbytes
     cache.misses += 1
     fill(entry.transformed)
     entry.current = True
@@ -238,4 +237,4 @@ def statistics() -> dict:
     filters watched and bytes held."""
     cache = _cache()
     return dict(hits=cache.hits, misses=cache.misses, filters=len(cache.filters),
-                held_bytes=cache.held_bytes)
+                held_bytes=cache.held_bytes())
