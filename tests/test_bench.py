@@ -7,6 +7,8 @@ import numpy as np
 
 from numbaconv import bench
 from numbaconv.api import call_for
+from numbaconv.cpu.winograd import filter_cache
+from numbaconv.geometry import conv_geometry
 
 OPS = bench.overhead_calls(np.random.default_rng(0))
 
@@ -85,3 +87,19 @@ def test_pass_layers_gives_each_layer_in_the_passes_beside_its_time_alone(
         assert len(rows) == 1, name
         in_passes, alone = (float(value) for value in re.findall(r"\d+\.\d+", rows[0]))
         assert in_passes > 0 and alone > 0
+
+
+def test_calls_find_their_filter_changed_unless_same_filters_is_asked():
+    """Training by default (Winograd's kept transforms made again on every call, so
+    Winograd over the chosen schedule never runs), inference with ``--same-filters``."""
+    assert bench.parse_args(["--same-filters"]).same_filters
+    assert not bench.parse_args([]).same_filters
+    layer = bench.Layer("winograd_sized", conv_geometry((1, 8, 8, 64), (3, 3, 64, 64),
+                                                         (1, 1), (1, 1), "SAME"))
+    for same_filters, hits_expected in ((False, 0), (True, 2)):
+        x, w, dy = bench._inputs(layer, np.random.default_rng(0))
+        as_called, _ = bench.op_calls("forward", layer, x, w, dy, same_filters)
+        before = filter_cache.statistics()["hits"]
+        for _ in range(5):  # watched, bits kept, transform made, then reused
+            as_called()
+        assert filter_cache.statistics()["hits"] - before == hits_expected
