@@ -235,9 +235,9 @@ def test_public_ops_run_winograd_by_default(rng, op, data_format, dtype):
 
 
 @pytest.mark.parametrize("shape, output_tile", [
-    ((1, 14, 14, 256), 4),  # 16 F(4×4) tiles
-    ((1, 7, 7, 512), 2),    # 4 F(4×4) tiles: too few rows for the products
-    ((8, 7, 7, 512), 4),
+    ((1, 14, 14, 256), 4),  # 16 F(4×4) tiles, 3.06× fewer multiply-adds
+    ((8, 7, 7, 512), 4),    # 32 tiles
+    ((1, 12, 12, 64), 2),   # 9 F(4×4) tiles: too few rows; 36 F(2×2) tiles, 2.25×
 ])
 def test_the_choice_puts_winograd_over_another_familys_schedule(shape, output_tile):
     """Where the rule keeps a layer off Winograd (its transform not paid back on each call),
@@ -253,6 +253,14 @@ def test_the_choice_puts_winograd_over_another_familys_schedule(shape, output_ti
     assert heuristic.choose("backward_filter", g, "float32", 4).schedule.algorithm != "winograd"
     for dtype, itemsize in (("float16", 4), ("int32", 8)):
         assert heuristic.choose("forward", g, dtype, itemsize).schedule.algorithm != "winograd"
+
+
+def test_no_winograd_over_a_schedule_where_its_tiles_save_too_little():
+    """7×7 at batch 1: F(4×4) makes 4 tiles, too few rows for its products; F(2×2) 16
+    tiles that save 1.72× the multiply-adds, short of the 2× a kept transform needs."""
+    g = conv_geometry((1, 7, 7, 512), (3, 3, 512, 512), (1, 1), (1, 1), "SAME")
+    for primitive in ("forward", "backward_data"):
+        assert heuristic.choose(primitive, g, "float32", 4).schedule.algorithm != "winograd"
 
 
 def test_public_ops_run_winograd_from_an_unchanged_filters_third_call(rng):

@@ -206,25 +206,32 @@ def _first_legal(base: WinogradSchedule, primitive: str, g: ConvGeometry, itemsi
     return None
 
 
-#: With the transform kept, F(4×4) beat F(2×2) where it makes at least this many tiles (the
-#: products' rows: a few register tiles' worth); 7×7 images at batch 1 make 4, and F(2×2)
-#: won there (measurements, 2026-12-07).
+#: With the transform kept, Winograd beat the tiles where its products make at least this
+#: many tiles (their rows: a few register tiles' worth) and save at least MIN_KEPT_SAVING
+#: of the direct convolution's multiply-adds: F(4×4) on 14×14 images at batch 1 (16 tiles,
+#: 3.06× fewer) ran in 0.44-0.75 of the tiles' time; on 7×7 at batch 1, F(4×4) makes 4
+#: tiles and F(2×2) 16 that save 1.72×, which ran in 0.73-1.01 and in the benchmark's
+#: blocks no faster (measurements, 2026-12-07).
 MIN_KEPT_TILES = 16
+MIN_KEPT_SAVING = 2.0
 
 
 def kept_transform(primitive: str, g: ConvGeometry, itemsize: int, machine,
                    otherwise: Schedule) -> WinogradSchedule | None:
     """Winograd over ``otherwise`` (see the module docstring) where it is legal, forward and
-    backward-data, both channel counts at least MIN_CHANNELS: with a kept transform it ran
-    in 0.4-0.8 of the tiles' time on every such layer measured, where a transform made on
-    each call does not pay (measurements, 2026-12-07). F(4×4) where it makes at least
-    :data:`MIN_KEPT_TILES` tiles, else F(2×2)."""
+    backward-data, both channel counts at least MIN_CHANNELS, with the larger output tile
+    whose products make :data:`MIN_KEPT_TILES` tiles and save :data:`MIN_KEPT_SAVING`;
+    None where neither does."""
     if (primitive == "backward_filter" or otherwise.algorithm == WinogradSchedule.algorithm
             or min(g.in_channels, g.out_channels) < MIN_CHANNELS):
         return None
-    m = 4 if _plan(primitive, g, 4).tiles >= MIN_KEPT_TILES else 2
-    return _first_legal(WinogradSchedule(output_tile=m, otherwise=otherwise), primitive, g,
-                        itemsize, machine)
+    for m in (4, 2):
+        plan = _plan(primitive, g, m)
+        saving = 9 * math.prod(plan.result_shape[:3]) / ((m + 2) ** 2 * plan.tiles)
+        if plan.tiles >= MIN_KEPT_TILES and saving >= MIN_KEPT_SAVING:
+            return _first_legal(WinogradSchedule(output_tile=m, otherwise=otherwise),
+                                primitive, g, itemsize, machine)
+    return None
 
 
 def _chunk_for(plan: _Plan, alpha: int, itemsize: int, budget: int) -> int:
