@@ -23,13 +23,14 @@ def own_thread_cache():
     gc.collect()
 
 
-def prepared(primitive, over_tiles=False):
+def prepared(primitive, over_tiles=False, dtype=np.float32):
     """A Winograd schedule's prepared run (``over_tiles``: over the tiled family's)."""
     g = geometry(SHAPE, "SAME", 16)
-    otherwise = (families.CPU.fit(TiledSchedule(register_tile=(3, 8)), primitive, g, 4)
+    itemsize = np.dtype(dtype).itemsize
+    otherwise = (families.CPU.fit(TiledSchedule(register_tile=(3, 8)), primitive, g, itemsize)
                  if over_tiles else None)
     schedule = WinogradSchedule(register_tile=TILE[primitive], otherwise=otherwise)
-    return families.prepare(primitive, g, schedule, np.float32)
+    return families.prepare(primitive, g, schedule, dtype)
 
 
 def counts():
@@ -89,16 +90,18 @@ def test_forget_makes_every_transform_again(rng):
     assert counts() == (hits + 1, misses + 1)
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=["f32", "f64"])
 @pytest.mark.parametrize("primitive", ["forward", "backward_data"])
-def test_over_another_schedule_winograd_runs_on_an_unchanged_filter(rng, primitive):
+def test_over_another_schedule_winograd_runs_on_an_unchanged_filter(rng, primitive, dtype):
     """The other schedule runs a filter's first two calls (the second keeps its bits); a
     third with the same bits makes the transform and runs Winograd, later ones reuse it."""
-    run, p = prepared(primitive, over_tiles=True), problem(rng, SHAPE, "SAME", 16, np.float32)
+    run = prepared(primitive, over_tiles=True, dtype=dtype)
+    p = problem(rng, SHAPE, "SAME", 16, dtype)
     hits, misses = counts()
     results = [run(*operands(primitive, p)) for _ in range(4)]
     assert counts() == (hits + 1, misses + 1)
     for result in results:
-        assert_matches(result, p.expected(primitive), np.float32)
+        assert_matches(result, p.expected(primitive), dtype)
 
 
 def test_over_another_schedule_a_filter_that_changes_is_given_up(rng):
