@@ -24,8 +24,7 @@ class Schedule:
     @property
     def calls_for_every_path(self) -> int:
         """Calls on the same operands that between them run every path a call of this
-        schedule can take: the tuner checks each one's result, a cold start's build runs
-        them all (compiling every kernel)."""
+        schedule can take: a cold start's build runs them all (compiling every kernel)."""
         return 1
 
     def kernels_key(self) -> str:

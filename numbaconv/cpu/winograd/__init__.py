@@ -208,10 +208,9 @@ def _first_legal(base: WinogradSchedule, primitive: str, g: ConvGeometry, itemsi
 
 #: With the transform kept, Winograd beat the tiles where its products make at least this
 #: many tiles (their rows: a few register tiles' worth) and save at least MIN_KEPT_SAVING
-#: of the direct convolution's multiply-adds: F(4×4) on 14×14 images at batch 1 (16 tiles,
-#: 3.06× fewer) ran in 0.44-0.75 of the tiles' time; on 7×7 at batch 1, F(4×4) makes 4
-#: tiles and F(2×2) 16 that save 1.72×, which ran in 0.73-1.01 and in the benchmark's
-#: blocks no faster (measurements, 2026-12-07).
+#: times the direct convolution's multiply-adds: F(4×4) on 14×14 images at batch 1 (16
+#: tiles, 3.06× fewer) did; on 7×7 at batch 1 F(4×4) makes 4 tiles, and F(2×2)'s 16 save
+#: 1.72×, which was no faster in the benchmark's blocks (measurements, 2026-12-07).
 MIN_KEPT_TILES = 16
 MIN_KEPT_SAVING = 2.0
 

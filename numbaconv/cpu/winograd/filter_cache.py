@@ -2,9 +2,8 @@
 
 Why: inference calls each layer with the same filter, call after call, and every Winograd
 call transformed it again: α²/9 times the filter's bytes written, and its products then
-read lines just written. With the transform kept, F(4×4) ran ResNet-50's and VGG-16's
-3×3 layers in 0.4-0.65 of the tiles' time where a transform made on each call ran them in
-0.55-2.3 (``docs/measurements.md``, 2026-12-07).
+read lines just written, which cost more than the transform itself on 14×14 and 7×7
+images (``docs/measurements.md``, 2026-12-07).
 
 How it is keyed safely: a thread keeps, per filter array it was passed (the array object,
 held by a weak reference: its entries go when it does) and per transform (output tile,
@@ -83,6 +82,10 @@ def refresh(source: np.ndarray, kept: np.ndarray) -> bool:
     return bool(differs.any())
 
 
+#: :func:`kept`'s mark of a filter that changed between two calls.
+GIVEN_UP = "given up"
+
+
 @dataclass
 class _Entry:
     """One filter's transform and the bits it was made from (for :func:`kept`, the bits
@@ -158,7 +161,7 @@ def transformed(w: np.ndarray, transform_key: tuple, size: int,
             variants[transform_key] = None  # seen: its next call keeps one
             return _into_scratch(size, w.dtype, fill)
         entry = variants[transform_key] = _Entry(bits.copy(), None)
-    elif refresh(bits, entry.bits) is False and entry.current:
+    elif not refresh(bits, entry.bits) and entry.current:  # refreshed whatever current is
         cache.hits += 1
         return entry.transformed
     return _made(cache, entry, size, w.dtype, fill)
@@ -198,10 +201,6 @@ def kept(w: np.ndarray, transform_key: tuple, size: int,
         variants[key] = GIVEN_UP
         return None
     return _made(cache, entry, size, w.dtype, fill)
-
-
-#: :func:`kept`'s mark of a filter that changed between two calls.
-GIVEN_UP = "given up"
 
 
 def _made(cache: _ThreadCache, entry: _Entry, size: int, dtype,
