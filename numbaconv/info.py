@@ -14,6 +14,7 @@ import numbaconv
 from . import configs, memory, paths, threads
 from .cpu import disk_cache
 from .cpu.direct import forward
+from .cpu.winograd import filter_cache
 from .machine import this_machine
 
 
@@ -42,7 +43,9 @@ def report() -> str:
         state = f"{configs.entry_count(path)} entries" if path.exists() else "absent"
         lines.append(f"  {path}: {state}")
     lines.append(f"memory: {memory.total_bytes() / 2**30:.1f} GiB; workspace cap per call "
-                 f"{memory.WORKSPACE_BYTES_CAP / 2**20:.0f} MiB (${memory.WORKSPACE_ENV})")
+                 f"{memory.WORKSPACE_BYTES_CAP / 2**20:.0f} MiB (${memory.WORKSPACE_ENV}); "
+                 f"Winograd's kept filter transforms per thread "
+                 f"{filter_cache.cache_bytes() / 2**20:.0f} MiB (${filter_cache.CACHE_ENV})")
     lines.append(f"cache root (${paths.CACHE_ENV}): {paths.cache_root()}")
     lines.append(f"generated kernels: {disk_cache.kernel_dir()}")
     compiled = disk_cache.numba_cache_dir(forward.forward_direct.parallel)

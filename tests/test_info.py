@@ -16,4 +16,5 @@ def test_info_reports_versions_layer_device_configs_and_cuda():
     assert "CPU device key: " in out
     assert "config files (first match wins):" in out
     assert "generated kernels: " in out and "workspace cap per call" in out
+    assert "kept filter transforms per thread" in out and "NUMBACONV_FILTER_CACHE_MB" in out
     assert "CUDA: " in out
