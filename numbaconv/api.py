@@ -773,21 +773,22 @@ class Explanation:
     choice: Choice
 
     def __str__(self) -> str:
-        call, g = self.call, self.call.geometry
+        call, g, schedule = self.call, self.call.geometry, self.choice.schedule
+        # Winograd over another family's schedule: each on a line of its own.
+        other = getattr(schedule, "otherwise", None)
+        shown = schedule if other is None else dataclasses.replace(schedule, otherwise=None)
         lines = [
             f"{call.op} -> {call.primitive} ({call.dtype}, {call.data_format}, {call.device})",
             f"geometry: {g.describe()}",
             f"output: {call.result_shape}, {g.flops / 1e9:.3g} GFLOP",
-            f"schedule: {self.choice.schedule}",
+            f"schedule: {shown}",
             f"source: {self.choice.source}",
         ]
-        other = getattr(self.choice.schedule, "otherwise", None)
-        if other is not None:  # Winograd over another family's schedule: each on a line
-            lines[3] = f"schedule: {dataclasses.replace(self.choice.schedule, otherwise=None)}"
+        if other is not None:
             lines.append(f"until the filter comes again unchanged, and once it has changed "
                          f"between two calls: {other}")
         if call.device == "cpu":
-            lines.append("kernels: " + cold_start.status(call.primitive, self.choice.schedule,
+            lines.append("kernels: " + cold_start.status(call.primitive, schedule,
                                                          call.compute_dtype))
         return "\n".join(lines)
 

@@ -92,10 +92,20 @@ def op_calls(primitive: str, layer: Layer, x, w, dy, same_filters: bool = False)
     public = getattr(nc, op)
     call = call_for(op, *args, **options)
     default = call.prepare(rule(primitive, g, x.itemsize, this_machine(), configs.calibration()))
+    as_called = functools.partial(public, *args, **options)
+    with_default = functools.partial(default.run, call.operands)
     if same_filters:
-        return lambda: public(*args, **options), lambda: default.run(call.operands)
-    return ((lambda: (filter_cache.forget(), public(*args, **options))[1]),
-            lambda: (filter_cache.forget(), default.run(call.operands))[1])
+        return as_called, with_default
+    return _with_filters_changed(as_called), _with_filters_changed(with_default)
+
+
+def _with_filters_changed(call):
+    """``call`` after :func:`filter_cache.forget`: each call's filter as training leaves it."""
+    def training_call():
+        filter_cache.forget()
+        return call()
+
+    return training_call
 
 
 #: The pause after the matmul's block: OpenBLAS's threads spin for a while after a

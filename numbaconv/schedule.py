@@ -34,10 +34,12 @@ class Schedule:
 
     def to_dict(self) -> dict:
         """Plain data for YAML: the family's name and each knob (tuples as lists, a schedule
-        as its own dict)."""
+        as its own dict); a knob at None is left out, as entries written before it had it."""
         data = {"algorithm": self.algorithm}
         for item in fields(self):
             value = getattr(self, item.name)
+            if value is None:
+                continue
             if isinstance(value, tuple):
                 value = list(value)
             elif isinstance(value, Schedule):

@@ -87,12 +87,6 @@ class WinogradSchedule(Schedule):
         # made, then reused (filter_cache.kept).
         return 1 if self.otherwise is None else 4
 
-    def to_dict(self) -> dict:
-        data = super().to_dict()
-        if self.otherwise is None:  # as before the knob: config entries and build keys stay
-            del data["otherwise"]
-        return data
-
     def __post_init__(self):
         self._require_one_of("output_tile", tuple(POINTS))
         self._require_one_of("loop_order", LOOP_ORDERS)
