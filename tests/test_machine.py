@@ -69,8 +69,10 @@ def test_the_rule_is_legal_and_tiled_on_every_machine(machine):
                         assert live_vectors(schedule.register_tile, itemsize, machine) \
                             <= machine.vector_registers
                     pixels = g.batch * g.out_height * g.out_width
-                    if g.is_depthwise or depthwise.grouped_default(primitive, g, itemsize,
-                                                                   machine):
+                    grouped = depthwise.grouped_default(primitive, g, itemsize, machine)
+                    # (the model's lanes need not be this CPU's, whose kernels decide)
+                    if g.is_depthwise or grouped and CPU.illegal_reason(
+                            primitive, g, grouped, itemsize) is None:
                         assert schedule.algorithm == "depthwise", (layer.name, primitive)
                     elif winograd.default(primitive, g, itemsize, machine) is not None:
                         assert schedule.algorithm == "winograd", (layer.name, primitive)
@@ -111,6 +113,26 @@ def test_a_calibrated_ranking_leads_where_it_is_legal():
     untileable = {"tiles": {"float32": {"forward": [[3, 7]]}}}  # divides no channel count
     assert rule("forward", g, 4, machine, untileable).register_tile == \
         rule("forward", g, 4, machine).register_tile
+
+
+@pytest.mark.parametrize("name", sorted(MACHINES))
+@pytest.mark.parametrize("primitive", ["forward", "backward_filter"])
+def test_calibration_times_distinct_tiles_every_probe_layer_can_run(name, primitive):
+    from numbaconv.cpu import calibration
+
+    machine = MACHINES[name]
+    tiles = calibration.tiles_to_time(primitive, machine)
+    assert len(tiles) == calibration.TILES_TIMED
+    assert set(tiles) <= set(tile_menu(primitive, 4, machine))
+    for input_shape, filter_shape in calibration.PROBE_LAYERS:
+        g = conv_geometry(input_shape, filter_shape, padding="SAME")
+        for tile in tiles:
+            schedule = tiled.fit(tiled.TiledSchedule(register_tile=tile), primitive, g, 4)
+            assert CPU.illegal_reason(primitive, g, schedule, 4) is None
+    lanes = machine.lanes(4)
+    for index, (rows, width) in enumerate(tiles):  # no two of a width a row apart
+        assert all(abs(rows - other_rows) * width > calibration.TWIN_ACCUMULATORS * lanes
+                   for other_rows, other_width in tiles[:index] if other_width == width)
 
 
 def test_this_machine_is_described():

@@ -203,33 +203,60 @@ PROBE_LAYERS = (((1, 28, 28, 128), (3, 3, 128, 128)), ((1, 28, 28, 128), (1, 1, 
                 ((1, 7, 7, 512), (3, 3, 512, 512)))
 #: Tiles of the menu timed per primitive (each is a kernel to compile: seconds).
 TILES_TIMED = 3
+#: Tiles as many vectors wide whose accumulators differ by at most this many are near
+#: twins: timing both says little, so the probes take the next distinct tile instead.
+TWIN_ACCUMULATORS = 1
 #: Alternating rounds per probe layer: the tiles take turns, so a slow spell of a busy
 #: host hits them alike.
 PROBE_ROUNDS = 5
 
 
-def rank_tiles(primitive: str, machine: Machine, log=print) -> list:
+def _probe_geometry(input_shape: tuple, filter_shape: tuple):
+    return conv_geometry(input_shape, filter_shape, (1, 1), (1, 1), "SAME")
+
+
+def _probe_schedule(primitive: str, g, tile: tuple):
+    order = "packed_panels" if primitive == "forward" else "pixel_tiles_outer"
+    return tiled.fit(tiled.TiledSchedule(loop_order=order, register_tile=tile), primitive, g, 4)
+
+
+def tiles_to_time(primitive: str, machine: Machine) -> list:
     """The first :data:`TILES_TIMED` tiles of the tiled family's menu for ``primitive`` on
-    ``machine`` (calibrated), fastest first on the probe layers (geometric mean of their
-    rates, the tiles timed in turns), each verified as the tuner verifies a candidate
-    before it is timed."""
+    ``machine`` that every probe layer can run, passing over near twins of a tile already
+    taken (:data:`TWIN_ACCUMULATORS`): the menu's order is a guess from the register
+    count, so the probes spread over the tile shapes it leaves in doubt."""
+    probes = [_probe_geometry(*shapes) for shapes in PROBE_LAYERS]
+    taken: list[tuple] = []
+    for tile in tiled.tile_menu(primitive, 4, machine):
+        rows, width = tile
+        if any(families.CPU.illegal_reason(primitive, g, _probe_schedule(primitive, g, tile), 4)
+               for g in probes):
+            continue
+        if any(width == other_width and abs(rows * width - other_rows * other_width)
+               <= TWIN_ACCUMULATORS * machine.lanes(4) for other_rows, other_width in taken):
+            continue
+        taken.append(tile)
+        if len(taken) == TILES_TIMED:
+            break
+    return taken
+
+
+def rank_tiles(primitive: str, machine: Machine, log=print) -> list:
+    """:func:`tiles_to_time` for ``primitive`` on ``machine`` (calibrated), fastest first
+    on the probe layers (geometric mean of their rates, the tiles timed in turns), each
+    verified as the tuner verifies a candidate before it is timed."""
     from ..tune.tuner import TOLERANCE, relative_error
 
-    order = "packed_panels" if primitive == "forward" else "pixel_tiles_outer"
-    tiles = tiled.tile_menu(primitive, 4, machine)[:TILES_TIMED]
+    tiles = tiles_to_time(primitive, machine)
     log_rates: dict[tuple, list] = {tile: [] for tile in tiles}  # log GFLOP/s per probe
     for input_shape, filter_shape in PROBE_LAYERS:
-        g = conv_geometry(input_shape, filter_shape, (1, 1), (1, 1), "SAME")
+        g = _probe_geometry(input_shape, filter_shape)
         operands = primitive_named(primitive).pick(
             random_tensors(g, np.float32, np.random.default_rng(0)))
         expected = families.run(primitive, operands, g, direct.default(primitive, g, 4))
         runs = {}
         for tile in tiles:
-            schedule = tiled.fit(tiled.TiledSchedule(loop_order=order, register_tile=tile),
-                                 primitive, g, 4)
-            if families.CPU.illegal_reason(primitive, g, schedule, 4):
-                continue
-            run = families.prepare(primitive, g, schedule, np.float32)
+            run = families.prepare(primitive, g, _probe_schedule(primitive, g, tile), np.float32)
             if not relative_error(run(*operands), expected) <= TOLERANCE["float32"]:
                 raise RuntimeError(f"calibration: tile {tile} computes a wrong {primitive}")
             runs[tile] = functools.partial(run, *operands)
