@@ -185,6 +185,10 @@ def backward_filter_tap_groups(g: ConvGeometry, splits: int, itemsize: int) -> i
 
 
 def candidates(primitive: str, g: ConvGeometry, itemsize: int, section: dict, machine) -> list:
+    if g.is_depthwise:
+        # The depthwise family's layers; the narrowest tiles would fit a channel
+        # multiplier of 2 where a quarter vector is 2 lanes (AVX2), at a quarter of the lanes.
+        return []
     orders = section.get("loop_order", [])
     if primitive == "backward_filter":
         # Row by row through every tile of a task beats tile by tile through every row on
