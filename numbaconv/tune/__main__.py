@@ -14,6 +14,7 @@ and prints registers, spills, shared memory and occupancy per schedule.
 from __future__ import annotations
 
 import argparse
+import statistics
 import sys
 import time
 from pathlib import Path
@@ -42,8 +43,9 @@ def parse_args(argv):
     parser.add_argument("--dtype", default=None, choices=["float32", "float64"],
                         help="default: float32 (--compile-only: both)")
     parser.add_argument("--budget", type=float, default=300.0,
-                        help="overall time budget in seconds (default: %(default)s); layers "
-                             "not reached in time keep the default heuristic")
+                        help="overall time budget in seconds, calibration included (default: "
+                             "%(default)s); a problem is begun only if one of the problems' "
+                             "median time is left; the rest keep the default heuristic")
     parser.add_argument("--config-dir", default=None,
                         help="directory of the config file to write (default: "
                              "$NUMBACONV_CONFIG_DIR or ~/.cache/numbaconv/configs)")
@@ -131,14 +133,17 @@ def main(argv=None) -> int:
           f"{backend.key()}\nwriting {path}", flush=True)
     deadline = start + args.budget
     outcomes = []
+    durations = []  # of the problems tuned so far: one that would end past the budget waits
     try:
         for index, (layer, op) in enumerate(problems, 1):
-            if time.monotonic() > deadline:
+            began = time.monotonic()
+            if began + (statistics.median(durations) if durations else 0.0) > deadline:
                 print(f"budget spent: {len(problems) - index + 1} of {len(problems)} problems "
                       f"left untuned (they use the default heuristic)", flush=True)
                 break
             outcome = tune_one(layer, op, args.dtype, space, deadline, args.repeats,
                                backend=backend)
+            durations.append(time.monotonic() - began)
             save_outcome(outcome, path, backend)
             outcomes.append(outcome)
             best = f"{outcome.best} {outcome.best_seconds * 1e3:.2f} ms" if outcome.best else "none"
