@@ -43,12 +43,12 @@ def rule(primitive: str, g: ConvGeometry, itemsize: int, machine: Machine,
     if (primitive != "backward_filter" and pixels < TINY_PIXELS
             and g.in_channels * g.out_channels <= TINY_CHANNEL_PAIRS):
         return direct.default(primitive, g, itemsize)
-    fewer_flops = winograd.default(primitive, g, itemsize, machine)
-    if fewer_flops is not None and CPU.illegal_reason(primitive, g, fewer_flops, itemsize) is None:
-        return fewer_flops
-    narrow_groups = depthwise.grouped_default(primitive, g, itemsize, machine)
-    if narrow_groups is not None:
-        return narrow_groups
+    # The machine model picks these; this CPU's kernels decide what is legal (the two
+    # differ only where a model describes another machine).
+    for special in (winograd.default(primitive, g, itemsize, machine),
+                    depthwise.grouped_default(primitive, g, itemsize, machine)):
+        if special is not None and CPU.illegal_reason(primitive, g, special, itemsize) is None:
+            return special
     ranking = calibrated_tiles(calibration, primitive, itemsize)
     for schedule in tiled.preferences(primitive, g, itemsize, machine, ranking):
         if CPU.illegal_reason(primitive, g, schedule, itemsize) is None:
