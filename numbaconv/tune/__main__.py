@@ -44,8 +44,8 @@ def parse_args(argv):
                         help="default: float32 (--compile-only: both)")
     parser.add_argument("--budget", type=float, default=300.0,
                         help="overall time budget in seconds, calibration included (default: "
-                             "%(default)s); a problem is begun only if one of the problems' "
-                             "median time is left; the rest keep the default heuristic")
+                             "%(default)s); a problem is begun only while the median problem's "
+                             "time is left; the rest keep the default heuristic")
     parser.add_argument("--config-dir", default=None,
                         help="directory of the config file to write (default: "
                              "$NUMBACONV_CONFIG_DIR or ~/.cache/numbaconv/configs)")
@@ -133,7 +133,7 @@ def main(argv=None) -> int:
           f"{backend.key()}\nwriting {path}", flush=True)
     deadline = start + args.budget
     outcomes = []
-    durations = []  # of the problems tuned so far: one that would end past the budget waits
+    durations = []  # of the problems tuned so far: one due to end past the budget is not begun
     try:
         for index, (layer, op) in enumerate(problems, 1):
             began = time.monotonic()
