@@ -172,3 +172,19 @@ def test_threads_keep_their_own_transforms(rng):
     assert (found["hits"], found["misses"]) == (1, 1)
     for result in found["results"]:
         assert_matches(result, p.expected("forward"), np.float32)
+
+
+def test_a_filter_reshaped_in_place_is_transformed_again(rng):
+    """The same array object and the same bits, its shape changed in place (HWIO's C and K
+    swapped: as many values): a transform of the other layout is never reused."""
+    p = problem(rng, SHAPE, "SAME", 16, np.float32)
+    run = prepared("forward")
+    for _ in range(3):
+        run(p.x, p.w)
+    q = problem(rng, SHAPE[:3] + (16,), "SAME", 8, np.float32)
+    q.w = p.w
+    q.w.shape = (3, 3, 16, 8)
+    swapped = families.prepare("forward", geometry(q.x.shape, "SAME", 8),
+                               WinogradSchedule(register_tile=TILE["forward"]), np.float32)
+    for _ in range(3):
+        assert_matches(swapped(q.x, q.w), q.expected("forward"), np.float32)

@@ -6,11 +6,12 @@ read lines just written, which cost more than the transform itself on 14×14 and
 images (``docs/measurements.md``, 2026-12-07).
 
 How it is keyed safely: a thread keeps, per filter array it was passed (the array object,
-held by a weak reference: its entries go when it does) and per transform (output tile,
-column tile, rotation), a copy of the array's bits and the transform made from them. A
-call reuses the transform only where every bit of the filter equals the copy's
-(:func:`refresh`: a parallel comparison reading both); an array changed in place (an
-optimizer's step) keeps its identity, address and shape, so nothing less decides.
+held by a weak reference: its entries go when it does), per transform (output tile,
+column tile, rotation) and per shape and dtype of the array (both can be set in place), a
+copy of the array's bits and the transform made from them. A call reuses the transform
+only where every bit of the filter equals the copy's (:func:`refresh`: a parallel
+comparison reading both); an array changed in place (an optimizer's step) keeps its
+identity, address and shape, so nothing less decides.
 
 Two uses: :func:`transformed` (a Winograd schedule: its transform made on every call where
 the filter changed, into the kept buffers) and :func:`kept` (Winograd over another
@@ -146,6 +147,12 @@ def _bits(w: np.ndarray) -> np.ndarray:
     return w.reshape(-1).view(np.dtype(f"u{w.dtype.itemsize}"))
 
 
+def _key(w: np.ndarray, transform_key: tuple) -> tuple:
+    """An entry's key among w's: the transform, and w's shape and dtype, which an array's
+    ``shape`` or ``dtype`` set in place changes with its bits and identity kept."""
+    return transform_key, w.shape, w.dtype.str
+
+
 def transformed(w: np.ndarray, transform_key: tuple, size: int,
                 fill: Callable[[np.ndarray], None]) -> np.ndarray:
     """The flat transform of ``w`` (C-contiguous) that ``fill(out)`` writes into ``out``
@@ -154,13 +161,14 @@ def transformed(w: np.ndarray, transform_key: tuple, size: int,
     second call on into buffers kept for it, if the bound allows; before, into scratch)."""
     cache = _cache()
     variants = cache.variants(w)
-    entry = variants.get(transform_key)
+    key = _key(w, transform_key)
+    entry = variants.get(key)
     bits = _bits(w)
     if entry is None:
-        if transform_key not in variants or not cache.fits((size + w.size) * w.dtype.itemsize):
-            variants[transform_key] = None  # seen: its next call keeps one
+        if key not in variants or not cache.fits((size + w.size) * w.dtype.itemsize):
+            variants[key] = None  # seen: its next call keeps one
             return _into_scratch(size, w.dtype, fill)
-        entry = variants[transform_key] = _Entry(bits.copy(), None)
+        entry = variants[key] = _Entry(bits.copy(), None)
     elif not refresh(bits, entry.bits) and entry.current:  # refreshed whatever current is
         cache.hits += 1
         return entry.transformed
@@ -177,7 +185,7 @@ def kept(w: np.ndarray, transform_key: tuple, size: int,
     calls cost nothing more."""
     cache = _cache()
     variants = cache.variants(w)
-    key = ("kept", transform_key)  # apart from transformed()'s entries
+    key = ("kept", _key(w, transform_key))  # apart from transformed()'s entries
     entry = variants.get(key)
     if entry is GIVEN_UP:
         return None
