@@ -1,7 +1,10 @@
+import fcntl
 import os
 import sys
 import tempfile
 import zlib
+from contextlib import contextmanager
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -84,6 +87,37 @@ def small_space(tmp_path):
     path = tmp_path / "small_space.yaml"
     path.write_text("cpu:\n  direct:\n    loop_order: [pixel_tap_channel]\n")
     return path
+
+
+@contextmanager
+def _locked(path: Path, mode: int):
+    with open(path, "a") as handle:
+        fcntl.flock(handle, mode)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+@pytest.fixture(autouse=True)
+def machine_to_itself(request, tmp_path_factory):
+    """Under pytest-xdist, a test marked ``quiet`` (it times calls against the machine's
+    load) runs with no other worker's test beside it: other tests hold a shared lock, a
+    quiet one the exclusive lock. The turnstile lets no new test start while a quiet one
+    waits, so that back-to-back tests on the other worker cannot starve it."""
+    if "PYTEST_XDIST_WORKER" not in os.environ:  # one process: nothing runs beside the test
+        yield
+        return
+    folder = tmp_path_factory.getbasetemp().parent  # the run's, shared by its workers
+    turnstile, tests = folder / "quiet-turnstile.lock", folder / "tests-running.lock"
+    if request.node.get_closest_marker("quiet"):
+        with _locked(turnstile, fcntl.LOCK_EX), _locked(tests, fcntl.LOCK_EX):
+            yield
+        return
+    with _locked(turnstile, fcntl.LOCK_SH):
+        pass
+    with _locked(tests, fcntl.LOCK_SH):
+        yield
 
 
 @pytest.fixture(autouse=True)

@@ -10,6 +10,9 @@ import pytest
 from numbaconv import timing
 from numbaconv.timing import measure
 
+# Busy loops and other processes' load against the wall clock: nothing else may run.
+pytestmark = pytest.mark.quiet
+
 
 def busy(seconds):
     end = time.perf_counter() + seconds
