@@ -4,6 +4,7 @@ passes back to back take turns with PyTorch's."""
 import re
 
 import numpy as np
+import pytest
 
 from numbaconv import bench
 from numbaconv.api import call_for
@@ -28,6 +29,7 @@ def test_overhead_report_lists_every_op_with_both_costs(capsys):
         assert call > 0 and full > 0
 
 
+@pytest.mark.quiet  # one round's time ratios: another test's load would swing them
 def test_half_report_gives_each_half_type_over_float32_per_layer(capsys):
     assert bench.main(["--half", "--select", "res5_3x3_s2", "--batch", "1", "--rounds", "1",
                        "--ops", "forward,backward_filter"]) == 0
