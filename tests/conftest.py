@@ -99,18 +99,20 @@ def _locked(path: Path, mode: int):
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
-@pytest.fixture(autouse=True)
-def machine_to_itself(request, tmp_path_factory):
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_protocol(item, nextitem):
     """Under pytest-xdist, a test marked ``quiet`` (it times calls against the machine's
-    load) runs with no other worker's test beside it: other tests hold a shared lock, a
-    quiet one the exclusive lock. The turnstile lets no new test start while a quiet one
-    waits, so that back-to-back tests on the other worker cannot starve it."""
-    if "PYTEST_XDIST_WORKER" not in os.environ:  # one process: nothing runs beside the test
+    load) runs with no other worker's test beside it: every other test holds a shared
+    lock, a quiet one the exclusive lock, each over its whole run (setup of module
+    fixtures included). The turnstile lets no test start while a quiet one waits, so that
+    back-to-back tests on another worker cannot starve it."""
+    basetemp = item.config.option.basetemp
+    if "PYTEST_XDIST_WORKER" not in os.environ or not basetemp:  # nothing runs beside it
         yield
         return
-    folder = tmp_path_factory.getbasetemp().parent  # the run's, shared by its workers
+    folder = Path(basetemp).parent  # the run's, shared by its workers
     turnstile, tests = folder / "quiet-turnstile.lock", folder / "tests-running.lock"
-    if request.node.get_closest_marker("quiet"):
+    if item.get_closest_marker("quiet"):
         with _locked(turnstile, fcntl.LOCK_EX), _locked(tests, fcntl.LOCK_EX):
             yield
         return
