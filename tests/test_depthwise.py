@@ -208,6 +208,58 @@ def test_vector_tiles_write_every_column_once(rng, op, geometry, width):
         assert_matches(result, p.expected(op), np.float32)
 
 
+#: Column strides and dilations (the tap step) whose sweep kernels are compiled for them,
+#: each operand column a tile reads loaded once (1 and 2), and ones that run the kernel
+#: taking any (3).
+COLUMN_STEPS = {"s1": ((1, 1), (1, 1)), "s1_d2": ((1, 1), (1, 2)), "s2": ((2, 2), (1, 1)),
+                "s2_d2": ((1, 2), (1, 2)), "s3": ((1, 3), (1, 1)), "d3": ((1, 1), (1, 3))}
+
+
+@pytest.mark.parametrize("filter_size", [(1, 1), (2, 5), (5, 5), (3, 7)],
+                         ids=lambda size: "x".join(map(str, size)))
+@pytest.mark.parametrize("strides, dilations", COLUMN_STEPS.values(), ids=COLUMN_STEPS.keys())
+@pytest.mark.parametrize("op", OPS[:2])
+def test_vector_tiles_of_every_filter_width_and_column_step(rng, op, strides, dilations,
+                                                            filter_size):
+    """A sweep kernel is compiled per filter width: tiles of 4, 8 and 12 pixels (12 more
+    than a window tile holds on AVX2 with 7 taps a row: it takes fewer), rows that take
+    tiles and rows narrower than them."""
+    for width in (5, 30):
+        p = DepthwiseProblem(rng, (1, 6, width, 32), (*filter_size, 32, 1), strides, dilations,
+                             "SAME", np.float32)
+        options = dict(strides=[1, *strides, 1], padding="SAME", dilations=list(dilations))
+        arguments = {"depthwise_conv2d": (p.x, p.w),
+                     "depthwise_conv2d_backprop_input": (p.x.shape, p.w, p.dy)}[op]
+        call = nc.call_for(op, *arguments, **options)
+        for pixels in (4, 8, 12):
+            schedule = depthwise.fit(depthwise.DepthwiseSchedule("vector_tiles",
+                                                                 tile_pixels=pixels),
+                                     call.primitive, call.geometry, 4)
+            assert_matches(call.run(schedule), p.expected(op), np.float32)
+
+
+@pytest.mark.parametrize("op", OPS[:2])
+def test_vector_tiles_prefetching_rows_compute_the_same(rng, op, monkeypatch):
+    """Operands larger than a fraction of the last-level cache have each tile prefetch the
+    rows of its thread's next task: a hint, the sums unchanged (here forced on a small
+    operand), unit and larger strides."""
+    for strides in ((1, 1), (2, 2)):
+        p = DepthwiseProblem(rng, (2, 9, 30, 32), (3, 3, 32, 1), strides, (1, 1), "SAME",
+                             np.float32)
+        options = dict(strides=[1, *strides, 1], padding="SAME")
+        arguments = {"depthwise_conv2d": (p.x, p.w),
+                     "depthwise_conv2d_backprop_input": (p.x.shape, p.w, p.dy)}[op]
+        call = nc.call_for(op, *arguments, **options)
+        schedule = depthwise.fit(depthwise.DepthwiseSchedule("vector_tiles"), call.primitive,
+                                 call.geometry, 4)
+        without = call.run(schedule)
+        monkeypatch.setattr(depthwise, "PREFETCH_FRACTION", 0.0)
+        prefetching = call.run(schedule)
+        monkeypatch.undo()
+        np.testing.assert_array_equal(prefetching, without)
+        assert_matches(prefetching, p.expected(op), np.float32)
+
+
 @pytest.mark.parametrize("machine", [MACHINES["avx2_16_registers"],
                                      MACHINES["avx512_full_rate"]], ids=["avx2", "avx512"])
 def test_the_rule_takes_vector_tiles_where_they_apply_and_fit(machine):

@@ -9,6 +9,7 @@ finalists are timed after a sweep (:func:`sweeper`), which ordered them as the p
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from pathlib import Path
 
@@ -51,6 +52,13 @@ def last_level_cache_bytes(cache_dir: Path = CACHE_DIR) -> int | None:
     return found[max(found)] if found else None
 
 
+@functools.lru_cache(maxsize=1)
+def last_level_cache_size() -> int:
+    """The last-level cache's size (:func:`last_level_cache_bytes`), or
+    :data:`UNKNOWN_CACHE_BYTES` where sysfs does not say; read once."""
+    return last_level_cache_bytes() or UNKNOWN_CACHE_BYTES
+
+
 @parallel_kernel
 def _sweep(buffer):
     for i in prange(buffer.shape[0]):
@@ -61,6 +69,6 @@ def sweeper(cache_bytes: int | None = None) -> Callable[[], None]:
     """A function that writes :data:`SWEEP_FACTOR` × the last-level cache
     (``cache_bytes``, by default as sysfs says) from every thread: its dirty lines replace
     whatever a timed call had left in the caches."""
-    size = SWEEP_FACTOR * (cache_bytes or last_level_cache_bytes() or UNKNOWN_CACHE_BYTES)
+    size = SWEEP_FACTOR * (cache_bytes or last_level_cache_size())
     buffer = np.zeros(size // 4, np.float32)
     return lambda: _sweep(buffer)

@@ -19,7 +19,8 @@ Knobs (:class:`DepthwiseSchedule`):
   ``pixel_taps``, each pixel sums its taps in one accumulator (:mod:`.kernels`). Integer
   operands take the last three (the generated kernels are float-only).
 - ``tile_pixels`` (``vector_tiles``, forward and backward-data): the result pixels of a
-  register tile.
+  register tile (kernels compiled for the column steps, :data:`WINDOW_STRIDES`, take at
+  most :func:`window_pixels`).
 - ``channel_block``: the contiguous channels one task writes (a task split, derived).
 - ``reduction_splits`` (backward-filter): the N·OH rows cut into this many chunks, each
   summed into its own partial filter, then added in a fixed order (derived; none smaller
@@ -43,7 +44,7 @@ from ...machine import Machine, this_machine
 from ...primitives import is_activation
 from ...primitives import primitive as primitive_named
 from ...schedule import Schedule
-from .. import layout, partials
+from .. import caches, layout, partials
 from ..half import converts_in_kernels
 from ..layout import readonly
 from ..tasks import channel_block_for, groups_for
@@ -68,6 +69,13 @@ PHASED_BYTES = (2**20, 16 * 2**20)
 #: weights): beyond this many bytes a row they no longer share L1 and per-pixel
 #: accumulators win.
 FLAT_ROW_BYTES = 16 * 2**10
+#: The column strides and tap steps that vector tiles' kernels are compiled for (each
+#: operand column a tile reads loaded once); others run a kernel taking any.
+WINDOW_STRIDES = (1, 2)
+#: Vector tiles prefetch the operand rows of their thread's next task where the operand
+#: is larger than this fraction of the last-level cache: smaller ones are mostly still
+#: there, and the prefetches cost more than they save.
+PREFETCH_FRACTION = 1 / 4
 
 
 @dataclass(frozen=True)
@@ -147,6 +155,12 @@ def default_tile_pixels(machine: Machine) -> int:
     latency, at least 8 (each tap's weights are loaded once per tile), and at most half
     the registers (the rest hold weights and loads)."""
     return max(1, min(machine.vector_registers // 2, max(8, machine.accumulators_needed)))
+
+
+def window_pixels(machine: Machine, filter_width: int) -> int:
+    """The most pixels a window tile takes: its sums, a filter row's weights, the operand
+    vector and one spare in the vector registers (one more pixel spilled on AVX2)."""
+    return max(1, machine.vector_registers - filter_width - 2)
 
 
 def _lanes(g: ConvGeometry, itemsize: int, machine: Machine) -> int:
@@ -277,13 +291,22 @@ def _sweep_launch(g: ConvGeometry, schedule: DepthwiseSchedule, dtype, storage: 
     pixel from ``offsets`` of an array of ``full_shape``."""
     machine = this_machine()
     batch, operand_height, operand_width, channels = operand_shape
-    return sweep_kernel(schedule.tile_pixels, _lanes(g, dtype.itemsize, machine), dtype.name,
-                        machine.vector_bits, storage, g.in_channels_per_group).bind(
+    columns = (sweep["stride_w"], sweep["tap_w"])
+    if not (g.in_channels_per_group == 1 and columns[0] in WINDOW_STRIDES
+            and abs(columns[1]) in WINDOW_STRIDES):
+        columns = None
+    pixels = (min(schedule.tile_pixels, window_pixels(machine, taps[1])) if columns
+              else schedule.tile_pixels)
+    return sweep_kernel(pixels, _lanes(g, dtype.itemsize, machine), dtype.name,
+                        machine.vector_bits, storage, g.in_channels_per_group, taps[1],
+                        columns).bind(
         batch=batch, operand_height=operand_height, operand_width=operand_width,
         channels=channels, result_height=grid[0], result_width=grid[1],
         filter_height=taps[0], filter_width=taps[1], channel_block=schedule.channel_block,
         **sweep, full_height=full_shape[1], full_width=full_shape[2], row_step=steps[0],
-        column_step=steps[1], row_offset=offsets[0], column_offset=offsets[1])
+        column_step=steps[1], row_offset=offsets[0], column_offset=offsets[1],
+        prefetch_rows=int(math.prod(operand_shape) * dtype.itemsize
+                          > PREFETCH_FRACTION * caches.last_level_cache_size()))
 
 
 def _prepare_sweep(rows_kernel, pixels_kernel, g: ConvGeometry, schedule: DepthwiseSchedule,
