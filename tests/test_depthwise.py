@@ -215,15 +215,15 @@ COLUMN_STEPS = {"s1": ((1, 1), (1, 1)), "s1_d2": ((1, 1), (1, 2)), "s2": ((2, 2)
                 "s2_d2": ((1, 2), (1, 2)), "s3": ((1, 3), (1, 1)), "d3": ((1, 1), (1, 3))}
 
 
-@pytest.mark.parametrize("filter_size", [(1, 1), (2, 5), (5, 5), (3, 7)],
+@pytest.mark.parametrize("filter_size", [(1, 1), (2, 5), (3, 7)],
                          ids=lambda size: "x".join(map(str, size)))
 @pytest.mark.parametrize("strides, dilations", COLUMN_STEPS.values(), ids=COLUMN_STEPS.keys())
 @pytest.mark.parametrize("op", OPS[:2])
 def test_vector_tiles_of_every_filter_width_and_column_step(rng, op, strides, dilations,
                                                             filter_size):
-    """A sweep kernel is compiled per filter width: tiles of 4, 8 and 12 pixels (12 more
-    than a window tile holds on AVX2 with 7 taps a row: it takes fewer), rows that take
-    tiles and rows narrower than them."""
+    """A sweep kernel is compiled per filter width: tiles of 4 and 12 pixels (12 more than
+    a window tile holds on AVX2: it takes fewer), rows that take tiles and rows narrower
+    than them. (3×3 filters with 8-pixel tiles: the test above.)"""
     for width in (5, 30):
         p = DepthwiseProblem(rng, (1, 6, width, 32), (*filter_size, 32, 1), strides, dilations,
                              "SAME", np.float32)
@@ -231,7 +231,7 @@ def test_vector_tiles_of_every_filter_width_and_column_step(rng, op, strides, di
         arguments = {"depthwise_conv2d": (p.x, p.w),
                      "depthwise_conv2d_backprop_input": (p.x.shape, p.w, p.dy)}[op]
         call = nc.call_for(op, *arguments, **options)
-        for pixels in (4, 8, 12):
+        for pixels in (4, 12):
             schedule = depthwise.fit(depthwise.DepthwiseSchedule("vector_tiles",
                                                                  tile_pixels=pixels),
                                      call.primitive, call.geometry, 4)

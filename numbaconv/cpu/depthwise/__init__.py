@@ -297,8 +297,8 @@ def _sweep_launch(g: ConvGeometry, schedule: DepthwiseSchedule, dtype, storage: 
         columns = None
     pixels = (min(schedule.tile_pixels, window_pixels(machine, taps[1])) if columns
               else schedule.tile_pixels)
-    return sweep_kernel(pixels, _lanes(g, dtype.itemsize, machine), dtype.name,
-                        machine.vector_bits, storage, g.in_channels_per_group, taps[1],
+    return sweep_kernel(pixels, taps[1], _lanes(g, dtype.itemsize, machine), dtype.name,
+                        machine.vector_bits, storage, g.in_channels_per_group,
                         columns).bind(
         batch=batch, operand_height=operand_height, operand_width=operand_width,
         channels=channels, result_height=grid[0], result_width=grid[1],
