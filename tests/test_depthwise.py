@@ -244,7 +244,7 @@ def test_vector_tiles_prefetching_rows_compute_the_same(rng, op, monkeypatch):
     rows of its thread's next task: a hint, the sums unchanged (here forced on a small
     operand), unit and larger strides."""
     for strides in ((1, 1), (2, 2)):
-        p = DepthwiseProblem(rng, (2, 9, 30, 32), (3, 3, 32, 1), strides, (1, 1), "SAME",
+        p = DepthwiseProblem(rng, (4, 9, 30, 32), (3, 3, 32, 1), strides, (1, 1), "SAME",
                              np.float32)
         options = dict(strides=[1, *strides, 1], padding="SAME")
         arguments = {"depthwise_conv2d": (p.x, p.w),
@@ -252,6 +252,7 @@ def test_vector_tiles_prefetching_rows_compute_the_same(rng, op, monkeypatch):
         call = nc.call_for(op, *arguments, **options)
         schedule = depthwise.fit(depthwise.DepthwiseSchedule("vector_tiles"), call.primitive,
                                  call.geometry, 4)
+        assert schedule.channel_block == 32  # a task's whole row: the next task is the next row
         without = call.run(schedule)
         monkeypatch.setattr(depthwise, "PREFETCH_FRACTION", 0.0)
         prefetching = call.run(schedule)
