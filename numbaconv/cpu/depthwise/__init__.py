@@ -297,6 +297,7 @@ def _sweep_launch(g: ConvGeometry, schedule: DepthwiseSchedule, dtype, storage: 
         columns = None
     pixels = (min(schedule.tile_pixels, window_pixels(machine, taps[1])) if columns
               else schedule.tile_pixels)
+    stored = _stored_dtype(dtype, storage)
     return sweep_kernel(pixels, taps[1], _lanes(g, dtype.itemsize, machine), dtype.name,
                         machine.vector_bits, storage, g.in_channels_per_group,
                         columns).bind(
@@ -305,8 +306,13 @@ def _sweep_launch(g: ConvGeometry, schedule: DepthwiseSchedule, dtype, storage: 
         filter_height=taps[0], filter_width=taps[1], channel_block=schedule.channel_block,
         **sweep, full_height=full_shape[1], full_width=full_shape[2], row_step=steps[0],
         column_step=steps[1], row_offset=offsets[0], column_offset=offsets[1],
-        prefetch_rows=int(math.prod(operand_shape) * dtype.itemsize
+        prefetch_rows=int(math.prod(operand_shape) * stored.itemsize
                           > PREFETCH_FRACTION * caches.last_level_cache_size()))
+
+
+def _stored_dtype(dtype, storage: str | None) -> np.dtype:
+    """How the vector tiles' activations are held: ``dtype``, or a half type's bits."""
+    return dtype if storage is None else np.dtype(np.uint16)
 
 
 def _prepare_sweep(rows_kernel, pixels_kernel, g: ConvGeometry, schedule: DepthwiseSchedule,
@@ -319,7 +325,7 @@ def _prepare_sweep(rows_kernel, pixels_kernel, g: ConvGeometry, schedule: Depthw
     weights repeated along ``width`` pixels) or per pixel."""
     taps_shape = _taps_shape(g)
     if schedule.loop_order == "vector_tiles":
-        result_dtype = dtype if storage is None else np.dtype(np.uint16)
+        result_dtype = _stored_dtype(dtype, storage)
         launch = _sweep_launch(g, schedule, dtype, storage, operand_shape, result_shape[1:3],
                                (g.filter_height, g.filter_width), sweep, result_shape)
 
@@ -382,7 +388,7 @@ def _prepare_phases(g: ConvGeometry, schedule: DepthwiseSchedule, dtype, storage
     (stride_h, stride_w)-th pixel from one offset: :func:`phases.stride_phases`), a
     unit-stride sweep of dy with the sub-filter of the taps that reach it, in increasing
     order as at unit stride, written in place; phases no tap reaches are zero."""
-    result_dtype = dtype if storage is None else np.dtype(np.uint16)
+    result_dtype = _stored_dtype(dtype, storage)
     reached, unreached = phases.stride_phases(g)
     launches = []
     for phase in reached:  # its taps come by increasing dy offset: decreasing tap index
