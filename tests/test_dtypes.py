@@ -117,16 +117,18 @@ def test_strided_backward_data_converts_half_types_in_its_phases(rng, monkeypatc
 
 
 @pytest.mark.parametrize("data_format", ["NHWC", "NCHW"])
-@pytest.mark.parametrize("op", DEPTHWISE_OPS + GROUPED_OPS)
+@pytest.mark.parametrize("op, group", [(op, 1) for op in DEPTHWISE_OPS]
+                         + [(op, group) for op in GROUPED_OPS for group in (4, 8)])
 @pytest.mark.parametrize("dtype_name", ["float16", "bfloat16"])
-def test_vector_tiles_convert_half_types_in_their_kernels(rng, dtype_name, op, data_format):
-    """Half-type activations read and written as they are, converted in registers
-    (depthwise ops, and groups of 4 channels in and out): bit for bit the float32 kernels
-    on the widened operands, rounded once (NaN, Inf, values beyond the type's range
-    included)."""
+def test_vector_tiles_convert_half_types_in_their_kernels(rng, dtype_name, op, group,
+                                                          data_format):
+    """Half-type activations converted in registers: read and written as they are
+    (depthwise ops, and groups of up to 4 channels in and out), or only written so
+    (groups of 8, whose operand is widened first): bit for bit the float32 kernels on the
+    widened operands, rounded once (NaN, Inf, values beyond the type's range included)."""
     dtype = HALVES[dtype_name]
     x = random(rng, (2, 7, 13, 32)).astype(dtype)
-    w = random(rng, (3, 3, 4, 32) if op in GROUPED_OPS else (3, 3, 32, 1)).astype(dtype)
+    w = random(rng, (3, 3, group, 32) if op in GROUPED_OPS else (3, 3, 32, 1)).astype(dtype)
     dy = (random(rng, (2, 7, 13, 32)) * 1e4).astype(dtype)
     x[0, 3, 4, 5], x[1, 0, 0, 7], dy[0, 2, 2, 9] = np.nan, np.inf, -np.inf
     if data_format == "NCHW":
@@ -141,8 +143,12 @@ def test_vector_tiles_convert_half_types_in_their_kernels(rng, dtype_name, op, d
     call = nc.call_for(op, *arguments(x, w, dy), **options)
     assert call.choice().schedule.loop_order == "vector_tiles"
     converts = dtype_name == "bfloat16" or half.hardware_float16()
-    assert bool(families.CPU.half_storage(call.primitive, call.geometry,
-                                          call.choice().schedule, dtype_name)) == converts
+    as_bits = families.CPU.half_storage(call.primitive, call.geometry, call.choice().schedule,
+                                        dtype_name)
+    result = {"depthwise_conv2d_backprop_filter": "filter", "conv2d": "output",
+              "depthwise_conv2d": "output"}.get(op, "input")
+    assert set(as_bits) == (set() if not converts else {result} if group == 8
+                            else {"input", "output"})
     fused = getattr(nc, op)(*arguments(x, w, dy), **options)
     widened = getattr(nc, op)(*arguments(*(a.astype(np.float32) for a in (x, w, dy))),
                               **options)

@@ -51,7 +51,7 @@ from ..tasks import channel_block_for, groups_for
 from ..tiled import phases
 from .kernels import backward_data_depthwise, backward_filter_depthwise, forward_depthwise
 from .rows import backward_data_rows, backward_filter_rows, forward_rows
-from .templates import filter_chunk, filter_taps_kernel, sweep_kernel
+from .templates import filter_chunk, filter_taps_kernel, reads_operand_bits, sweep_kernel
 
 LOOP_ORDERS = ("vector_tiles", "flat_rows", "row_taps", "pixel_taps")
 #: Grouped layers' channels per group that vector tiles take at most (one weight vector
@@ -297,7 +297,8 @@ def _sweep_launch(g: ConvGeometry, schedule: DepthwiseSchedule, dtype, storage: 
         columns = None
     pixels = (min(schedule.tile_pixels, window_pixels(machine, taps[1])) if columns
               else schedule.tile_pixels)
-    stored = _stored_dtype(dtype, storage)
+    stored = _stored_dtype(dtype, storage if reads_operand_bits(g.in_channels_per_group)
+                           else None)
     return sweep_kernel(pixels, taps[1], _lanes(g, dtype.itemsize, machine), dtype.name,
                         machine.vector_bits, storage, g.in_channels_per_group,
                         columns).bind(
@@ -320,8 +321,8 @@ def _prepare_sweep(rows_kernel, pixels_kernel, g: ConvGeometry, schedule: Depthw
                    sweep: dict, storage: str | None, weights: Callable) -> Callable:
     """Forward (x -> y) and backward-data (dy -> dx) alike: the operand swept by the taps
     into a fresh result, by vector tiles (``sweep``: the generated kernel's stride, tap
-    step and origin, :mod:`.templates`; ``storage``: operand and result as that half
-    type's bits; ``weights(w)``: the filter as the sweep reads it), by flat rows (the
+    step and origin, :mod:`.templates`; ``storage``: the result as that half type's bits,
+    the operand too where :func:`half_storage` says; ``weights(w)``: the filter as the sweep reads it), by flat rows (the
     weights repeated along ``width`` pixels) or per pixel."""
     taps_shape = _taps_shape(g)
     if schedule.loop_order == "vector_tiles":
@@ -465,8 +466,8 @@ def prepare(primitive: str, g: ConvGeometry, schedule: DepthwiseSchedule, dtype,
             storage: str | None = None) -> Callable:
     """The run of ``primitive`` as a function of its two operands (C-contiguous NHWC /
     HWIO of ``dtype``), its arguments made once. ``storage`` (where :func:`half_storage`
-    allows it): the activations, operands and result, are that half type's bits (uint16),
-    converted in the kernels; the filter, operand or result, is ``dtype``."""
+    allows it): the activations it names are that half type's bits (uint16), converted in
+    the kernels; the filter, operand or result, and a grouped sweep's operand are ``dtype``."""
     if storage is not None and not half_storage(primitive, g, schedule, storage):
         raise ValueError(f"storage: {schedule} does not convert {storage} in its kernels")
     return _PREPARES[primitive](g, schedule, np.dtype(dtype), storage)
@@ -476,10 +477,13 @@ def half_storage(primitive: str, g: ConvGeometry, schedule: DepthwiseSchedule,
                  storage: str) -> tuple[str, ...]:
     """The tensors :func:`prepare` takes and returns as the half type ``storage``'s bits,
     converted in its kernels: the activations, on vector tiles
-    (:func:`numbaconv.cpu.half.converts_in_kernels`)."""
+    (:func:`numbaconv.cpu.half.converts_in_kernels`), but a grouped sweep's operand
+    (:func:`.templates.reads_operand_bits`)."""
     if schedule.loop_order != "vector_tiles" or not converts_in_kernels(storage):
         return ()
     p = primitive_named(primitive)
+    if not reads_operand_bits(g.in_channels_per_group):
+        return (p.result,)
     return tuple(tensor for tensor in (*p.operands, p.result) if is_activation(tensor))
 
 
