@@ -18,7 +18,7 @@ import platform
 import numba
 import numpy as np
 from llvmlite import ir
-from numba import prange, types
+from numba import prange, types, uint32
 from numba.extending import intrinsic
 
 from ..arguments import dtype_name
@@ -121,9 +121,11 @@ def float32_bits_to_float16_bits(f):
 
 @helper
 def float32_bits_to_bfloat16_bits(f):
-    if (f & 0x7FFFFFFF) > 0x7F800000:  # NaN: keep it one
-        return (f >> 16) | 0x0040
-    return (f + 0x7FFF + ((f >> 16) & 1)) >> 16
+    """Round to nearest even, a NaN kept one; in 32-bit arithmetic (each step cast back:
+    Numba's integer arithmetic is 64-bit, and the loop's vectors would hold half as many)."""
+    high = uint32(f >> 16)
+    rounded = uint32(uint32(f + uint32(0x7FFF)) + (high & uint32(1))) >> 16
+    return high | uint32(0x0040) if uint32(f & uint32(0x7FFFFFFF)) > uint32(0x7F800000) else rounded
 
 
 def task_count(size: int) -> int:
