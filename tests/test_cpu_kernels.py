@@ -297,6 +297,48 @@ def test_backward_filter_with_operands_packed_sums_the_same(rng, monkeypatch, ca
         np.testing.assert_array_equal(found[True], found[False])
 
 
+@pytest.mark.parametrize("case", ["tileable_same_dilated", "tileable_strided",
+                                  "tileable_strided_dilated", "grouped", "batch"])
+@pytest.mark.parametrize("block_pixels", [1, 5, 9, 1000])
+def test_backward_filter_packed_panels_sum_as_the_rows_do(rng, monkeypatch, case,
+                                                          block_pixels):
+    # Blocks of pixels that cut rows (5 of 9 columns), one pixel, or all of them; split
+    # rows and groups of taps: the same sums in the same order, so the same bits as the
+    # tiles row by row.
+    monkeypatch.setattr(tiled, "backward_filter_block_pixels", lambda *args: block_pixels)
+    geometry = {"grouped": ((1, 7, 9, 16), (3, 3, 8, 16), (1, 1), (1, 1), "SAME"),
+                "batch": ((3, 5, 9, 8), (2, 3, 8, 16), (1, 1), (1, 1), "VALID")}.get(
+        case) or GEOMETRIES[case]
+    g, x, w, dy = make_case(rng, geometry)
+    tile = (3, 16) if tiled.tile_fits("backward_filter", g, (3, 16)) else (4, 8)
+    expected = (ref.grouped_conv2d_backprop_filter(
+        x, w.shape, dy, (1, 1), (1, 1), ((g.pad_top, g.pad_bottom), (g.pad_left, g.pad_right)))
+        if case == "grouped" else reference_result("backward_filter", g, x, w, dy))
+    for splits, share_bytes in ((1, 10**9), (3, 10**9), (2, 1)):
+        monkeypatch.setattr(tiled, "TASK_FILTER_BYTES", share_bytes)
+        monkeypatch.setattr(tiled, "STREAMED_BYTES", 0 if share_bytes == 1 else 4 * 2**20)
+        found = {order: families.run("backward_filter", (x, dy), g, TiledSchedule(
+                     loop_order=order, register_tile=tile, reduction_splits=splits))
+                 for order in ("pixel_tiles_outer", "packed_panels")}
+        assert_matches(found["packed_panels"], expected, np.float64)
+        np.testing.assert_array_equal(found["packed_panels"], found["pixel_tiles_outer"])
+
+
+def test_backward_filter_packed_panels_fit_the_caches():
+    # Each dy panel within half of L1, the block's panels within PANELS_L2_BYTES, and no
+    # more pixels than a split's.
+    g = conv_geometry((1, 14, 14, 256), (3, 3, 256, 256), (1, 1), (1, 1), "SAME")
+    schedule = tiled.fit(TiledSchedule(loop_order="packed_panels", register_tile=(4, 16)),
+                         "backward_filter", g, 4)
+    tasks = tiled._filter_tasks(g, schedule, 4)
+    block = tiled.backward_filter_block_pixels(g, (4, 16), tasks, 4)
+    assert 0 < block * 16 * 4 <= layout.L1_BYTES // 2
+    x_channels = g.groups * -(-(256 // 4) // tasks.c_groups) * 4
+    assert block * (256 + x_channels) * 4 <= tiled.PANELS_L2_BYTES
+    small = conv_geometry((1, 3, 4, 8), (3, 3, 8, 16), (1, 1), (1, 1), "SAME")
+    assert tiled.backward_filter_block_pixels(small, (4, 8), tasks, 4) <= 12
+
+
 @pytest.mark.parametrize("operand, panel_elements", [("dy", 256), ("x", 8)])
 def test_backward_filter_workspace_counts_the_panels(monkeypatch, operand, panel_elements):
     g = conv_geometry((1, 14, 14, 256), (3, 3, 256, 256), padding="SAME")

@@ -26,9 +26,9 @@ STREAM = textwrap.dedent("""
             return ("forward", gemm.tiled_matmul_tile(4))
         if schedule.algorithm != "tiled":
             return None
-        if explanation.call.primitive == "backward_filter":
-            return ("wgrad", schedule.register_tile)
         panels = schedule.loop_order == "packed_panels"
+        if explanation.call.primitive == "backward_filter":
+            return ("wgrad panels" if panels else "wgrad", schedule.register_tile)
         return ("panels" if panels else "forward", schedule.register_tile)
 
     needed = set()

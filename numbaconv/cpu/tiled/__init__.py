@@ -8,10 +8,12 @@ Knobs (:class:`TiledSchedule`):
   (forward, backward-data) or input channels (backward-filter), channels the vectorised
   output channels.
 - ``loop_order``: the order of a task's tiles, ``pixel_tiles_outer`` or
-  ``channel_tiles_outer``; forward and backward-data also ``packed_panels``: channel tiles
-  outer, each task packing the filter panel of each of its channel tiles itself (no pass
-  over the whole filter per call), its task split favouring few pixel groups so that each
-  panel is packed about once.
+  ``channel_tiles_outer``; also ``packed_panels``: for forward and backward-data, channel
+  tiles outer, each task packing the filter panel of each of its channel tiles itself (no
+  pass over the whole filter per call), its task split favouring few pixel groups so that
+  each panel is packed about once; for backward-filter, a GEMM per tap over blocks of
+  pixels (:func:`backward_filter_block_pixels`), dy and x packed into panels per block,
+  the tiles of output channels outer so that each dy panel stays in L1.
 - ``channel_block`` (forward, backward-data): the contiguous channels one task owns, a
   multiple of the tile's.
 - ``reduction_splits`` (backward-filter): as the direct family's.
@@ -39,7 +41,7 @@ from ...schedule import Schedule
 from .. import half, layout, partials
 from ..tasks import TARGET_TASKS, channel_block_for, groups_for
 from . import phases
-from .templates import backward_filter_kernel
+from .templates import backward_filter_kernel, backward_filter_panels_kernel
 
 LOOP_ORDERS = ("pixel_tiles_outer", "channel_tiles_outer", "packed_panels")
 #: Backward-data packs its panels per task only for filters at least this large (smaller
@@ -63,6 +65,10 @@ TASK_FILTER_BYTES = 64 * 2**10
 #: Backward-filter's tiles load and store their sums once per block of output rows of
 #: about this many pixels (once per row, short rows of 7 or 14 pixels paid for it).
 BLOCK_PIXELS = 48
+#: Backward-filter's packed panels: a block's panel of dy per tile of output channels
+#: within half of L1 (:data:`layout.L1_BYTES`), and all its panels, dy's and one tap's x,
+#: within this many bytes: half of the smallest L2 of x86 cores in use (256 KB).
+PANELS_L2_BYTES = 128 * 2**10
 #: x86 cores' L1 data caches come in ways of 4 KB (8-12 ways; their size, the smaller
 #: assumed: :data:`layout.L1_BYTES`).
 L1_WAY_BYTES = 4 * 2**10
@@ -99,8 +105,6 @@ def illegal_reason(primitive: str, g: ConvGeometry, schedule: TiledSchedule,
                    itemsize: int) -> str | None:
     tile = schedule.register_tile
     if primitive == "backward_filter":
-        if schedule.loop_order == "packed_panels":
-            return "packed_panels is not a backward-filter loop order"
         if not tile_fits(primitive, g, tile):
             return (f"register tile {tile} does not divide (C, K) of a "
                     f"group, ({g.in_channels_per_group}, {g.out_channels_per_group})")
@@ -192,8 +196,10 @@ def candidates(primitive: str, g: ConvGeometry, itemsize: int, section: dict, ma
     orders = section.get("loop_order", [])
     if primitive == "backward_filter":
         # Row by row through every tile of a task beats tile by tile through every row on
-        # every layer measured: the other order is not timed.
-        orders = [order for order in orders if order == "pixel_tiles_outer"]
+        # every layer measured: that order is not timed, nor packed panels where they
+        # lost (:func:`backward_filter_panels_pay`).
+        orders = [order for order in orders if order == "pixel_tiles_outer" or (
+            order == "packed_panels" and backward_filter_panels_pay(g, itemsize))]
     tiles = section.get("register_tile", {}).get(primitive, [])
     if tiles == "model":
         tiles = tile_menu(primitive, itemsize, machine)
@@ -259,7 +265,8 @@ def preferences(primitive: str, g: ConvGeometry, itemsize: int, machine,
         tiles += narrow_tiles(primitive, itemsize, machine)
     # Grouped filters are small per task: packing them once per call beats per-task panels.
     panels = (primitive == "forward" and g.groups == 1) or (
-        primitive != "backward_filter" and _filter_bytes(g, itemsize) >= PANEL_FILTER_BYTES)
+        primitive != "backward_filter" and _filter_bytes(g, itemsize) >= PANEL_FILTER_BYTES
+    ) or (primitive == "backward_filter" and backward_filter_panels_pay(g, itemsize))
     order = "packed_panels" if panels else "pixel_tiles_outer"
     return [fit(TiledSchedule(loop_order=order, register_tile=tile), primitive, g, itemsize)
             for tile in dict.fromkeys(tiles)]
@@ -302,9 +309,14 @@ def workspace_bytes(primitive: str, g: ConvGeometry, schedule: TiledSchedule,
     panels = schedule.loop_order == "packed_panels"
     if primitive == "backward_filter":
         tasks = _filter_tasks(g, schedule, itemsize)
-        block_pixels = backward_filter_row_block(g) * g.out_width
-        panel_elements = tasks.count * block_pixels * (g.out_channels * tasks.pack_dy
-                                                       + rows * tasks.pack_x)
+        if panels:
+            panel_elements = tasks.count * backward_filter_block_pixels(
+                g, schedule.register_tile, tasks, itemsize) * (
+                g.out_channels + _task_x_channels(g, schedule.register_tile, tasks))
+        else:
+            block_pixels = backward_filter_row_block(g) * g.out_width
+            panel_elements = tasks.count * block_pixels * (g.out_channels * tasks.pack_dy
+                                                           + rows * tasks.pack_x)
         return (_padded_elements(g.input_shape, _input_pads(g)) + panel_elements
                 + (tasks.splits * filter_elements if tasks.splits > 1 else 0)) * itemsize
     if primitive == "forward":
@@ -486,27 +498,63 @@ def _filter_tasks(g: ConvGeometry, schedule: TiledSchedule, itemsize: int) -> _F
     return _FilterTasks(splits, tap_groups, c_groups, pack_dy, pack_x)
 
 
+def _task_x_channels(g: ConvGeometry, tile: tuple, tasks: _FilterTasks) -> int:
+    """The input channels of a backward-filter task's x panels (its c tiles of each group)."""
+    c_tiles = g.in_channels_per_group // tile[0]
+    return g.groups * -(-c_tiles // tasks.c_groups) * tile[0]
+
+
+def backward_filter_panels_pay(g: ConvGeometry, itemsize: int) -> bool:
+    """Whether backward-filter's packed panels are worth offering: filters of several taps
+    at unit stride whose x and dy stay in cache (``docs/measurements.md``: they lost on
+    1×1 and strided layers at batch 1, and where x and dy stream, each tap group's task
+    packs the block's dy again)."""
+    return (g.filter_height * g.filter_width > 1 and (g.stride_h, g.stride_w) == (1, 1)
+            and not streamed_reduction(g, itemsize))
+
+
+def backward_filter_block_pixels(g: ConvGeometry, tile: tuple, tasks: _FilterTasks,
+                                 itemsize: int) -> int:
+    """The pixels of a packed-panels block: each dy panel (a tile's output channels) within
+    half of L1, and the block's panels (dy's, one tap's x) within :data:`PANELS_L2_BYTES`;
+    the more pixels, the fewer passes of the tiles' sums over the partial filter."""
+    by_l1 = layout.L1_BYTES // 2 // (tile[1] * itemsize)
+    by_l2 = PANELS_L2_BYTES // ((g.out_channels + _task_x_channels(g, tile, tasks)) * itemsize)
+    task_pixels = -(-g.batch * g.out_height // max(1, tasks.splits)) * g.out_width
+    return max(1, min(by_l1, by_l2, task_pixels))
+
+
 def _prepare_backward_filter(g: ConvGeometry, schedule: TiledSchedule, dtype: np.dtype,
                              by_numpy: bool, storage: str | None) -> Callable:
     tasks = _filter_tasks(g, schedule, dtype.itemsize)
     pixels_outer = schedule.loop_order == "pixel_tiles_outer"
-    # Pixel tiles outer keeps each tile's running sums in the partials between rows.
-    allocate = np.zeros if pixels_outer else np.empty
+    panels = schedule.loop_order == "packed_panels"
+    # Pixel tiles outer and packed panels keep each tile's running sums in the partials
+    # between blocks.
+    allocate = np.zeros if pixels_outer or panels else np.empty
     pad = _padder(g.input_shape, _input_pads(g), dtype, by_numpy, storage)
     dy_values = (np.ascontiguousarray if storage is None
                  else functools.partial(half.widened, storage=storage))
     _, padded_height, padded_width, _ = _padded_shape(g.input_shape, _input_pads(g))
     tile_in, tile_out = schedule.register_tile
-    launch = backward_filter_kernel(tile_in, tile_out, dtype.name, this_machine().vector_bits,
-                                    pixels_outer).bind(
+    shared = dict(
         batch=g.batch, padded_height=padded_height, padded_width=padded_width,
         x_channels=g.in_channels, in_channels=g.in_channels_per_group,
         filter_height=g.filter_height, filter_width=g.filter_width,
         out_channels=g.out_channels, group_out_channels=g.out_channels_per_group,
         out_height=g.out_height, out_width=g.out_width, stride_h=g.stride_h,
         stride_w=g.stride_w, dilation_h=g.dilation_h, dilation_w=g.dilation_w,
-        splits=tasks.splits, tap_groups=tasks.tap_groups, c_groups=tasks.c_groups,
-        row_block=backward_filter_row_block(g), pack_dy=tasks.pack_dy, pack_x=tasks.pack_x)
+        splits=tasks.splits, tap_groups=tasks.tap_groups, c_groups=tasks.c_groups)
+    vector_bits = this_machine().vector_bits
+    if panels:
+        launch = backward_filter_panels_kernel(tile_in, tile_out, dtype.name, vector_bits).bind(
+            **shared, block_pixels=backward_filter_block_pixels(
+                g, schedule.register_tile, tasks, dtype.itemsize))
+    else:
+        launch = backward_filter_kernel(tile_in, tile_out, dtype.name, vector_bits,
+                                        pixels_outer).bind(
+            **shared, row_block=backward_filter_row_block(g), pack_dy=tasks.pack_dy,
+            pack_x=tasks.pack_x)
     partials_shape = (tasks.splits,) + g.filter_shape
 
     def backward_filter(x, dy):
