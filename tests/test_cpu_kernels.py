@@ -302,9 +302,9 @@ def test_backward_filter_with_operands_packed_sums_the_same(rng, monkeypatch, ca
 @pytest.mark.parametrize("block_pixels", [1, 5, 9, 1000])
 def test_backward_filter_packed_panels_sum_as_the_rows_do(rng, monkeypatch, case,
                                                           block_pixels):
-    # Blocks of pixels that cut rows (5 of 9 columns), one pixel, or all of them; split
-    # rows and groups of taps: the same sums in the same order, so the same bits as the
-    # tiles row by row.
+    # Blocks of pixels that cut rows (5 of 9 columns), one pixel, or all of them; tasks
+    # of one tap each, or of several (16 splits leave one group of taps), and split rows:
+    # the same sums in the same order, so the same bits as the tiles row by row.
     monkeypatch.setattr(tiled, "backward_filter_block_pixels", lambda *args: block_pixels)
     geometry = {"grouped": ((1, 7, 9, 16), (3, 3, 8, 16), (1, 1), (1, 1), "SAME"),
                 "batch": ((3, 5, 9, 8), (2, 3, 8, 16), (1, 1), (1, 1), "VALID")}.get(
@@ -314,9 +314,7 @@ def test_backward_filter_packed_panels_sum_as_the_rows_do(rng, monkeypatch, case
     expected = (ref.grouped_conv2d_backprop_filter(
         x, w.shape, dy, (1, 1), (1, 1), ((g.pad_top, g.pad_bottom), (g.pad_left, g.pad_right)))
         if case == "grouped" else reference_result("backward_filter", g, x, w, dy))
-    for splits, share_bytes in ((1, 10**9), (3, 10**9), (2, 1)):
-        monkeypatch.setattr(tiled, "TASK_FILTER_BYTES", share_bytes)
-        monkeypatch.setattr(tiled, "STREAMED_BYTES", 0 if share_bytes == 1 else 4 * 2**20)
+    for splits in (1, 3, 16):
         found = {order: families.run("backward_filter", (x, dy), g, TiledSchedule(
                      loop_order=order, register_tile=tile, reduction_splits=splits))
                  for order in ("pixel_tiles_outer", "packed_panels")}
@@ -325,18 +323,20 @@ def test_backward_filter_packed_panels_sum_as_the_rows_do(rng, monkeypatch, case
 
 
 def test_backward_filter_packed_panels_fit_the_caches():
-    # Each dy panel within half of L1, the block's panels within PANELS_L2_BYTES, and no
-    # more pixels than a split's.
+    # Each dy panel within half of L1; the panels a block reuses within PANELS_L2_BYTES
+    # (one tap's x, and all of dy's where a task has several taps); no more pixels than a
+    # split's.
     g = conv_geometry((1, 14, 14, 256), (3, 3, 256, 256), (1, 1), (1, 1), "SAME")
-    schedule = tiled.fit(TiledSchedule(loop_order="packed_panels", register_tile=(4, 16)),
-                         "backward_filter", g, 4)
-    tasks = tiled._filter_tasks(g, schedule, 4)
-    block = tiled.backward_filter_block_pixels(g, (4, 16), tasks, 4)
-    assert 0 < block * 16 * 4 <= layout.L1_BYTES // 2
-    x_channels = g.groups * -(-(256 // 4) // tasks.c_groups) * 4
-    assert block * (256 + x_channels) * 4 <= tiled.PANELS_L2_BYTES
-    small = conv_geometry((1, 3, 4, 8), (3, 3, 8, 16), (1, 1), (1, 1), "SAME")
-    assert tiled.backward_filter_block_pixels(small, (4, 8), tasks, 4) <= 12
+    for splits in (1, 14):
+        schedule = TiledSchedule(loop_order="packed_panels", register_tile=(4, 16),
+                                 reduction_splits=splits)
+        tasks = tiled._filter_tasks(g, schedule, 4)
+        block = tiled.backward_filter_block_pixels(g, (4, 16), tasks, 4)
+        assert 0 < block * 16 * 4 <= layout.L1_BYTES // 2
+        x_channels = -(-(256 // 4) // tasks.c_groups) * 4
+        dy_channels = 256 if tasks.tap_groups < 9 else 16
+        assert block * (dy_channels + x_channels) * 4 <= tiled.PANELS_L2_BYTES
+        assert block <= -(-14 // splits) * 14
 
 
 @pytest.mark.parametrize("operand, panel_elements", [("dy", 256), ("x", 8)])

@@ -69,6 +69,12 @@ BLOCK_PIXELS = 48
 #: within half of L1 (:data:`layout.L1_BYTES`), and all its panels, dy's and one tap's x,
 #: within this many bytes: half of the smallest L2 of x86 cores in use (256 KB).
 PANELS_L2_BYTES = 128 * 2**10
+#: Backward-filter's packed panels pay from this many output channels per group (each x
+#: value packed is reused by all of them; at 64, ResNet-50's res2, the copy cost more than
+#: the panels gained).
+PANELS_MIN_OUT_CHANNELS = 128
+#: What zeroing and summing a partial filter's byte costs against packing a dy byte.
+PARTIAL_FILTER_COST = 4
 #: x86 cores' L1 data caches come in ways of 4 KB (8-12 ways; their size, the smaller
 #: assumed: :data:`layout.L1_BYTES`).
 L1_WAY_BYTES = 4 * 2**10
@@ -119,8 +125,10 @@ def fit(schedule: TiledSchedule, primitive: str, g: ConvGeometry, itemsize: int)
     """The task split for ``g``: reduction splits (backward-filter) or the channel block."""
     rows, cols = schedule.register_tile
     if primitive == "backward_filter":
-        return dataclasses.replace(
-            schedule, reduction_splits=backward_filter_splits(g, schedule.register_tile, itemsize))
+        splits = (backward_filter_panel_splits(g, itemsize)
+                  if schedule.loop_order == "packed_panels"
+                  else backward_filter_splits(g, schedule.register_tile, itemsize))
+        return dataclasses.replace(schedule, reduction_splits=splits)
     channels = primitive_named(primitive).channels(g)
     if schedule.loop_order == "packed_panels":
         # Channel tiles split into about TARGET_TASKS groups first: each pixel group packs
@@ -486,6 +494,13 @@ class _FilterTasks:
 
 def _filter_tasks(g: ConvGeometry, schedule: TiledSchedule, itemsize: int) -> _FilterTasks:
     splits = _splits(schedule, g)
+    if schedule.loop_order == "packed_panels":
+        # Taps before channels: a task of all the c tiles reuses each dy panel most.
+        taps = g.filter_height * g.filter_width
+        tap_groups = groups_for(taps, splits)
+        c_tiles = g.in_channels_per_group // schedule.register_tile[0]
+        return _FilterTasks(splits, tap_groups, groups_for(c_tiles, splits * tap_groups),
+                            False, False)
     tap_groups = backward_filter_tap_groups(g, splits, itemsize)
     c_tiles = g.in_channels_per_group // schedule.register_tile[0]
     c_groups = groups_for(c_tiles, splits * tap_groups)
@@ -505,21 +520,35 @@ def _task_x_channels(g: ConvGeometry, tile: tuple, tasks: _FilterTasks) -> int:
 
 
 def backward_filter_panels_pay(g: ConvGeometry, itemsize: int) -> bool:
-    """Whether backward-filter's packed panels are worth offering: filters of several taps
-    at unit stride whose x and dy stay in cache (``docs/measurements.md``: they lost on
-    1×1 and strided layers at batch 1, and where x and dy stream, each tap group's task
-    packs the block's dy again)."""
-    return (g.filter_height * g.filter_width > 1 and (g.stride_h, g.stride_w) == (1, 1)
-            and not streamed_reduction(g, itemsize))
+    """Whether backward-filter's packed panels are worth offering: where a group has at
+    least :data:`PANELS_MIN_OUT_CHANNELS` output channels, over which each x value the
+    task packs (one by one) is reused; at strides > 1 only where x and dy stream (in
+    cache, the rows' tiles read the strided x as fast as the packing does)."""
+    return g.out_channels_per_group >= PANELS_MIN_OUT_CHANNELS and (
+        (g.stride_h, g.stride_w) == (1, 1) or streamed_reduction(g, itemsize))
+
+
+def backward_filter_panel_splits(g: ConvGeometry, itemsize: int) -> int:
+    """Packed panels' reduction splits: each task packs its blocks' dy again, so fewer
+    tasks along the channels and taps (more splits) pack less, while each split adds a
+    partial filter to zero and sum (:data:`PARTIAL_FILTER_COST`). About TARGET_TASKS tasks
+    in all: the splits that minimise ``dy · TARGET_TASKS / splits + cost · filter ·
+    splits``, at most the rows."""
+    dy_bytes = g.batch * g.out_height * g.out_width * g.out_channels * itemsize
+    best = math.sqrt(TARGET_TASKS * dy_bytes / (PARTIAL_FILTER_COST * _filter_bytes(g, itemsize)))
+    return max(1, min(g.batch * g.out_height, TARGET_TASKS, round(best)))
 
 
 def backward_filter_block_pixels(g: ConvGeometry, tile: tuple, tasks: _FilterTasks,
                                  itemsize: int) -> int:
     """The pixels of a packed-panels block: each dy panel (a tile's output channels) within
-    half of L1, and the block's panels (dy's, one tap's x) within :data:`PANELS_L2_BYTES`;
-    the more pixels, the fewer passes of the tiles' sums over the partial filter."""
+    half of L1, and the panels the block reuses (one tap's x; dy's where the task has more
+    than one tap, else only the panel in use) within :data:`PANELS_L2_BYTES`; the more
+    pixels, the fewer passes of the tiles' sums over the partial filter."""
     by_l1 = layout.L1_BYTES // 2 // (tile[1] * itemsize)
-    by_l2 = PANELS_L2_BYTES // ((g.out_channels + _task_x_channels(g, tile, tasks)) * itemsize)
+    task_taps = -(-g.filter_height * g.filter_width // tasks.tap_groups)
+    dy_held = g.out_channels if task_taps > 1 else tile[1]
+    by_l2 = PANELS_L2_BYTES // ((dy_held + _task_x_channels(g, tile, tasks)) * itemsize)
     task_pixels = -(-g.batch * g.out_height // max(1, tasks.splits)) * g.out_width
     return max(1, min(by_l1, by_l2, task_pixels))
 
