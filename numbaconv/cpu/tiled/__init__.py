@@ -66,8 +66,8 @@ TASK_FILTER_BYTES = 64 * 2**10
 #: about this many pixels (once per row, short rows of 7 or 14 pixels paid for it).
 BLOCK_PIXELS = 48
 #: Backward-filter's packed panels: a block's panel of dy per tile of output channels
-#: within half of L1 (:data:`layout.L1_BYTES`), and all its panels, dy's and one tap's x,
-#: within this many bytes: half of the smallest L2 of x86 cores in use (256 KB).
+#: within half of L1 (:data:`layout.L1_BYTES`), and the panels a block reuses within this
+#: many bytes: half of the smallest L2 of x86 cores in use (256 KB).
 PANELS_L2_BYTES = 128 * 2**10
 #: Backward-filter's packed panels pay from this many output channels per group (each x
 #: value packed is reused by all of them; at 64, ResNet-50's res2, the copy cost more than
@@ -271,10 +271,11 @@ def preferences(primitive: str, g: ConvGeometry, itemsize: int, machine,
     tiles = [tuple(tile) for tile in ranking or []] + tile_menu(primitive, itemsize, machine)
     if g.groups > 1:
         tiles += narrow_tiles(primitive, itemsize, machine)
-    # Grouped filters are small per task: packing them once per call beats per-task panels.
-    panels = (primitive == "forward" and g.groups == 1) or (
-        primitive != "backward_filter" and _filter_bytes(g, itemsize) >= PANEL_FILTER_BYTES
-    ) or (primitive == "backward_filter" and backward_filter_panels_pay(g, itemsize))
+    if primitive == "backward_filter":
+        panels = backward_filter_panels_pay(g, itemsize)
+    else:  # grouped filters are small per task: packed once per call, not per task
+        panels = ((primitive == "forward" and g.groups == 1)
+                  or _filter_bytes(g, itemsize) >= PANEL_FILTER_BYTES)
     order = "packed_panels" if panels else "pixel_tiles_outer"
     return [fit(TiledSchedule(loop_order=order, register_tile=tile), primitive, g, itemsize)
             for tile in dict.fromkeys(tiles)]
