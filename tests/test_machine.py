@@ -105,6 +105,28 @@ def test_backward_filter_splits_its_rows_where_x_and_dy_stream():
     assert tiled.backward_filter_tap_groups(nine_taps, 6, 4) == 3
 
 
+@pytest.mark.parametrize("name", sorted(MACHINES))
+def test_backward_filter_takes_packed_panels_where_a_group_has_many_output_channels(name):
+    # 128 output channels and up at unit stride, or strided where x and dy stream; splits
+    # that balance dy packed per task against partial filters: many for a small filter
+    # under a large dy, one for a large filter.
+    machine = MACHINES[name]
+
+    def order(input_shape, filter_shape, stride=1):
+        g = conv_geometry(input_shape, filter_shape, (stride, stride), padding="SAME")
+        return rule("backward_filter", g, 4, machine).loop_order
+
+    assert order((1, 14, 14, 256), (3, 3, 256, 256)) == "packed_panels"
+    assert order((1, 56, 56, 64), (1, 1, 64, 256)) == "packed_panels"
+    assert order((1, 56, 56, 64), (3, 3, 64, 64)) == "pixel_tiles_outer"
+    assert order((1, 28, 28, 256), (3, 3, 256, 256), 2) == "pixel_tiles_outer"
+    assert order((16, 28, 28, 256), (3, 3, 256, 256), 2) == "packed_panels"
+    wide_image = conv_geometry((1, 56, 56, 64), (1, 1, 64, 256), padding="SAME")
+    large_filter = conv_geometry((1, 7, 7, 512), (3, 3, 512, 512), padding="SAME")
+    assert tiled.backward_filter_panel_splits(wide_image, 4) > 4
+    assert tiled.backward_filter_panel_splits(large_filter, 4) == 1
+
+
 def test_a_calibrated_ranking_leads_where_it_is_legal():
     machine = MACHINES["avx2_16_registers"]
     g = load_workload(WORKLOAD_DIR / "resnet50.yaml")[4].geometry
