@@ -329,8 +329,9 @@ def test_tiled_forward_and_backward_data_convert_half_types_themselves(
 @pytest.mark.parametrize("dtype_name", HALVES)
 def test_tiled_backward_filter_widens_half_types_in_its_own_copies(rng, dtype_name, x_shape,
                                                                    w_shape, stride):
-    """Tiled backward-filter takes x and dy as a half type's bits (x widened in its padded
-    copy): bit for bit the float32 kernel on the widened operands, rounded once."""
+    """Tiled backward-filter takes x and dy as a half type's bits (row by row: x widened in
+    its padded copy; packed panels: both as they are packed): bit for bit the float32
+    kernel on the widened operands, rounded once."""
     if dtype_name == "float16" and not half.hardware_float16():
         pytest.skip("float16 is converted in the kernels only where the CPU has instructions")
     dtype = HALVES[dtype_name]
@@ -340,13 +341,18 @@ def test_tiled_backward_filter_widens_half_types_in_its_own_copies(rng, dtype_na
     x[0, 3, 4, 5], dy[0, 2, 2, 9] = np.nan, -np.inf
     call = nc.call_for("conv2d_backprop_filter", x, w_shape, dy, strides=stride, padding="SAME")
     assert call.choice().schedule.algorithm == "tiled"
-    assert families.CPU.half_storage(call.primitive, call.geometry, call.choice().schedule,
-                                     dtype_name) == ("input", "output")
-    fused = nc.conv2d_backprop_filter(x, w_shape, dy, stride, "SAME")
-    widened = nc.conv2d_backprop_filter(x.astype(np.float32), w_shape, dy.astype(np.float32),
-                                        stride, "SAME")
-    np.testing.assert_array_equal(fused.view(np.uint16),
-                                  half.from_float32(widened, dtype).view(np.uint16))
+    widened_call = nc.call_for("conv2d_backprop_filter", x.astype(np.float32), w_shape,
+                               dy.astype(np.float32), strides=stride, padding="SAME")
+    from numbaconv.cpu.tiled import TiledSchedule
+
+    for order in ("pixel_tiles_outer", "packed_panels"):
+        schedule = families.CPU.fit(TiledSchedule(loop_order=order, register_tile=(4, 16)),
+                                    call.primitive, call.geometry, 4)
+        assert families.CPU.half_storage(call.primitive, call.geometry, schedule,
+                                         dtype_name) == ("input", "output")
+        expected = half.from_float32(widened_call.run(schedule), dtype)
+        np.testing.assert_array_equal(call.run(schedule).view(np.uint16),
+                                      expected.view(np.uint16))
 
 
 @pytest.mark.parametrize("dtype_name", HALVES)

@@ -322,8 +322,9 @@ def _prepare_sweep(rows_kernel, pixels_kernel, g: ConvGeometry, schedule: Depthw
     """Forward (x -> y) and backward-data (dy -> dx) alike: the operand swept by the taps
     into a fresh result, by vector tiles (``sweep``: the generated kernel's stride, tap
     step and origin, :mod:`.templates`; ``storage``: the result as that half type's bits,
-    the operand too where :func:`half_storage` says; ``weights(w)``: the filter as the sweep reads it), by flat rows (the
-    weights repeated along ``width`` pixels) or per pixel."""
+    the operand too where :func:`half_storage` says; ``weights(w)``: the filter as the
+    sweep reads it), by flat rows (the weights repeated along ``width`` pixels) or per
+    pixel."""
     taps_shape = _taps_shape(g)
     if schedule.loop_order == "vector_tiles":
         result_dtype = _stored_dtype(dtype, storage)

@@ -562,9 +562,14 @@ def _prepare_backward_filter(g: ConvGeometry, schedule: TiledSchedule, dtype: np
     # Pixel tiles outer and packed panels keep each tile's running sums in the partials
     # between blocks.
     allocate = np.zeros if pixels_outer or panels else np.empty
-    pad = _padder(g.input_shape, _input_pads(g), dtype, by_numpy, storage)
-    dy_values = (np.ascontiguousarray if storage is None
-                 else functools.partial(half.widened, storage=storage))
+    if panels:  # a half type's bits widened as the panels are packed
+        pad = layout.padder(g.input_shape, np.uint16 if storage else dtype, *_input_pads(g),
+                            by_numpy=by_numpy)
+        dy_values = np.ascontiguousarray
+    else:
+        pad = _padder(g.input_shape, _input_pads(g), dtype, by_numpy, storage)
+        dy_values = (np.ascontiguousarray if storage is None
+                     else functools.partial(half.widened, storage=storage))
     _, padded_height, padded_width, _ = _padded_shape(g.input_shape, _input_pads(g))
     tile_in, tile_out = schedule.register_tile
     shared = dict(
@@ -577,7 +582,8 @@ def _prepare_backward_filter(g: ConvGeometry, schedule: TiledSchedule, dtype: np
         splits=tasks.splits, tap_groups=tasks.tap_groups, c_groups=tasks.c_groups)
     vector_bits = this_machine().vector_bits
     if panels:
-        launch = backward_filter_panels_kernel(tile_in, tile_out, dtype.name, vector_bits).bind(
+        launch = backward_filter_panels_kernel(tile_in, tile_out, dtype.name, vector_bits,
+                                               storage).bind(
             **shared, block_pixels=backward_filter_block_pixels(
                 g, schedule.register_tile, tasks, dtype.itemsize))
     else:
@@ -616,7 +622,8 @@ def half_storage(primitive: str, g: ConvGeometry, schedule: TiledSchedule,
     filter widened before it is packed (on packed panels: each panel as the task packs
     it), the result rounded by the tiles as they store it; not on grouped backward-data's
     packed panels (their filter is swapped first). Backward-filter: x widened in its
-    padded copy, dy widened (the filter comes back as float32)."""
+    padded copy, dy widened, or on packed panels both widened as the panels are packed
+    (the filter comes back as float32)."""
     if not half.converts_in_kernels(storage):
         return ()
     if primitive == "backward_filter":
