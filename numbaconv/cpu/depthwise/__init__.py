@@ -468,7 +468,8 @@ def prepare(primitive: str, g: ConvGeometry, schedule: DepthwiseSchedule, dtype,
     """The run of ``primitive`` as a function of its two operands (C-contiguous NHWC /
     HWIO of ``dtype``), its arguments made once. ``storage`` (where :func:`half_storage`
     allows it): the activations it names are that half type's bits (uint16), converted in
-    the kernels; the filter, operand or result, and a grouped sweep's operand are ``dtype``."""
+    the kernels; the filter, operand or result, is ``dtype``, and so is the operand of a
+    sweep whose groups are wider than a shuffle lane."""
     if storage is not None and not half_storage(primitive, g, schedule, storage):
         raise ValueError(f"storage: {schedule} does not convert {storage} in its kernels")
     return _PREPARES[primitive](g, schedule, np.dtype(dtype), storage)
@@ -478,8 +479,8 @@ def half_storage(primitive: str, g: ConvGeometry, schedule: DepthwiseSchedule,
                  storage: str) -> tuple[str, ...]:
     """The tensors :func:`prepare` takes and returns as the half type ``storage``'s bits,
     converted in its kernels: the activations, on vector tiles
-    (:func:`numbaconv.cpu.half.converts_in_kernels`), but a grouped sweep's operand
-    (:func:`.templates.reads_operand_bits`)."""
+    (:func:`numbaconv.cpu.half.converts_in_kernels`), but the operand of a sweep whose
+    groups are wider than a shuffle lane (:func:`.templates.reads_operand_bits`)."""
     if schedule.loop_order != "vector_tiles" or not converts_in_kernels(storage):
         return ()
     p = primitive_named(primitive)

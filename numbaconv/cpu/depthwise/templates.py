@@ -344,9 +344,9 @@ def _module_head(src: Source, doc: str, dtype: str, vector_bits: int, lanes: int
                  storage: str | None, group: int = 1):
     """The module's docstring, imports and vector operations (:func:`preamble`), then
     ``load_data``, ``store_data``: the operations on the activations (a half type's bits
-    widened and rounded in registers, or values as they are; a grouped sweep's operand
-    always values: :func:`reads_operand_bits`); ``spread0`` ... for groups of ``group``
-    channels; then the kernel's decorator."""
+    widened and rounded in registers, or values as they are; the operand of a sweep whose
+    groups are wider than a shuffle lane always values: :func:`reads_operand_bits`);
+    ``spread0`` ... for groups of ``group`` channels; then the kernel's decorator."""
     preamble(src, doc, dtype, vector_bits, decorator=False, lanes=lanes, storage=storage)
     bits = storage is not None
     src(f"load_data = {'load_bits' if bits and reads_operand_bits(group) else 'load'}",

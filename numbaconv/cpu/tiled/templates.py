@@ -17,7 +17,8 @@ flat arrays with unsigned offsets (signed indices cost a wrap-around select per 
   (:func:`numbaconv.cpu.tiled.phases.stride_phases`).
 - ``backward_filter``: a tile of ``tile_pixels`` input channels × ``tile_channels``
   output channels of one filter tap stays in registers while the reduction over the
-  (n, oh, ow) pixels streams.
+  (n, oh, ow) pixels streams: row by row through every tile, or (``backward_filter_panels``)
+  as a GEMM per tap over blocks of pixels packed into panels.
 
 Forward and backward-filter tiles sum each element in the same order as the direct
 kernels ((r, s, c), resp. pixels in row-major order); backward-data tiles visit the taps
