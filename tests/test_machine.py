@@ -127,6 +127,21 @@ def test_backward_filter_takes_packed_panels_where_a_group_has_many_output_chann
     assert tiled.backward_filter_panel_splits(large_filter, 4) == 1
 
 
+def test_the_tuner_offers_backward_filter_panels_with_the_first_tiles_only():
+    # Each panels candidate is one more kernel to compile and time in the tuning run.
+    machine = MACHINES["avx2_16_registers"]
+    section = {"loop_order": list(tiled.LOOP_ORDERS),
+               "register_tile": {"backward_filter": "model"}}
+    g = conv_geometry((1, 14, 14, 256), (3, 3, 256, 256), padding="SAME")
+    offered = tiled.candidates("backward_filter", g, 4, section, machine)
+    rows = [s.register_tile for s in offered if s.loop_order == "pixel_tiles_outer"]
+    panels = [s.register_tile for s in offered if s.loop_order == "packed_panels"]
+    assert len(rows) == tiled.MODEL_TILES and panels == rows[:tiled.PANEL_TILES]
+    small = conv_geometry((1, 14, 14, 64), (3, 3, 64, 64), padding="SAME")
+    assert {s.loop_order for s in tiled.candidates("backward_filter", small, 4, section,
+                                                   machine)} == {"pixel_tiles_outer"}
+
+
 def test_a_calibrated_ranking_leads_where_it_is_legal():
     machine = MACHINES["avx2_16_registers"]
     g = load_workload(WORKLOAD_DIR / "resnet50.yaml")[4].geometry

@@ -86,6 +86,9 @@ MIN_X_PANEL_TILES = 16
 MAX_X_LINES_HELD = 16
 #: Tiles of the machine's menu a search space of ``register_tile: model`` offers.
 MODEL_TILES = 5
+#: Backward-filter's packed panels come with the first this many of a space's tiles (each
+#: a kernel to compile and time: the default tuning run's 5 minutes are nearly full).
+PANEL_TILES = 3
 #: Backward-filter tile rows (input channels): divisors of common channel counts.
 ROW_DIVISORS = (1, 2, 3, 4, 6, 8, 12, 16)
 
@@ -215,8 +218,13 @@ def candidates(primitive: str, g: ConvGeometry, itemsize: int, section: dict, ma
             tiles = [tile for tile in tiles + narrow_tiles(primitive, itemsize, machine)
                      if tile_fits(primitive, g, tile)]
         tiles = tiles[:MODEL_TILES]
-    return [fit(TiledSchedule(loop_order=order, register_tile=tuple(tile)), primitive, g, itemsize)
-            for tile in tiles for order in orders]
+    schedules = [TiledSchedule(loop_order=order, register_tile=tuple(tile))
+                 for tile in tiles for order in orders]
+    if primitive == "backward_filter":
+        panel_tiles = [tuple(tile) for tile in tiles[:PANEL_TILES]]
+        schedules = [s for s in schedules
+                     if s.loop_order != "packed_panels" or s.register_tile in panel_tiles]
+    return [fit(schedule, primitive, g, itemsize) for schedule in schedules]
 
 
 def tile_fits(primitive: str, g: ConvGeometry, tile: tuple) -> bool:
