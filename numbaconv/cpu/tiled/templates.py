@@ -359,6 +359,32 @@ def _widening_transpose(src: Source, KB: int, lanes: int):
                     f"lane_rows[uint64(j * {HALF_BLOCK}) + uint64(c - c0)]")
 
 
+def _pack_dy_panels(src: Source, first: str, count: str, KB: int, lanes: int,
+                    load: str = "load"):
+    """dy's ``count`` pixels from pixel ``first`` on into ``dy_panels``: one panel per tile
+    of ``KB`` output channels, its pixels' values contiguous (``load``: how a vector of dy
+    is read)."""
+    with src.block(f"for i in range({count}):"):
+        src(f"source = uint64(({first} + i) * out_channels)")
+        with src.block("for kt in range(k_tiles):"):
+            src(f"target = uint64((kt * {count} + i) * {KB})")
+            src(*(f"store(dy_panels, target + uint64({v * lanes}), "
+                  f"{load}(dy, source + uint64(kt * {KB} + {v * lanes})))"
+                  for v in range(KB // lanes)))
+
+
+def _tap_position(src: Source):
+    src("r = tap // filter_width",
+        "s = tap % filter_width")
+
+
+def _tile_slots(CB: int, KB: int, lanes: int) -> list:
+    """(accumulator, offset in ``partials`` from ``p``) of each vector of a backward-filter
+    tile of ``CB`` input × ``KB`` output channels."""
+    return [(f"a{c}_{v}", f"p + uint64({c} * out_channels + {v * lanes})")
+            for c in range(CB) for v in range(KB // lanes)]
+
+
 def render_backward_filter(tile_in_channels: int, tile_channels: int, dtype: str,
                            vector_bits: int, pixels_outer: bool = True) -> str:
     CB, KB = tile_in_channels, tile_channels
@@ -404,29 +430,10 @@ def render_backward_filter(tile_in_channels: int, tile_channels: int, dtype: str
                       for c in range(CB)))
                 src("xo += pixel_step", f"target += uint64({CB})")
 
-    def pack_block():
-        """dy's pixels of rows [block0, block1) into ``dy_panels``: one panel per tile of
-        output channels, its pixels' values contiguous (``KB`` apart)."""
-        with src.block("for i in range(block_pixels):"):
-            src("source = uint64((block0 * out_width + i) * out_channels)")
-            with src.block("for kt in range(k_tiles):"):
-                src(f"target = uint64((kt * block_pixels + i) * {KB})")
-                src(*(f"store(dy_panels, target + uint64({v * lanes}), "
-                      f"load(dy, source + uint64(kt * {KB} + {v * lanes})))" for v in vectors))
-
     def split_rows():
         """The task's split's rows [row0, row1) of the reduction."""
         src("row0 = split * rows // splits",
             "row1 = (split + 1) * rows // splits")
-
-    def tap_position():
-        src("r = tap // filter_width",
-            "s = tap % filter_width")
-
-    def tile_slots():
-        """(accumulator, offset in ``partials``) of each vector of the tile."""
-        return [(f"a{c}_{v}", f"p + uint64({c} * out_channels + {v * lanes})")
-                for c in range(CB) for v in vectors]
 
     with src.block(BACKWARD_FILTER_PARAMETERS.header()):
         src('"""xp [N, Hp, Wp, x_channels] (zero-padded input), dy [N, OH, OW, K] ->'
@@ -477,9 +484,9 @@ def render_backward_filter(tile_in_channels: int, tile_channels: int, dtype: str
                     src("block1 = min(block0 + row_block, row1)",
                         "block_pixels = (block1 - block0) * out_width")
                     with src.block("if pack_dy:"):
-                        pack_block()
+                        _pack_dy_panels(src, "block0 * out_width", "block_pixels", KB, lanes)
                     with src.block("for tap in range(tap0, tap1):"):
-                        tap_position()
+                        _tap_position(src)
                         with src.block("for ct in range(ct0, ct1):"):
                             src("panel_group = -1")
                             with src.block("for kt in range(k_tiles):"):
@@ -492,7 +499,7 @@ def render_backward_filter(tile_in_channels: int, tile_channels: int, dtype: str
                                     pack_x_block()
                                     src("panel_group = k_group")
                                 src(*(f"{name} = load(partials, {offset})"
-                                      for name, offset in tile_slots()))
+                                      for name, offset in _tile_slots(CB, KB, lanes)))
                                 src(f"dy_first = kt * block_pixels * {KB} if pack_dy"
                                     " else block0 * out_width * out_channels + k0")
                                 with src.block("for row in range(block0, block1):"):
@@ -506,7 +513,7 @@ def render_backward_filter(tile_in_channels: int, tile_channels: int, dtype: str
                                               " * out_width * dy_pixel_step)", "x_block",
                                               "x_pixel_step", "dy_block", "dy_pixel_step")
                                 src(*(f"store(partials, {offset}, {name})"
-                                      for name, offset in tile_slots()))
+                                      for name, offset in _tile_slots(CB, KB, lanes)))
         else:
             with task_loop(src, "splits * tiles", vector_bits, "tile_task",
                            BACKWARD_FILTER_PARAMETERS, dtype, locals_):
@@ -515,7 +522,7 @@ def render_backward_filter(tile_in_channels: int, tile_channels: int, dtype: str
                     "tap = tile // (c_tiles * k_tiles)",
                     f"c0 = (tile // k_tiles % c_tiles) * {CB}",
                     f"k0 = (tile % k_tiles) * {KB}")
-                tap_position()
+                _tap_position(src)
                 split_rows()
                 _accumulators(src, CB, len(vectors), dtype)
                 with src.block("for row in range(row0, row1):"):
@@ -526,7 +533,8 @@ def render_backward_filter(tile_in_channels: int, tile_channels: int, dtype: str
                               "uint64(row * out_width * out_channels + k0)")
                 src("p = uint64((split * taps + tap) * in_channels * out_channels"
                     " + c0 * out_channels + k0)")
-                src(*(f"store(partials, {offset}, {name})" for name, offset in tile_slots()))
+                src(*(f"store(partials, {offset}, {name})"
+                      for name, offset in _tile_slots(CB, KB, lanes)))
     return src.text()
 
 
@@ -545,7 +553,6 @@ def render_backward_filter_panels(tile_in_channels: int, tile_channels: int, dty
     lanes = vector_lanes(KB, vector_bits, dtype)
     vectors = range(KB // lanes)
     tile = [(c, v) for c in range(CB) for v in vectors]
-    load_dy = "load" if storage is None else "load_bits"
     parameters = backward_filter_panels_parameters(storage)
     src = Source()
     preamble(src, f"Generated by numbaconv.cpu.tiled.render_backward_filter_panels({CB}, {KB}, "
@@ -570,10 +577,8 @@ def render_backward_filter_panels(tile_in_channels: int, tile_channels: int, dty
             f"c_tiles = in_channels // {CB}",
             f"k_tiles = out_channels // {KB}",
             "taps = filter_height * filter_width",
-            "groups = out_channels // group_out_channels",
-            "pixels = batch * out_height * out_width")
-        locals_ = {"c_tiles": "int", "k_tiles": "int", "taps": "int", "groups": "int",
-                   "pixels": "int"}
+            "groups = out_channels // group_out_channels")
+        locals_ = {"c_tiles": "int", "k_tiles": "int", "taps": "int", "groups": "int"}
         with task_loop(src, "splits * tap_groups * c_groups", vector_bits, "panels_task",
                        parameters, dtype, locals_):
             src("split = task // (tap_groups * c_groups)",
@@ -591,16 +596,10 @@ def render_backward_filter_panels(tile_in_channels: int, tile_channels: int, dty
                 f"x_panels = empty(block_pixels * groups * task_c_tiles * {CB}, {dtype})")
             with src.block("for block0 in range(pixel0, pixel1, block_pixels):"):
                 src("block_size = min(block_pixels, pixel1 - block0)")
-                with src.block("for i in range(block_size):"):
-                    src("source = uint64((block0 + i) * out_channels)")
-                    with src.block("for kt in range(k_tiles):"):
-                        src(f"target = uint64((kt * block_size + i) * {KB})")
-                        src(*(f"store(dy_panels, target + uint64({v * lanes}), "
-                              f"{load_dy}(dy, source + uint64(kt * {KB} + {v * lanes})))"
-                              for v in vectors))
+                _pack_dy_panels(src, "block0", "block_size", KB, lanes,
+                                "load" if storage is None else "load_bits")
                 with src.block("for tap in range(tap0, tap1):"):
-                    src("r = tap // filter_width",
-                        "s = tap % filter_width")
+                    _tap_position(src)
                     with src.block("for i in range(block_size):"):
                         src("pixel = block0 + i",
                             "row = pixel // out_width",
@@ -623,8 +622,7 @@ def render_backward_filter_panels(tile_in_channels: int, tile_channels: int, dty
                         with src.block("for ct in range(ct0, ct1):"):
                             src("p = uint64(((split * taps + tap) * in_channels"
                                 f" + ct * {CB}) * out_channels + kt * {KB})")
-                            slots = [(f"a{c}_{v}", f"p + uint64({c} * out_channels + {v * lanes})")
-                                     for c, v in tile]
+                            slots = _tile_slots(CB, KB, lanes)
                             src(*(f"{name} = load(partials, {offset})" for name, offset in slots))
                             src(f"xo = uint64((group * task_c_tiles + ct - ct0) * block_size"
                                 f" * {CB})",
