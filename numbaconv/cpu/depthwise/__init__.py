@@ -51,7 +51,7 @@ from ..tasks import channel_block_for, groups_for
 from ..tiled import phases
 from .kernels import backward_data_depthwise, backward_filter_depthwise, forward_depthwise
 from .rows import backward_data_rows, backward_filter_rows, forward_rows
-from .templates import filter_chunk, filter_taps_kernel, reads_operand_bits, sweep_kernel
+from .templates import filter_chunk, filter_taps_kernel, operand_storage, sweep_kernel
 
 LOOP_ORDERS = ("vector_tiles", "flat_rows", "row_taps", "pixel_taps")
 #: Grouped layers' channels per group that vector tiles take at most (one weight vector
@@ -297,8 +297,7 @@ def _sweep_launch(g: ConvGeometry, schedule: DepthwiseSchedule, dtype, storage: 
         columns = None
     pixels = (min(schedule.tile_pixels, window_pixels(machine, taps[1])) if columns
               else schedule.tile_pixels)
-    stored = _stored_dtype(dtype, storage if reads_operand_bits(g.in_channels_per_group)
-                           else None)
+    stored = _stored_dtype(dtype, operand_storage(storage, g.in_channels_per_group))
     return sweep_kernel(pixels, taps[1], _lanes(g, dtype.itemsize, machine), dtype.name,
                         machine.vector_bits, storage, g.in_channels_per_group,
                         columns).bind(
@@ -480,11 +479,11 @@ def half_storage(primitive: str, g: ConvGeometry, schedule: DepthwiseSchedule,
     """The tensors :func:`prepare` takes and returns as the half type ``storage``'s bits,
     converted in its kernels: the activations, on vector tiles
     (:func:`numbaconv.cpu.half.converts_in_kernels`), but the operand of a sweep whose
-    groups are wider than a shuffle lane (:func:`.templates.reads_operand_bits`)."""
+    groups are wider than a shuffle lane (:func:`.templates.operand_storage`)."""
     if schedule.loop_order != "vector_tiles" or not converts_in_kernels(storage):
         return ()
     p = primitive_named(primitive)
-    if not reads_operand_bits(g.in_channels_per_group):
+    if operand_storage(storage, g.in_channels_per_group) is None:
         return (p.result,)
     return tuple(tensor for tensor in (*p.operands, p.result) if is_activation(tensor))
 
