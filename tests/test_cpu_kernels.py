@@ -233,6 +233,28 @@ def test_backward_filter_kernel_writes_every_partial(rng):
                        np.float64)
 
 
+@pytest.mark.parametrize("loop_order", tiled.LOOP_ORDERS)
+def test_tiled_backward_filter_writes_every_partial(rng, monkeypatch, loop_order):
+    # The partial filters come unzeroed (NaN here): each split's first block of pixels
+    # starts its tiles' sums.
+    g, x, w, dy = make_case(rng, GEOMETRIES["tileable_same_dilated"])
+    expected = reference_result("backward_filter", g, x, w, dy)
+    schedules = [TiledSchedule(loop_order=loop_order, register_tile=(4, 8),
+                               reduction_splits=splits) for splits in (1, 3)]
+    families.run("backward_filter", (x, dy), g, schedules[0])  # compiled before the patch
+    empty = np.empty
+
+    def poisoned(shape, dtype=float, **kwargs):
+        array = empty(shape, dtype, **kwargs)
+        array.fill(np.nan)
+        return array
+
+    monkeypatch.setattr(np, "empty", poisoned)
+    for schedule in schedules:
+        assert_matches(families.run("backward_filter", (x, dy), g, schedule), expected,
+                       np.float64)
+
+
 @pytest.mark.parametrize("case", ["tileable_same_dilated", "tileable_strided",
                                   "tileable_strided_dilated"])
 @pytest.mark.parametrize("share_bytes", [1, 10**9])

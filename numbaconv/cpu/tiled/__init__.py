@@ -567,9 +567,6 @@ def _prepare_backward_filter(g: ConvGeometry, schedule: TiledSchedule, dtype: np
     tasks = _filter_tasks(g, schedule, dtype.itemsize)
     pixels_outer = schedule.loop_order == "pixel_tiles_outer"
     panels = schedule.loop_order == "packed_panels"
-    # Pixel tiles outer and packed panels keep each tile's running sums in the partials
-    # between blocks.
-    allocate = np.zeros if pixels_outer or panels else np.empty
     if panels:  # a half type's bits widened as the panels are packed
         pad = layout.padder(g.input_shape, np.uint16 if storage else dtype, *_input_pads(g),
                             by_numpy=by_numpy)
@@ -602,7 +599,7 @@ def _prepare_backward_filter(g: ConvGeometry, schedule: TiledSchedule, dtype: np
     partials_shape = (tasks.splits,) + g.filter_shape
 
     def backward_filter(x, dy):
-        found = allocate(partials_shape, dtype)
+        found = np.empty(partials_shape, dtype)  # every element written
         launch(pad(x).reshape(-1), dy_values(dy).reshape(-1), found.reshape(-1))
         return partials.reduced(found, by_numpy)
 

@@ -385,6 +385,18 @@ def _tile_slots(CB: int, KB: int, lanes: int) -> list:
             for c in range(CB) for v in range(KB // lanes)]
 
 
+def _start_sums(src: Source, first_block: str, CB: int, KB: int, lanes: int, dtype: str):
+    """A backward-filter tile's accumulators at the start of a block: zero in the split's
+    first block (``first_block``), else its sums so far from ``partials`` at ``p`` — so
+    the partials are written whole and need no zeroing first (a memset of the size of the
+    filter for each split)."""
+    slots = _tile_slots(CB, KB, lanes)
+    with src.block(f"if {first_block}:"):
+        src(*(f"{name} = broadcast({dtype}(0))" for name, _ in slots))
+    with src.block("else:"):
+        src(*(f"{name} = load(partials, {offset})" for name, offset in slots))
+
+
 def render_backward_filter(tile_in_channels: int, tile_channels: int, dtype: str,
                            vector_bits: int, pixels_outer: bool = True) -> str:
     CB, KB = tile_in_channels, tile_channels
@@ -445,7 +457,7 @@ def render_backward_filter(tile_in_channels: int, tile_channels: int, dtype: str
             "    Each split sums its rows of output pixels in row-major order. Pixel tiles",
             "    outer: a task (split, group of taps, group of c tiles) walks its rows once",
             "    and, per block of row_block rows, runs every tile of its taps and c tiles,",
-            "    its accumulators kept in ``partials`` (which must start at zero) between",
+            "    its accumulators kept in ``partials`` (written whole) between",
             "    blocks, so the block's x and dy stay in cache (dy read once for all the",
             "    task's taps; pack_dy: first copied into one contiguous panel per tile of",
             "    output channels, where dy's pixel stride maps its rows to too few L1",
@@ -498,8 +510,7 @@ def render_backward_filter(tile_in_channels: int, tile_channels: int, dtype: str
                                 with src.block("if pack_x and k_group != panel_group:"):
                                     pack_x_block()
                                     src("panel_group = k_group")
-                                src(*(f"{name} = load(partials, {offset})"
-                                      for name, offset in _tile_slots(CB, KB, lanes)))
+                                _start_sums(src, "block0 == row0", CB, KB, lanes, dtype)
                                 src(f"dy_first = kt * block_pixels * {KB} if pack_dy"
                                     " else block0 * out_width * out_channels + k0")
                                 with src.block("for row in range(block0, block1):"):
@@ -561,7 +572,7 @@ def render_backward_filter_panels(tile_in_channels: int, tile_channels: int, dty
              vector_bits, lanes=lanes, storage=storage)
     with src.block(parameters.header()):
         src('"""xp [N, Hp, Wp, x_channels] (zero-padded input), dy [N, OH, OW, K] ->'
-            ' partials [splits, R, S, C, K] (C = in_channels; must start at zero), all flat.',
+            ' partials [splits, R, S, C, K] (C = in_channels; written whole), all flat.',
             "",
             "    Grouped: output channel k reads the C input channels from",
             "    (k // group_out_channels) · C on (one group: all of them).",
@@ -623,7 +634,7 @@ def render_backward_filter_panels(tile_in_channels: int, tile_channels: int, dty
                             src("p = uint64(((split * taps + tap) * in_channels"
                                 f" + ct * {CB}) * out_channels + kt * {KB})")
                             slots = _tile_slots(CB, KB, lanes)
-                            src(*(f"{name} = load(partials, {offset})" for name, offset in slots))
+                            _start_sums(src, "block0 == pixel0", CB, KB, lanes, dtype)
                             src(f"xo = uint64((group * task_c_tiles + ct - ct0) * block_size"
                                 f" * {CB})",
                                 "do = dy_first")
