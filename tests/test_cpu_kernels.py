@@ -344,6 +344,47 @@ def test_backward_filter_packed_panels_sum_as_the_rows_do(rng, monkeypatch, case
         np.testing.assert_array_equal(found["packed_panels"], found["pixel_tiles_outer"])
 
 
+@pytest.mark.parametrize("threads", [1, 2, 3, 16])
+@pytest.mark.parametrize("splits", [1, 2, 7, 16])
+@pytest.mark.parametrize("channels", [128, 512])
+def test_backward_filter_packed_panels_keep_every_thread_busy_with_few_tasks(
+        monkeypatch, threads, splits, channels):
+    # Each task packs its blocks' dy again: a multiple of the threads, c tiles split
+    # first; all the taps in a task while its share of the partial filter is small (590
+    # KB in all at 128 channels), groups of taps beyond (9.4 MB at 512, on few threads).
+    monkeypatch.setattr(numba, "get_num_threads", lambda: threads)
+    g = conv_geometry((1, 28, 28, channels), (3, 3, channels, channels), (1, 1), (1, 1),
+                      "SAME")
+    schedule = TiledSchedule(loop_order="packed_panels", register_tile=(4, 16),
+                             reduction_splits=splits)
+    tasks = tiled._filter_tasks(g, schedule, 4)
+    assert tasks.splits == splits
+    assert tasks.count % threads == 0
+    if channels == 128:
+        assert tasks.tap_groups == 1 and tasks.count // threads <= splits
+    elif threads <= 2 and splits < TARGET_TASKS:  # else enough tasks without them
+        assert tasks.tap_groups > 1
+
+
+@pytest.mark.parametrize("splits", [1, 3])
+def test_backward_filter_packed_panels_sums_do_not_depend_on_the_thread_count(rng, splits):
+    g, x, w, dy = make_case(rng, GEOMETRIES["tileable_same_dilated"], np.float32)
+    schedule = TiledSchedule(loop_order="packed_panels", register_tile=(4, 8),
+                             reduction_splits=splits)
+    threads = numba.get_num_threads()
+    found = {}
+    try:
+        for count in {1, numba.config.NUMBA_NUM_THREADS}:
+            numba.set_num_threads(count)
+            found[count] = (tiled._filter_tasks(g, schedule, 4),
+                            families.run("backward_filter", (x, dy), g, schedule))
+    finally:
+        numba.set_num_threads(threads)
+    (serial_tasks, serial), (parallel_tasks, parallel) = found[1], found[max(found)]
+    assert serial_tasks.count < parallel_tasks.count or len(found) == 1
+    np.testing.assert_array_equal(serial, parallel)
+
+
 def test_backward_filter_packed_panels_fit_the_caches():
     # Each dy panel within half of L1; the panels a block reuses within PANELS_L2_BYTES
     # (one tap's x, and all of dy's where a task has several taps); no more pixels than a

@@ -30,6 +30,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Callable, ClassVar
 
+import numba
 import numpy as np
 
 from ...family import Family, run_prepared
@@ -73,7 +74,11 @@ PANELS_L2_BYTES = 128 * 2**10
 #: value packed is reused by all of them; at 64, ResNet-50's res2, the copy cost more than
 #: the panels gained).
 PANELS_MIN_OUT_CHANNELS = 128
-#: What zeroing and summing a partial filter's byte costs against packing a dy byte.
+#: Backward-filter's packed panels give a task all the taps where its share of the
+#: partial filter is at most this large (ResNet-50's res3_3x3 at 590 KB ran faster so, its
+#: res4 and res5 3×3 at 1.2-4.7 MB faster with a tap per task).
+PANELS_TASK_FILTER_BYTES = 2**20
+#: What writing and summing a partial filter's byte costs against packing a dy byte.
 PARTIAL_FILTER_COST = 4
 #: x86 cores' L1 data caches come in ways of 4 KB (8-12 ways; their size, the smaller
 #: assumed: :data:`layout.L1_BYTES`).
@@ -504,12 +509,7 @@ class _FilterTasks:
 def _filter_tasks(g: ConvGeometry, schedule: TiledSchedule, itemsize: int) -> _FilterTasks:
     splits = _splits(schedule, g)
     if schedule.loop_order == "packed_panels":
-        # Taps before channels: a task of all the c tiles reuses each dy panel most.
-        taps = g.filter_height * g.filter_width
-        tap_groups = groups_for(taps, splits)
-        c_tiles = g.in_channels_per_group // schedule.register_tile[0]
-        return _FilterTasks(splits, tap_groups, groups_for(c_tiles, splits * tap_groups),
-                            False, False)
+        return _panel_tasks(g, schedule, splits, itemsize)
     tap_groups = backward_filter_tap_groups(g, splits, itemsize)
     c_tiles = g.in_channels_per_group // schedule.register_tile[0]
     c_groups = groups_for(c_tiles, splits * tap_groups)
@@ -520,6 +520,25 @@ def _filter_tasks(g: ConvGeometry, schedule: TiledSchedule, itemsize: int) -> _F
     pack_x = pixels_outer and backward_filter_packs_x(
         g, itemsize, g.out_channels_per_group // schedule.register_tile[1])
     return _FilterTasks(splits, tap_groups, c_groups, pack_dy, pack_x)
+
+
+def _panel_tasks(g: ConvGeometry, schedule: TiledSchedule, splits: int,
+                 itemsize: int) -> _FilterTasks:
+    """Packed panels' tasks: as few as keep every thread busy, since each packs its
+    blocks' dy again (per group of taps and of c tiles); all the taps in one task where
+    its share of the partial filter stays within :data:`PANELS_TASK_FILTER_BYTES` (each
+    block loads and stores that share once), else groups of taps as for the rows. The
+    splits fix the sums (and stay the machine's, whatever the thread count); the groups of
+    c tiles and of taps, which make the tasks a multiple of the threads, change no sum."""
+    threads = numba.get_num_threads()
+    taps = g.filter_height * g.filter_width
+    c_tiles = g.in_channels_per_group // schedule.register_tile[0]
+    c_groups = min(c_tiles, threads // math.gcd(splits, threads))
+    task_filter = _filter_bytes(g, itemsize) // c_groups
+    tap_groups = 1 if task_filter <= PANELS_TASK_FILTER_BYTES else groups_for(taps, splits)
+    if splits * tap_groups * c_groups % threads:
+        c_groups = min(c_tiles, threads // math.gcd(splits * tap_groups, threads))
+    return _FilterTasks(splits, tap_groups, c_groups, False, False)
 
 
 def _task_x_channels(g: ConvGeometry, tile: tuple, tasks: _FilterTasks) -> int:
@@ -540,9 +559,9 @@ def backward_filter_panels_pay(g: ConvGeometry, itemsize: int) -> bool:
 def backward_filter_panel_splits(g: ConvGeometry, itemsize: int) -> int:
     """Packed panels' reduction splits: each task packs its blocks' dy again, so fewer
     tasks along the channels and taps (more splits) pack less, while each split adds a
-    partial filter to zero and sum (:data:`PARTIAL_FILTER_COST`). About TARGET_TASKS tasks
-    in all: the splits that minimise ``dy · TARGET_TASKS / splits + cost · filter ·
-    splits``, at most the rows."""
+    partial filter to write and sum (:data:`PARTIAL_FILTER_COST`). Counting TARGET_TASKS
+    tasks (a constant, not the threads: the splits fix the sums), the splits that minimise
+    ``dy · TARGET_TASKS / splits + cost · filter · splits``, at most the rows."""
     dy_bytes = g.batch * g.out_height * g.out_width * g.out_channels * itemsize
     best = math.sqrt(TARGET_TASKS * dy_bytes / (PARTIAL_FILTER_COST * _filter_bytes(g, itemsize)))
     return max(1, min(g.batch * g.out_height, TARGET_TASKS, round(best)))
