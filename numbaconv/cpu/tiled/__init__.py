@@ -163,11 +163,12 @@ def streamed_reduction(g: ConvGeometry, itemsize: int) -> bool:
 
 
 def backward_filter_splits(g: ConvGeometry, tile: tuple, itemsize: int) -> int:
-    """Backward-filter's reduction splits for ``tile``. A launch runs about TARGET_TASKS
-    tasks of (split, group of taps, group of input-channel tiles); each task reads all of
-    its rows' dy again, each split adds a partial filter to sum. Where x and dy stay in
-    cache, every tap is a group of its own and the channel tiles are cut next (splits
-    only when they are too few); where they stream, taps and channel tiles are cut only as
+    """Backward-filter's reduction splits for ``tile``. A launch runs tasks of (split,
+    group of taps, group of input-channel tiles); each task reads all of its rows' dy
+    again, each split adds a partial filter to sum. Where x and dy stay in cache, every
+    tap is a group of its own, the channel tiles are cut only as far as the threads need
+    (:func:`_thread_groups`), and the rows only where taps and tiles are fewer than
+    TARGET_TASKS; where they stream, taps and channel tiles are cut only as
     far as a task's share of the partial filter (read and written every row) must be to
     fit :data:`TASK_FILTER_BYTES`, and the rows for the rest of the tasks. In cache, the
     rows are still cut in :data:`MIN_ROW_SPLITS` where x and dy dwarf the filter."""
@@ -512,7 +513,10 @@ def _filter_tasks(g: ConvGeometry, schedule: TiledSchedule, itemsize: int) -> _F
         return _panel_tasks(g, schedule, splits, itemsize)
     tap_groups = backward_filter_tap_groups(g, splits, itemsize)
     c_tiles = g.in_channels_per_group // schedule.register_tile[0]
-    c_groups = groups_for(c_tiles, splits * tap_groups)
+    # Streamed, the c tiles are cut as the splits assumed (each task's share of the
+    # partial filter within TASK_FILTER_BYTES); in cache, no more than the threads take.
+    c_groups = (groups_for(c_tiles, splits * tap_groups) if streamed_reduction(g, itemsize)
+                else _thread_groups(c_tiles, splits * tap_groups))
     taps = g.filter_height * g.filter_width
     pixels_outer = schedule.loop_order == "pixel_tiles_outer"
     pack_dy = pixels_outer and backward_filter_packs_dy(
@@ -530,15 +534,20 @@ def _panel_tasks(g: ConvGeometry, schedule: TiledSchedule, splits: int,
     block loads and stores that share once), else groups of taps as for the rows. The
     splits fix the sums (and stay the machine's, whatever the thread count); the groups of
     c tiles and of taps, which make the tasks a multiple of the threads, change no sum."""
-    threads = numba.get_num_threads()
     taps = g.filter_height * g.filter_width
     c_tiles = g.in_channels_per_group // schedule.register_tile[0]
-    c_groups = min(c_tiles, threads // math.gcd(splits, threads))
-    task_filter = _filter_bytes(g, itemsize) // c_groups
+    task_filter = _filter_bytes(g, itemsize) // _thread_groups(c_tiles, splits)
     tap_groups = 1 if task_filter <= PANELS_TASK_FILTER_BYTES else groups_for(taps, splits)
-    if splits * tap_groups * c_groups % threads:
-        c_groups = min(c_tiles, threads // math.gcd(splits * tap_groups, threads))
-    return _FilterTasks(splits, tap_groups, c_groups, False, False)
+    return _FilterTasks(splits, tap_groups, _thread_groups(c_tiles, splits * tap_groups),
+                        False, False)
+
+
+def _thread_groups(items: int, other_groups: int) -> int:
+    """The fewest groups of ``items`` (at least 1, at most all of them) that make
+    ``other_groups`` × groups tasks a multiple of the thread count: tasks that change no
+    sum (not the splits), so that each thread runs as many and as few as can be."""
+    threads = numba.get_num_threads()
+    return max(1, min(items, threads // math.gcd(other_groups, threads)))
 
 
 def _task_x_channels(g: ConvGeometry, tile: tuple, tasks: _FilterTasks) -> int:
