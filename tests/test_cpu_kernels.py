@@ -350,7 +350,7 @@ def test_backward_filter_packed_panels_sum_as_the_rows_do(rng, monkeypatch, case
 def test_backward_filter_packed_panels_keep_every_thread_busy_with_few_tasks(
         monkeypatch, threads, splits, channels):
     # Each task packs its blocks' dy again: a multiple of the threads, c tiles split
-    # first; all the taps in a task while its share of the partial filter is small (590
+    # first (as far as the traffic model wants); all the taps in a task while its share of the partial filter is small (590
     # KB in all at 128 channels), groups of taps beyond (9.4 MB at 512, on few threads).
     monkeypatch.setattr(numba, "get_num_threads", lambda: threads)
     g = conv_geometry((1, 28, 28, channels), (3, 3, channels, channels), (1, 1), (1, 1),
@@ -361,9 +361,26 @@ def test_backward_filter_packed_panels_keep_every_thread_busy_with_few_tasks(
     assert tasks.splits == splits
     assert tasks.count % threads == 0
     if channels == 128:
-        assert tasks.tap_groups == 1 and tasks.count // threads <= splits
+        assert tasks.tap_groups == 1
     elif threads <= 2 and splits < TARGET_TASKS:  # else enough tasks without them
         assert tasks.tap_groups > 1
+
+
+@pytest.mark.parametrize("in_channels, c_groups_beyond_the_fewest", [(256, 1), (2048, 4)])
+def test_backward_filter_packed_panels_cut_wide_x_for_longer_blocks(
+        monkeypatch, in_channels, c_groups_beyond_the_fewest):
+    # 1×1 at b8, 7×7 pixels, 512 outputs: from 2048 input channels (a 4 MB partial filter,
+    # which the few c groups' short blocks would load and store a dozen times) more c
+    # groups, so narrower x panels and longer blocks, though each packs dy again; from 256
+    # (a 512 KB filter, two blocks) the fewest.
+    monkeypatch.setattr(numba, "get_num_threads", lambda: 2)
+    g = conv_geometry((8, 7, 7, in_channels), (1, 1, in_channels, 512))
+    schedule = tiled.fit(TiledSchedule(loop_order="packed_panels", register_tile=(2, 32)),
+                         "backward_filter", g, 4)
+    tasks = tiled._filter_tasks(g, schedule, 4)
+    fewest = tiled._thread_groups(in_channels // 2, tasks.splits * tasks.tap_groups)
+    assert tasks.c_groups == fewest * c_groups_beyond_the_fewest
+    assert tasks.count % 2 == 0
 
 
 @pytest.mark.parametrize("splits", [1, 3])

@@ -78,6 +78,11 @@ PANELS_MIN_OUT_CHANNELS = 128
 #: partial filter is at most this large (ResNet-50's res3_3x3 at 590 KB ran faster so, its
 #: res4 and res5 3×3 at 1.2-4.7 MB faster with a tap per task).
 PANELS_TASK_FILTER_BYTES = 2**20
+#: What packing a byte of dy costs against loading or storing a byte of the partial filter
+#: in a block's pass over it (a gather into panels, against a stream): the weight that
+#: chose, of ResNet-50's 1×1 layers at b8, 4-8 c groups for res4 and res5 squeeze (1-4 MB
+#: partial filters, x 1024-2048 channels wide) and the fewest for the others.
+PACKED_DY_COST = 4
 #: What writing and summing a partial filter's byte costs against packing a dy byte.
 PARTIAL_FILTER_COST = 4
 #: x86 cores' L1 data caches come in ways of 4 KB (8-12 ways; their size, the smaller
@@ -538,8 +543,23 @@ def _panel_tasks(g: ConvGeometry, schedule: TiledSchedule, splits: int,
     c_tiles = g.in_channels_per_group // schedule.register_tile[0]
     task_filter = _filter_bytes(g, itemsize) // _thread_groups(c_tiles, splits)
     tap_groups = 1 if task_filter <= PANELS_TASK_FILTER_BYTES else groups_for(taps, splits)
-    return _FilterTasks(splits, tap_groups, _thread_groups(c_tiles, splits * tap_groups),
-                        False, False)
+    fewest = _thread_groups(c_tiles, splits * tap_groups)
+    choices = [_FilterTasks(splits, tap_groups, fewest * 2**i, False, False)
+               for i in range(c_tiles.bit_length()) if fewest * 2**i <= c_tiles]
+    return min(choices, key=lambda tasks: _panel_traffic(g, schedule.register_tile, tasks,
+                                                         itemsize))
+
+
+def _panel_traffic(g: ConvGeometry, tile: tuple, tasks: _FilterTasks, itemsize: int) -> int:
+    """What a packed-panels launch moves beyond its panels, in bytes: its tasks' dy, packed
+    again by each (weighed :data:`PACKED_DY_COST`), and the partial filter, loaded and
+    stored once per block of each split but the first. More c groups mean narrower x
+    panels, so longer blocks (fewer passes over the partial filter), and more dy packed."""
+    task_pixels = -(-g.batch * g.out_height // tasks.splits) * g.out_width
+    blocks = -(-task_pixels // backward_filter_block_pixels(g, tile, tasks, itemsize))
+    dy_bytes = g.batch * g.out_height * g.out_width * g.out_channels * itemsize
+    packed_dy = PACKED_DY_COST * tasks.tap_groups * tasks.c_groups * dy_bytes
+    return packed_dy + tasks.splits * _filter_bytes(g, itemsize) * (2 * blocks - 1)
 
 
 def _thread_groups(items: int, other_groups: int) -> int:
