@@ -75,13 +75,13 @@ PANELS_L2_BYTES = 128 * 2**10
 #: the panels gained).
 PANELS_MIN_OUT_CHANNELS = 128
 #: Backward-filter's packed panels give a task all the taps where its share of the
-#: partial filter is at most this large (ResNet-50's res3_3x3 at 590 KB ran faster so, its
-#: res4 and res5 3×3 at 1.2-4.7 MB faster with a tap per task).
+#: partial filter is at most this large: ResNet-50's res3_3x3 (590 KB) ran faster so, its
+#: res4 and res5 3×3 (1.2-4.7 MB) with a tap per task (docs/measurements.md).
 PANELS_TASK_FILTER_BYTES = 2**20
 #: What packing a byte of dy costs against loading or storing a byte of the partial filter
-#: in a block's pass over it (a gather into panels, against a stream): the weight that
-#: chose, of ResNet-50's 1×1 layers at b8, 4-8 c groups for res4 and res5 squeeze (1-4 MB
-#: partial filters, x 1024-2048 channels wide) and the fewest for the others.
+#: in a block's pass over it (a gather into panels, against a stream): the weight under
+#: which the model picks, of ResNet-50's 1×1 layers at b8, the c groups that ran fastest
+#: (more for res4 and res5 squeeze, whose x is 1024-2048 channels wide; the fewest else).
 PACKED_DY_COST = 4
 #: What writing and summing a partial filter's byte costs against packing a dy byte.
 PARTIAL_FILTER_COST = 4
@@ -533,12 +533,13 @@ def _filter_tasks(g: ConvGeometry, schedule: TiledSchedule, itemsize: int) -> _F
 
 def _panel_tasks(g: ConvGeometry, schedule: TiledSchedule, splits: int,
                  itemsize: int) -> _FilterTasks:
-    """Packed panels' tasks: as few as keep every thread busy, since each packs its
-    blocks' dy again (per group of taps and of c tiles); all the taps in one task where
-    its share of the partial filter stays within :data:`PANELS_TASK_FILTER_BYTES` (each
-    block loads and stores that share once), else groups of taps as for the rows. The
-    splits fix the sums (and stay the machine's, whatever the thread count); the groups of
-    c tiles and of taps, which make the tasks a multiple of the threads, change no sum."""
+    """Packed panels' tasks: few, since each packs its blocks' dy again (per group of taps
+    and of c tiles). All the taps in one task where its share of the partial filter stays
+    within :data:`PANELS_TASK_FILTER_BYTES` (each block loads and stores that share once),
+    else groups of taps as for the rows; then the fewest c groups that make the tasks a
+    multiple of the threads, or a multiple of them where :func:`_panel_traffic` says the
+    longer blocks of narrower x panels pay. The splits fix the sums (and stay the
+    machine's, whatever the thread count); the groups of taps and c tiles change no sum."""
     taps = g.filter_height * g.filter_width
     c_tiles = g.in_channels_per_group // schedule.register_tile[0]
     task_filter = _filter_bytes(g, itemsize) // _thread_groups(c_tiles, splits)
