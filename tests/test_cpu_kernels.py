@@ -349,9 +349,10 @@ def test_backward_filter_packed_panels_sum_as_the_rows_do(rng, monkeypatch, case
 @pytest.mark.parametrize("channels", [128, 512])
 def test_backward_filter_packed_panels_keep_every_thread_busy_with_few_tasks(
         monkeypatch, threads, splits, channels):
-    # Each task packs its blocks' dy again: a multiple of the threads, c tiles split
-    # first (as far as the traffic model wants); all the taps in a task while its share of the partial filter is small (590
-    # KB in all at 128 channels), groups of taps beyond (9.4 MB at 512, on few threads).
+    # Each task packs its blocks' dy again: a multiple of the threads, c tiles split first
+    # (as far as the traffic model wants); all the taps in a task while its share of the
+    # partial filter is small (590 KB in all at 128 channels), groups of taps beyond (9.4
+    # MB at 512, on few threads).
     monkeypatch.setattr(numba, "get_num_threads", lambda: threads)
     g = conv_geometry((1, 28, 28, channels), (3, 3, channels, channels), (1, 1), (1, 1),
                       "SAME")
