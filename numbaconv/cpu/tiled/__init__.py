@@ -158,6 +158,15 @@ def _activation_bytes(g: ConvGeometry, itemsize: int) -> int:
     return g.batch * g.out_height * g.out_width * (g.in_channels + g.out_channels) * itemsize
 
 
+def _dy_bytes(g: ConvGeometry, itemsize: int) -> int:
+    return g.batch * g.out_height * g.out_width * g.out_channels * itemsize
+
+
+def _split_pixels(g: ConvGeometry, splits: int) -> int:
+    """The output pixels of the largest of backward-filter's ``splits`` splits of the rows."""
+    return -(-g.batch * g.out_height // max(1, splits)) * g.out_width
+
+
 def _filter_bytes(g: ConvGeometry, itemsize: int) -> int:
     return math.prod(g.filter_shape) * itemsize
 
@@ -556,10 +565,9 @@ def _panel_traffic(g: ConvGeometry, tile: tuple, tasks: _FilterTasks, itemsize: 
     again by each (weighed :data:`PACKED_DY_COST`), and the partial filter, loaded and
     stored once per block of each split but the first. More c groups mean narrower x
     panels, so longer blocks (fewer passes over the partial filter), and more dy packed."""
-    task_pixels = -(-g.batch * g.out_height // tasks.splits) * g.out_width
-    blocks = -(-task_pixels // backward_filter_block_pixels(g, tile, tasks, itemsize))
-    dy_bytes = g.batch * g.out_height * g.out_width * g.out_channels * itemsize
-    packed_dy = PACKED_DY_COST * tasks.tap_groups * tasks.c_groups * dy_bytes
+    blocks = -(-_split_pixels(g, tasks.splits)
+               // backward_filter_block_pixels(g, tile, tasks, itemsize))
+    packed_dy = PACKED_DY_COST * tasks.tap_groups * tasks.c_groups * _dy_bytes(g, itemsize)
     return packed_dy + tasks.splits * _filter_bytes(g, itemsize) * (2 * blocks - 1)
 
 
@@ -592,8 +600,8 @@ def backward_filter_panel_splits(g: ConvGeometry, itemsize: int) -> int:
     partial filter to write and sum (:data:`PARTIAL_FILTER_COST`). Counting TARGET_TASKS
     tasks (a constant, not the threads: the splits fix the sums), the splits that minimise
     ``dy · TARGET_TASKS / splits + cost · filter · splits``, at most the rows."""
-    dy_bytes = g.batch * g.out_height * g.out_width * g.out_channels * itemsize
-    best = math.sqrt(TARGET_TASKS * dy_bytes / (PARTIAL_FILTER_COST * _filter_bytes(g, itemsize)))
+    best = math.sqrt(TARGET_TASKS * _dy_bytes(g, itemsize)
+                     / (PARTIAL_FILTER_COST * _filter_bytes(g, itemsize)))
     return max(1, min(g.batch * g.out_height, TARGET_TASKS, round(best)))
 
 
@@ -607,8 +615,7 @@ def backward_filter_block_pixels(g: ConvGeometry, tile: tuple, tasks: _FilterTas
     task_taps = -(-g.filter_height * g.filter_width // tasks.tap_groups)
     dy_held = g.out_channels if task_taps > 1 else tile[1]
     by_l2 = PANELS_L2_BYTES // ((dy_held + _task_x_channels(g, tile, tasks)) * itemsize)
-    task_pixels = -(-g.batch * g.out_height // max(1, tasks.splits)) * g.out_width
-    return max(1, min(by_l1, by_l2, task_pixels))
+    return max(1, min(by_l1, by_l2, _split_pixels(g, tasks.splits)))
 
 
 def _prepare_backward_filter(g: ConvGeometry, schedule: TiledSchedule, dtype: np.dtype,
