@@ -522,6 +522,22 @@ def test_copies_by_numpy_equal_the_kernels_copies(rng):
                                       layout.swap_channels(w, groups))
 
 
+@pytest.mark.parametrize("storage", ["float16", "bfloat16"])
+@pytest.mark.parametrize("shape", [(1, 1, 96, 160), (3, 3, 48, 64), (2, 2, 16, 16)])
+def test_a_half_filter_packs_from_its_bits_as_its_widened_values_do(rng, storage, shape):
+    # The first two past the NumPy threshold (the kernel widens as it packs), the last not.
+    ml_dtypes = pytest.importorskip("ml_dtypes")
+    w = random(rng, shape, np.float32)
+    w[0, 0, 0, :3] = [np.nan, np.inf, -np.inf]
+    half_type = np.float16 if storage == "float16" else ml_dtypes.bfloat16
+    bits = w.astype(half_type).view(np.uint16)
+    widened = w.astype(half_type).astype(np.float32)
+    for swap in (False, True):
+        packed = layout.pack_filter(bits, 16, swap, storage=storage)
+        assert packed.dtype == np.float32
+        np.testing.assert_array_equal(packed, layout.pack_filter(widened, 16, swap))
+
+
 @pytest.mark.parametrize("shape", [(1, 1, 1), (37, 5, 1), (3, 4, 49), (100, 7, 3)])
 def test_bias_kernel(rng, shape):
     x3 = random(rng, shape, np.float32)

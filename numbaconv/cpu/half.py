@@ -19,7 +19,7 @@ import numba
 import numpy as np
 from llvmlite import ir
 from numba import prange, types, uint32
-from numba.extending import intrinsic
+from numba.extending import intrinsic, overload
 
 from ..arguments import dtype_name
 from .jit import helper, parallel_kernel
@@ -230,6 +230,62 @@ def pad_widen_bfloat16_kernel(bits, xp, pad_top, pad_left):
         target, source = _padded_row(bits, xp, row, pad_top, pad_left)
         for i in range(source.shape[0]):
             target[i] = _as_float32(np.uint32(source[i]) << 16)
+
+
+@helper
+def _float16_by_bits(bits):
+    """The float32 value of the float16 whose bits are the uint16 ``bits``, in arithmetic."""
+    return _as_float32(uint32(float16_bits_to_float32_bits(np.uint32(bits))))
+
+
+def copy_widened(target, source, brain):
+    """target[i] = source[i] as float32, in a kernel: a float ``source`` as it is, uint16 bits
+    widened (bfloat16's if ``brain``, else float16's). A row copy: the branch stays outside
+    the loops, where LLVM vectorises each."""
+    raise NotImplementedError("for kernels only")
+
+
+@overload(copy_widened, inline="always")
+def _copy_widened(target, source, brain):
+    if isinstance(source.dtype, types.Float):
+        def copy(target, source, brain):
+            for i in range(source.shape[0]):
+                target[i] = source[i]
+        return copy
+    if source.dtype != types.uint16:
+        return None
+    # Without F16C, LLVM's fpext of half is a call Numba's JIT may not link: the bits' way.
+    float16_value = _float16_bits_as_float32 if hardware_float16() else _float16_by_bits
+
+    def widen(target, source, brain):
+        if brain:
+            for i in range(source.shape[0]):
+                target[i] = _as_float32(np.uint32(source[i]) << 16)
+        else:
+            for i in range(source.shape[0]):
+                target[i] = float16_value(source[i])
+    return widen
+
+
+def widened_rows(source, brain):
+    """A 2-D ``source`` as float32, in a kernel: a float one itself (no copy), uint16 bits
+    widened row by row (:func:`copy_widened`) into a fresh array."""
+    raise NotImplementedError("for kernels only")
+
+
+@overload(widened_rows, inline="always")
+def _widened_rows(source, brain):
+    if isinstance(source.dtype, types.Float):
+        return lambda source, brain: source
+    if source.dtype != types.uint16:
+        return None
+
+    def widen(source, brain):
+        rows = np.empty(source.shape, np.float32)
+        for row in range(source.shape[0]):
+            copy_widened(rows[row], source[row], brain)
+        return rows
+    return widen
 
 
 def _convert(kernel, size: int, *arrays):

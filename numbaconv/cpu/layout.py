@@ -8,6 +8,7 @@ from typing import Callable
 import numpy as np
 from numba import prange
 
+from . import half
 from .jit import parallel_kernel
 
 
@@ -162,10 +163,12 @@ def swap_channels(w: np.ndarray, groups: int = 1, by_numpy: bool = False) -> np.
 
 
 @parallel_kernel
-def pack_filter_kernel(w, packed, swap):
+def pack_filter_kernel(w, packed, swap, brain):
     """packed[kt, r, s, c, j] = f[r, s, c, kt·KB + j] with f = w, or w with its channel
-    axes swapped when ``swap``. Both branches read ``w`` row by row, contiguously, and the
-    branch is outside the loops (inside them it keeps LLVM from vectorising the copy)."""
+    axes swapped when ``swap``; w may hold a half type's bits, widened as they are copied
+    (:func:`half.copy_widened`, ``brain``: bfloat16's). Both branches read ``w`` row by row,
+    contiguously, and the branch is outside the loops (inside them it keeps LLVM from
+    vectorising the copy)."""
     k_tiles, filter_height, filter_width, in_channels, tile = packed.shape
     if swap:  # one contiguous [C, KB] block of ``packed`` per task, L1-sized
         for task in prange(k_tiles * filter_height * filter_width):
@@ -173,8 +176,11 @@ def pack_filter_kernel(w, packed, swap):
             r = task // filter_width % filter_height
             s = task % filter_width
             block = packed[kt, r, s]
+            # Half bits widened row by row first: one at a time down a column, float16's
+            # conversion ran 1.5-3x slower.
+            rows = half.widened_rows(w[r, s, kt * tile:(kt + 1) * tile], brain)
             for j in range(tile):
-                row = w[r, s, kt * tile + j]
+                row = rows[j]
                 for c in range(in_channels):
                     block[c, j] = row[c]
     else:  # one row w[r, s, c, :] per task, cut into its K/KB tiles
@@ -184,7 +190,7 @@ def pack_filter_kernel(w, packed, swap):
             c = task % in_channels
             row = w[r, s, c]
             for kt in range(k_tiles):
-                packed[kt, r, s, c, :] = row[kt * tile:(kt + 1) * tile]
+                half.copy_widened(packed[kt, r, s, c], row[kt * tile:(kt + 1) * tile], brain)
 
 
 @dataclass(frozen=True)
@@ -250,15 +256,20 @@ def strided_filter(shape: tuple, tile: int, swap: bool = False) -> TiledFilter:
                        channel_stride=out_channels)
 
 
-def pack_filter(w: np.ndarray, tile: int, swap: bool = False,
-                by_numpy: bool = False) -> np.ndarray:
+def pack_filter(w: np.ndarray, tile: int, swap: bool = False, by_numpy: bool = False,
+                storage: str | None = None) -> np.ndarray:
     """[R, S, C, K] -> [K/tile, R, S, C, tile], flat (:func:`packed_filter`):
     each register tile's filter values contiguous, instead of ``K`` elements apart (for
     K = 512 that is a new page every 2 input channels). ``swap`` packs the filter with C
-    and K swapped (backward-data). Small filters are rearranged by NumPy (a parallel
-    launch costs more than their copy), and any filter when ``by_numpy``."""
+    and K swapped (backward-data). ``storage``: w holds that half type's bits (uint16), and
+    the copy is float32, widened as it is packed (one pass, not two). Small filters are
+    rearranged by NumPy (a parallel launch costs more than their copy), and any filter when
+    ``by_numpy``."""
     height, width, in_channels, out_channels = _swapped(w.shape, swap)
-    if by_numpy or w.nbytes <= SMALL_TRANSPOSE_BYTES:
+    small = by_numpy or w.size * (4 if storage else w.itemsize) <= SMALL_TRANSPOSE_BYTES
+    if storage is not None and small:
+        w, storage = half.widened(w, storage), None
+    if small:
         if swap:  # [R, S, K/tile, tile, C] -> [K/tile, R, S, C, tile]
             blocks = w.reshape(height, width, out_channels // tile, tile, in_channels)
             packed = blocks.transpose(2, 0, 1, 4, 3)
@@ -266,9 +277,10 @@ def pack_filter(w: np.ndarray, tile: int, swap: bool = False,
             blocks = w.reshape(height, width, in_channels, out_channels // tile, tile)
             packed = blocks.transpose(3, 0, 1, 2, 4)
         return np.ascontiguousarray(packed).reshape(-1)
-    packed = np.empty((out_channels // tile, height, width, in_channels, tile), w.dtype)
+    dtype = np.float32 if storage is not None else w.dtype
+    packed = np.empty((out_channels // tile, height, width, in_channels, tile), dtype)
     if packed.size:
-        pack_filter_kernel(readonly(w), packed, swap)
+        pack_filter_kernel(readonly(w), packed, swap, storage == "bfloat16")
     return packed.reshape(-1)
 
 

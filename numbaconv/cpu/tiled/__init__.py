@@ -392,10 +392,10 @@ def _padder(shape: tuple, pads: tuple, dtype: np.dtype, by_numpy: bool,
     return functools.partial(half.widened, storage=storage)
 
 
-def _widened_first(filter_values: Callable, storage: str | None, panels: bool) -> Callable:
-    """``filter_values`` of the widened filter, where a half type's bits arrive and the
-    kernel reads float32 (every loop order but packed panels, which widen it themselves)."""
-    if storage is None or panels:
+def _widened_first(filter_values: Callable, storage: str | None) -> Callable:
+    """``filter_values`` of the widened filter, where a half type's bits arrive and
+    ``filter_values`` takes float32 (grouped backward-data's swap before its packing)."""
+    if storage is None:
         return filter_values
     return lambda bits: filter_values(half.widened(bits, storage))
 
@@ -412,9 +412,9 @@ def _prepare_forward(g: ConvGeometry, schedule: TiledSchedule, dtype: np.dtype,
     launch = phases.launcher(padded_shape, out_shape, [phase], schedule, dtype.name, g.groups,
                              storage)
     # The generated kernels take writable arrays for their read-only parameters as they are.
-    filter_values = _widened_first(
-        np.ravel if panels else functools.partial(layout.pack_filter, tile=tile,
-                                                  by_numpy=by_numpy), storage, panels)
+    # A half type's bits: widened as they are packed (by the panels, or pack_filter).
+    filter_values = np.ravel if panels else functools.partial(
+        layout.pack_filter, tile=tile, by_numpy=by_numpy, storage=storage)
 
     def forward(x, w):
         out = np.empty(out_shape, out_dtype)
@@ -445,10 +445,12 @@ def _prepare_backward_data(g: ConvGeometry, schedule: TiledSchedule, dtype: np.d
         phases.backward_data_phases(reached, read_as, g, padding, padded_shape), schedule,
         dtype.name, g.groups, storage)
 
+    # A half type's bits: widened as they are packed (by the panels, or pack_filter), but
+    # swapped within groups first (half_storage: never for grouped packed panels).
     if g.groups == 1:
         filter_values = (np.ravel if panels
                          else functools.partial(layout.pack_filter, tile=tile, swap=True,
-                                                by_numpy=by_numpy))
+                                                by_numpy=by_numpy, storage=storage))
     elif panels:
         def filter_values(w):
             return layout.swap_channels(w, g.groups, by_numpy).reshape(-1)
@@ -456,7 +458,7 @@ def _prepare_backward_data(g: ConvGeometry, schedule: TiledSchedule, dtype: np.d
         def filter_values(w):
             return layout.pack_filter(layout.swap_channels(w, g.groups, by_numpy), tile,
                                       by_numpy=by_numpy)
-    filter_values = _widened_first(filter_values, storage, panels)
+        filter_values = _widened_first(filter_values, storage)
 
     def backward_data(dy, w):
         dx = np.empty(dx_shape, dx_dtype)
