@@ -9,7 +9,7 @@ from conftest import random
 
 import numbaconv as nc
 import reference as ref
-from numbaconv.cpu import depthwise, families, half
+from numbaconv.cpu import depthwise, families, half, tiled
 
 HALVES = {"float16": np.float16, "bfloat16": ml_dtypes.bfloat16}
 X_SHAPE, W_SHAPE = (2, 9, 8, 6), (3, 3, 6, 4)
@@ -329,9 +329,10 @@ def test_tiled_forward_and_backward_data_convert_half_types_themselves(
 @pytest.mark.parametrize("dtype_name", HALVES)
 def test_tiled_backward_filter_widens_half_types_in_its_own_copies(rng, dtype_name, x_shape,
                                                                    w_shape, stride):
-    """Tiled backward-filter takes x and dy as a half type's bits (row by row: x widened in
-    its padded copy; packed panels: both as they are packed): bit for bit the float32
-    kernel on the widened operands, rounded once."""
+    """Tiled backward-filter takes x and dy as a half type's bits: widened as its kernel
+    packs them (packed panels; pixel tiles outer where that pays, as on the 1×1 layer
+    here), else into copies first (x in its padded copy). Bit for bit the float32 kernel
+    on the widened operands, rounded once."""
     if dtype_name == "float16" and not half.hardware_float16():
         pytest.skip("float16 is converted in the kernels only where the CPU has instructions")
     dtype = HALVES[dtype_name]
@@ -345,11 +346,15 @@ def test_tiled_backward_filter_widens_half_types_in_its_own_copies(rng, dtype_na
                                dy.astype(np.float32), strides=stride, padding="SAME")
     from numbaconv.cpu.tiled import TiledSchedule
 
-    for order in ("pixel_tiles_outer", "packed_panels"):
+    for order in ("pixel_tiles_outer", "packed_panels", "channel_tiles_outer"):
         schedule = families.CPU.fit(TiledSchedule(loop_order=order, register_tile=(4, 16)),
                                     call.primitive, call.geometry, 4)
         assert families.CPU.half_storage(call.primitive, call.geometry, schedule,
                                          dtype_name) == ("input", "output")
+        if order == "pixel_tiles_outer":  # both of its ways are taken
+            tasks = tiled._filter_tasks(call.geometry, schedule, 4)
+            assert tiled.backward_filter_packs_half_bits(call.geometry, schedule, tasks, 4) == (
+                w_shape[:2] == (1, 1))
         expected = half.from_float32(widened_call.run(schedule), dtype)
         np.testing.assert_array_equal(call.run(schedule).view(np.uint16),
                                       expected.view(np.uint16))

@@ -93,6 +93,11 @@ L1_WAY_BYTES = 4 * 2**10
 #: only where L1 keeps at most this many lines at x's pixel step (where it keeps more, the
 #: tiles' fetches from L2 cost no more than the copy).
 MIN_X_PANEL_TILES = 16
+#: Half-type bits packed by pixel tiles outer's blocks (backward_filter_packs_half_bits)
+#: where each packed x value feeds at least this many vectors of multiply-adds: on
+#: MobileNetV2's 1×1 layers 2 lost to the widened copies, 3-12 gained (measurements,
+#: 2026-12-07, sixteenth session).
+MIN_PACKED_X_REUSE = 3
 MAX_X_LINES_HELD = 16
 #: Tiles of the machine's menu a search space of ``register_tile: model`` offers.
 MODEL_TILES = 5
@@ -542,6 +547,20 @@ def _filter_tasks(g: ConvGeometry, schedule: TiledSchedule, itemsize: int) -> _F
     return _FilterTasks(splits, tap_groups, c_groups, pack_dy, pack_x)
 
 
+def backward_filter_packs_half_bits(g: ConvGeometry, schedule: TiledSchedule,
+                                    tasks: _FilterTasks, itemsize: int) -> bool:
+    """Whether pixel tiles outer take a half type's bits, packing every block's x and dy
+    and widening them as they are packed, rather than reading copies widened first: where
+    x is packed anyway, or where it has one tap (each value packed about as often as the
+    copy would write it) and each packed value feeds :data:`MIN_PACKED_X_REUSE` vectors of
+    multiply-adds (its group's output channels in vectors)."""
+    if tasks.pack_x:
+        return True
+    lanes = min(schedule.register_tile[1], this_machine().lanes(itemsize))
+    return (g.filter_height * g.filter_width == 1
+            and g.out_channels_per_group >= MIN_PACKED_X_REUSE * lanes)
+
+
 def _panel_tasks(g: ConvGeometry, schedule: TiledSchedule, splits: int,
                  itemsize: int) -> _FilterTasks:
     """Packed panels' tasks: few, since each packs its blocks' dy again (per group of taps
@@ -625,14 +644,18 @@ def _prepare_backward_filter(g: ConvGeometry, schedule: TiledSchedule, dtype: np
     tasks = _filter_tasks(g, schedule, dtype.itemsize)
     pixels_outer = schedule.loop_order == "pixel_tiles_outer"
     panels = schedule.loop_order == "packed_panels"
-    if panels:  # a half type's bits widened as the panels are packed
+    # A half type's bits: widened as the kernel packs them (into panels, or pixel tiles
+    # outer's blocks where that pays), else first into copies.
+    kernel_storage = storage if panels or (
+        storage is not None and pixels_outer
+        and backward_filter_packs_half_bits(g, schedule, tasks, dtype.itemsize)) else None
+    if kernel_storage is not None or storage is None:
         pad = layout.padder(g.input_shape, np.uint16 if storage else dtype, *_input_pads(g),
                             by_numpy=by_numpy)
         dy_values = np.ascontiguousarray
     else:
         pad = _padder(g.input_shape, _input_pads(g), dtype, by_numpy, storage)
-        dy_values = (np.ascontiguousarray if storage is None
-                     else functools.partial(half.widened, storage=storage))
+        dy_values = functools.partial(half.widened, storage=storage)
     _, padded_height, padded_width, _ = _padded_shape(g.input_shape, _input_pads(g))
     tile_in, tile_out = schedule.register_tile
     shared = dict(
@@ -651,9 +674,10 @@ def _prepare_backward_filter(g: ConvGeometry, schedule: TiledSchedule, dtype: np
                 g, schedule.register_tile, tasks, dtype.itemsize))
     else:
         launch = backward_filter_kernel(tile_in, tile_out, dtype.name, vector_bits,
-                                        pixels_outer).bind(
-            **shared, row_block=backward_filter_row_block(g), pack_dy=tasks.pack_dy,
-            pack_x=tasks.pack_x)
+                                        pixels_outer, kernel_storage).bind(
+            **shared, row_block=backward_filter_row_block(g),
+            pack_dy=tasks.pack_dy or kernel_storage is not None,
+            pack_x=tasks.pack_x or kernel_storage is not None)
     partials_shape = (tasks.splits,) + g.filter_shape
 
     def backward_filter(x, dy):
@@ -682,11 +706,12 @@ def half_storage(primitive: str, g: ConvGeometry, schedule: TiledSchedule,
                  storage: str) -> tuple[str, ...]:
     """The tensors :func:`prepare` takes and returns as the half type ``storage``'s bits.
     Forward and backward-data: all three, the input (dy) widened in its padded copy, the
-    filter widened before it is packed (on packed panels: each panel as the task packs
-    it), the result rounded by the tiles as they store it; not on grouped backward-data's
-    packed panels (their filter is swapped first). Backward-filter: x widened in its
-    padded copy, dy widened, or on packed panels both widened as the panels are packed
-    (the filter comes back as float32)."""
+    filter widened as it is packed (on packed panels: each panel as the task packs it),
+    the result rounded by the tiles as they store it; not on grouped backward-data's
+    packed panels (their filter is swapped first). Backward-filter: x and dy, widened as
+    the kernel packs them (packed panels; pixel tiles outer where
+    :func:`backward_filter_packs_half_bits`), else x in its padded copy and dy in a copy;
+    the filter comes back as float32."""
     if not half.converts_in_kernels(storage):
         return ()
     if primitive == "backward_filter":
