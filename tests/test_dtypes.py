@@ -331,8 +331,8 @@ def test_tiled_backward_filter_widens_half_types_in_its_own_copies(rng, dtype_na
                                                                    w_shape, stride):
     """Tiled backward-filter takes x and dy as a half type's bits: widened as its kernel
     packs them (packed panels; pixel tiles outer where that pays, as on the 1×1 layer
-    here), else into copies first (x in its padded copy). Bit for bit the float32 kernel
-    on the widened operands, rounded once."""
+    here in bfloat16), else into copies first (x in its padded copy). Bit for bit the
+    float32 kernel on the widened operands, rounded once."""
     if dtype_name == "float16" and not half.hardware_float16():
         pytest.skip("float16 is converted in the kernels only where the CPU has instructions")
     dtype = HALVES[dtype_name]
@@ -353,8 +353,9 @@ def test_tiled_backward_filter_widens_half_types_in_its_own_copies(rng, dtype_na
                                          dtype_name) == ("input", "output")
         if order == "pixel_tiles_outer":  # both of its ways are taken
             tasks = tiled._filter_tasks(call.geometry, schedule, 4)
-            assert tiled.backward_filter_packs_half_bits(call.geometry, schedule, tasks, 4) == (
-                w_shape[:2] == (1, 1))
+            assert tiled.backward_filter_packs_half_bits(
+                call.geometry, schedule, tasks, 4, dtype_name) == (
+                w_shape[:2] == (1, 1) and dtype_name == "bfloat16")
         expected = half.from_float32(widened_call.run(schedule), dtype)
         np.testing.assert_array_equal(call.run(schedule).view(np.uint16),
                                       expected.view(np.uint16))

@@ -93,12 +93,12 @@ L1_WAY_BYTES = 4 * 2**10
 #: only where L1 keeps at most this many lines at x's pixel step (where it keeps more, the
 #: tiles' fetches from L2 cost no more than the copy).
 MIN_X_PANEL_TILES = 16
-#: Half-type bits packed by pixel tiles outer's blocks (backward_filter_packs_half_bits)
+MAX_X_LINES_HELD = 16
+#: bfloat16 bits packed by pixel tiles outer's blocks (backward_filter_packs_half_bits)
 #: where each packed x value feeds at least this many vectors of multiply-adds: on
 #: MobileNetV2's 1×1 layers 2 lost to the widened copies, 3-12 gained (measurements,
 #: 2026-12-07, sixteenth session).
 MIN_PACKED_X_REUSE = 3
-MAX_X_LINES_HELD = 16
 #: Tiles of the machine's menu a search space of ``register_tile: model`` offers.
 MODEL_TILES = 5
 #: Backward-filter's packed panels come with the first this many of a space's tiles (each
@@ -548,16 +548,18 @@ def _filter_tasks(g: ConvGeometry, schedule: TiledSchedule, itemsize: int) -> _F
 
 
 def backward_filter_packs_half_bits(g: ConvGeometry, schedule: TiledSchedule,
-                                    tasks: _FilterTasks, itemsize: int) -> bool:
-    """Whether pixel tiles outer take a half type's bits, packing every block's x and dy
-    and widening them as they are packed, rather than reading copies widened first: where
-    x is packed anyway, or where it has one tap (each value packed about as often as the
-    copy would write it) and each packed value feeds :data:`MIN_PACKED_X_REUSE` vectors of
-    multiply-adds (its group's output channels in vectors)."""
+                                    tasks: _FilterTasks, itemsize: int, storage: str) -> bool:
+    """Whether pixel tiles outer take the half type ``storage``'s bits, packing every
+    block's x and dy and widening them as they are packed, rather than reading copies
+    widened first: where x is packed anyway; for bfloat16 also where x has one tap (each
+    value packed about as often as the copy would write it) and each packed value feeds
+    :data:`MIN_PACKED_X_REUSE` vectors of multiply-adds (its group's output channels in
+    vectors). Not so for float16, whose x values, packed one at a time, each take a trip
+    through a vector register to be converted."""
     if tasks.pack_x:
         return True
     lanes = min(schedule.register_tile[1], this_machine().lanes(itemsize))
-    return (g.filter_height * g.filter_width == 1
+    return (storage == "bfloat16" and g.filter_height * g.filter_width == 1
             and g.out_channels_per_group >= MIN_PACKED_X_REUSE * lanes)
 
 
@@ -646,9 +648,9 @@ def _prepare_backward_filter(g: ConvGeometry, schedule: TiledSchedule, dtype: np
     panels = schedule.loop_order == "packed_panels"
     # A half type's bits: widened as the kernel packs them (into panels, or pixel tiles
     # outer's blocks where that pays), else first into copies.
-    kernel_storage = storage if panels or (
-        storage is not None and pixels_outer
-        and backward_filter_packs_half_bits(g, schedule, tasks, dtype.itemsize)) else None
+    rows_widen = storage is not None and pixels_outer and backward_filter_packs_half_bits(
+        g, schedule, tasks, dtype.itemsize, storage)
+    kernel_storage = storage if panels or rows_widen else None
     if kernel_storage is not None or storage is None:
         pad = layout.padder(g.input_shape, np.uint16 if storage else dtype, *_input_pads(g),
                             by_numpy=by_numpy)
