@@ -23,6 +23,7 @@ from numba.extending import intrinsic, overload
 
 from ..arguments import dtype_name
 from .jit import helper, parallel_kernel
+from .simd import storage_value
 
 #: About how many elements one task converts.
 CHUNK = 1 << 15
@@ -254,13 +255,14 @@ def _copy_widened(target, source, brain):
         return copy
     if source.dtype != types.uint16:
         return None
+    bfloat16_value = storage_value("bfloat16")
     # Without F16C, LLVM's fpext of half is a call Numba's JIT may not link: the bits' way.
-    float16_value = _float16_bits_as_float32 if hardware_float16() else _float16_by_bits
+    float16_value = storage_value("float16") if hardware_float16() else _float16_by_bits
 
     def widen(target, source, brain):
         if brain:
             for i in range(source.shape[0]):
-                target[i] = _as_float32(np.uint32(source[i]) << 16)
+                target[i] = bfloat16_value(source[i])
         else:
             for i in range(source.shape[0]):
                 target[i] = float16_value(source[i])

@@ -651,13 +651,11 @@ def _prepare_backward_filter(g: ConvGeometry, schedule: TiledSchedule, dtype: np
     rows_widen = storage is not None and pixels_outer and backward_filter_packs_half_bits(
         g, schedule, tasks, dtype.itemsize, storage)
     kernel_storage = storage if panels or rows_widen else None
-    if kernel_storage is not None or storage is None:
-        pad = layout.padder(g.input_shape, np.uint16 if storage else dtype, *_input_pads(g),
-                            by_numpy=by_numpy)
-        dy_values = np.ascontiguousarray
-    else:
-        pad = _padder(g.input_shape, _input_pads(g), dtype, by_numpy, storage)
-        dy_values = functools.partial(half.widened, storage=storage)
+    copied = storage if kernel_storage is None else None  # widened into copies first
+    pad = _padder(g.input_shape, _input_pads(g), np.uint16 if kernel_storage else dtype,
+                  by_numpy, copied)
+    dy_values = (np.ascontiguousarray if copied is None
+                 else functools.partial(half.widened, storage=copied))
     _, padded_height, padded_width, _ = _padded_shape(g.input_shape, _input_pads(g))
     tile_in, tile_out = schedule.register_tile
     shared = dict(
