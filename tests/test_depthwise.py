@@ -215,10 +215,26 @@ COLUMN_STEPS = {"s1": ((1, 1), (1, 1)), "s1_d2": ((1, 1), (1, 2)), "s2": ((2, 2)
                 "s2_d2": ((1, 2), (1, 2)), "s3": ((1, 3), (1, 1)), "d3": ((1, 1), (1, 3))}
 
 
-@pytest.mark.parametrize("filter_size", [(1, 1), (2, 5), (3, 7)],
-                         ids=lambda size: "x".join(map(str, size)))
-@pytest.mark.parametrize("strides, dilations", COLUMN_STEPS.values(), ids=COLUMN_STEPS.keys())
-@pytest.mark.parametrize("op", OPS[:2])
+#: Filter sizes whose widths (1, 5, 7) compile sweep kernels of their own.
+FILTER_SIZES = {"1x1": (1, 1), "2x5": (2, 5), "3x7": (3, 7)}
+
+
+def _width_and_column_step_cases():
+    """Every column step with one filter size per op, each size with two steps: each
+    compiled window (column step 1 or 2) and the any-step kernel twice: a third of the
+    product, whose kernels are the costliest compilation of the cold suite. The whole
+    product runs with ``-m slow``."""
+    cases = []
+    for op in OPS[:2]:
+        for i, (step, (strides, dilations)) in enumerate(COLUMN_STEPS.items()):
+            for j, (size_name, size) in enumerate(FILTER_SIZES.items()):
+                marks = () if (i + j) % len(FILTER_SIZES) == 0 else (pytest.mark.slow,)
+                cases.append(pytest.param(op, strides, dilations, size, marks=marks,
+                                          id=f"{op}-{step}-{size_name}"))
+    return cases
+
+
+@pytest.mark.parametrize("op, strides, dilations, filter_size", _width_and_column_step_cases())
 def test_vector_tiles_of_every_filter_width_and_column_step(rng, op, strides, dilations,
                                                             filter_size):
     """A sweep kernel is compiled per filter width: tiles of 4 and 12 pixels (12 more than
