@@ -291,8 +291,9 @@ TILED_LAYERS = [((2, 9, 11, 32), (3, 3, 32, 64), 1), ((2, 9, 11, 32), (3, 3, 32,
 def test_tiled_forward_and_backward_data_convert_half_types_themselves(
         rng, dtype_name, loop_order, op, x_shape, w_shape, stride):
     """Tiled forward and backward-data take a half type's bits: the input (dy) widened in
-    its padded copy, the filter widened before it is packed (packed panels: each panel as
-    the task packs it), the tiles' sums rounded as they are stored. Bit for bit the float32
+    its padded copy (bfloat16 on the 1×1 layer: widened as the kernel broadcasts it), the
+    filter widened before it is packed (packed panels: each panel as the task packs it),
+    the tiles' sums rounded as they are stored. Bit for bit the float32
     kernels on the widened operands, rounded once (NaN, Inf and values beyond the type's
     range included), NHWC and NCHW."""
     if dtype_name == "float16" and not half.hardware_float16():
@@ -317,6 +318,12 @@ def test_tiled_forward_and_backward_data_convert_half_types_themselves(
                                     call.primitive, call.geometry, 4)
         assert families.CPU.half_storage(call.primitive, call.geometry, schedule,
                                          dtype_name) == ("input", "filter", "output")
+        # bfloat16 on the 1×1 layer (few channel tiles): the input's bits broadcast as they
+        # are, else a widened copy.
+        result_channels = w_shape[3] if op == "conv2d" else w_shape[2]
+        assert tiled.broadcasts_half_input(call.geometry, schedule, result_channels,
+                                           dtype_name) == (dtype_name == "bfloat16"
+                                                           and w_shape[:2] == (1, 1))
         widened = nc.call_for(op, *arguments(*(a.astype(np.float32) for a in operands)),
                               **options).run(schedule)
         fused = call.run(schedule)
@@ -412,22 +419,28 @@ def test_vector_conversions_in_registers_match_the_array_conversions(rng, dtype_
 
 
 @pytest.mark.parametrize("dtype_name", HALVES)
-def test_one_value_widened_in_a_kernel_matches_the_array_conversion(dtype_name):
-    from numba import njit
+def test_one_value_widened_or_broadcast_in_a_kernel_matches_the_array_conversion(dtype_name):
+    """Every half value, widened alone (``storage_value``) and into every lane of a vector
+    (``storage_broadcast``)."""
+    from numba import njit, uint64
 
-    from numbaconv.cpu.simd import storage_value
+    from numbaconv.cpu.simd import operations, storage_broadcast, storage_value
 
     if dtype_name == "float16" and not half.hardware_float16():
         pytest.skip("float16 is converted in the kernels only where the CPU has instructions")
-    value = storage_value(dtype_name)
+    value, broadcast_bits = storage_value(dtype_name), storage_broadcast(8, dtype_name)
+    store = operations(8)[1]
 
     @njit
-    def widen(bits, out):
+    def widen(bits, out, spread):
         for i in range(bits.shape[0]):
             out[i] = value(bits[i])
+            store(spread, uint64(8 * i), broadcast_bits(bits, uint64(i)))
 
     every = np.arange(2**16, dtype=np.uint32).astype(np.uint16)
-    widened = np.empty(every.shape, np.float32)
-    widen(every, widened)
-    np.testing.assert_array_equal(
-        widened.view(np.uint32), half.to_float32(every.view(HALVES[dtype_name])).view(np.uint32))
+    widened, spread = np.empty(every.shape, np.float32), np.empty(8 * every.size, np.float32)
+    widen(every, widened, spread)
+    expected = half.to_float32(every.view(HALVES[dtype_name])).view(np.uint32)
+    np.testing.assert_array_equal(widened.view(np.uint32), expected)
+    np.testing.assert_array_equal(spread.view(np.uint32).reshape(-1, 8),
+                                  np.repeat(expected[:, None], 8, axis=1))

@@ -282,8 +282,8 @@ def preamble(src: Source, doc: str, dtype: str, vector_bits: int, decorator: boo
              lanes: int | None = None, arithmetic: bool = False, storage: str | None = None):
     """The module's docstring and imports (``lanes``: also :mod:`numbaconv.cpu.simd`'s
     operations on vectors of that many elements, with its arithmetic if ``arithmetic``, and
-    ``load_bits, store_bits`` (vectors) and ``bits_value`` (one element) for arrays of the
-    half type ``storage``), then (``decorator``) the kernel's decorator."""
+    ``load_bits, store_bits`` (vectors), ``broadcast_bits`` (one element to every lane)
+    and ``bits_value`` (one element) for arrays of the half type ``storage``), then (``decorator``) the kernel's decorator."""
     src(f'"""{doc}"""',
         "from numba import int64, njit, prange, uint64",
         f"from numpy import empty, {dtype}",
@@ -294,12 +294,13 @@ def preamble(src: Source, doc: str, dtype: str, vector_bits: int, decorator: boo
         names = ("add, lanes_sum, negate, operations, prefetch, scale, subtract" if arithmetic
                  else "operations, prefetch")
         if storage is not None:
-            names += ", storage_operations, storage_value"
+            names += ", storage_broadcast, storage_operations, storage_value"
         src(f"from numbaconv.cpu.simd import {names}  # simd {SIMD_DIGEST}",
             "",
             f"load, store, broadcast, multiply_add = operations({lanes})")
         if storage is not None:
             src(f"load_bits, store_bits = storage_operations({lanes}, {storage!r})",
+                f"broadcast_bits = storage_broadcast({lanes}, {storage!r})",
                 f"bits_value = storage_value({storage!r})")
     if decorator:
         src("", "", KERNEL_DECORATOR)

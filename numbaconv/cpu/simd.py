@@ -214,6 +214,45 @@ def storage_operations(lanes: int, storage: str):
 
 
 @functools.lru_cache(maxsize=None)
+def storage_broadcast(lanes: int, storage: str):
+    """``broadcast_bits(array, index)``: the float32 value of ``array[index]`` (the bits of
+    the half type ``storage``, a uint16) in each of ``lanes`` lanes, exactly. The bits are
+    spread as they are loaded and widened as a vector: bfloat16 by a mask of its 16-bit
+    copies (each 32-bit lane holds the bits twice; the top copy is the float32), float16
+    by ``fpext`` of ``half`` lanes. Widening the scalar first (``broadcast(value(bits))``)
+    takes a trip through a general register."""
+    _check_storage(storage)
+    index_type = ir.IntType(32)
+
+    def spread(builder, element, count: int):
+        vector = ir.VectorType(element.type, count)
+        first = builder.insert_element(ir.Constant(vector, ir.Undefined), element,
+                                       ir.Constant(index_type, 0))
+        return builder.shuffle_vector(first, ir.Constant(vector, ir.Undefined),
+                                      ir.Constant(ir.VectorType(index_type, count), [0] * count))
+
+    @intrinsic
+    def broadcast_bits(typingctx, array, index):
+        if array.dtype != types.uint16:
+            return None
+
+        def codegen(context, builder, signature, args):
+            data = context.make_array(signature.args[0])(context, builder, args[0]).data
+            bits = builder.load(builder.gep(data, [args[1]]), align=2)
+            if storage == "float16":
+                halves = spread(builder, builder.bitcast(bits, ir.HalfType()), lanes)
+                return builder.fpext(halves, ir.VectorType(ir.FloatType(), lanes))
+            words = ir.VectorType(ir.IntType(32), lanes)
+            doubled = builder.bitcast(spread(builder, bits, 2 * lanes), words)
+            top = builder.and_(doubled, ir.Constant(words, [0xFFFF0000] * lanes))
+            return builder.bitcast(top, ir.VectorType(ir.FloatType(), lanes))
+
+        return Vector(types.float32, lanes)(array, index), codegen
+
+    return broadcast_bits
+
+
+@functools.lru_cache(maxsize=None)
 def storage_value(storage: str):
     """``value(bits)``: the float32 value of one element of the half type ``storage``
     held as its bits (a uint16), exactly (as :func:`storage_operations`' ``load``)."""

@@ -99,6 +99,12 @@ MAX_X_LINES_HELD = 16
 #: MobileNetV2's 1×1 layers 2 lost to the widened copies, 3-12 gained (measurements,
 #: 2026-12-07, sixteenth session).
 MIN_PACKED_X_REUSE = 3
+#: Tiled forward and backward-data broadcast bfloat16 input bits themselves
+#: (broadcasts_half_input) where each input value is broadcast at most this many times
+#: (once per channel tile of its group's outputs): on MobileNetV2's 1×1 layers, 1-4
+#: broadcasts gained over the widened copy, its expand layers' 6 and more lost
+#: (measurements, 2026-12-07, seventeenth session).
+MAX_HALF_INPUT_BROADCASTS = 4
 #: Tiles of the machine's menu a search space of ``register_tile: model`` offers.
 MODEL_TILES = 5
 #: Backward-filter's packed panels come with the first this many of a space's tiles (each
@@ -382,11 +388,28 @@ def workspace_bytes(primitive: str, g: ConvGeometry, schedule: TiledSchedule,
 
 # --- runs ---------------------------------------------------------------------------------
 
+def broadcasts_half_input(g: ConvGeometry, schedule: TiledSchedule, result_channels: int,
+                          storage: str | None) -> bool:
+    """Whether tiled forward and backward-data read the half type ``storage``'s input (dy)
+    as its bits, each value widened as it is broadcast
+    (:func:`numbaconv.cpu.simd.storage_broadcast`), rather than a widened copy: bfloat16
+    on 1×1 filters whose values are broadcast at most :data:`MAX_HALF_INPUT_BROADCASTS`
+    times (``result_channels``, a group's, in channel tiles): there a pass that widens the
+    input costs more than the masks. Not on larger filters, whose kernels are
+    compute-bound, nor float16, whose widening of a vector costs more than a mask."""
+    tiles = -(-result_channels // schedule.register_tile[1])
+    return (storage == "bfloat16" and g.filter_height * g.filter_width == 1
+            and tiles <= MAX_HALF_INPUT_BROADCASTS)
+
+
 def _padder(shape: tuple, pads: tuple, dtype: np.dtype, by_numpy: bool,
-            storage: str | None) -> Callable:
+            storage: str | None, widen: bool = True) -> Callable:
     """:func:`layout.padder`, or (``storage``) the widening of that half type's bits and
     the padding in one pass (``by_numpy``, a starter's: in two, by the conversion every
-    half-type call compiles anyway and NumPy)."""
+    half-type call compiles anyway and NumPy), or (``storage`` but not ``widen``) the
+    padding of the bits as they are."""
+    if storage is not None and not widen:
+        return layout.padder(shape, np.dtype(np.uint16), *pads, by_numpy=by_numpy)
     padder = layout.padder(shape, dtype, *pads, by_numpy=by_numpy)
     if storage is None:
         return padder
@@ -407,7 +430,8 @@ def _widened_first(filter_values: Callable, storage: str | None) -> Callable:
 
 def _prepare_forward(g: ConvGeometry, schedule: TiledSchedule, dtype: np.dtype,
                      by_numpy: bool, storage: str | None) -> Callable:
-    pad = _padder(g.input_shape, _input_pads(g), dtype, by_numpy, storage)
+    input_bits = broadcasts_half_input(g, schedule, g.out_channels_per_group, storage)
+    pad = _padder(g.input_shape, _input_pads(g), dtype, by_numpy, storage, widen=not input_bits)
     padded_shape = _padded_shape(g.input_shape, _input_pads(g))
     tile, panels = schedule.register_tile[1], schedule.loop_order == "packed_panels"
     phase = phases.Phase(layout.kernel_filter(g.filter_shape, tile, panels),
@@ -415,7 +439,7 @@ def _prepare_forward(g: ConvGeometry, schedule: TiledSchedule, dtype: np.dtype,
                          (g.dilation_h, g.dilation_w))
     out_shape, out_dtype = g.output_shape, dtype if storage is None else np.dtype(np.uint16)
     launch = phases.launcher(padded_shape, out_shape, [phase], schedule, dtype.name, g.groups,
-                             storage)
+                             storage, input_bits)
     # The generated kernels take writable arrays for their read-only parameters as they are.
     # A half type's bits: widened as they are packed (by the panels, or pack_filter).
     filter_values = np.ravel if panels else functools.partial(
@@ -436,7 +460,8 @@ def _prepare_backward_data(g: ConvGeometry, schedule: TiledSchedule, dtype: np.d
     if not reached:
         return lambda dy, w: np.zeros(dx_shape, dx_dtype)
     padding = phases.dy_padding(reached)
-    pad = _padder(g.output_shape, padding, dtype, by_numpy, storage)
+    input_bits = broadcasts_half_input(g, schedule, g.in_channels_per_group, storage)
+    pad = _padder(g.output_shape, padding, dtype, by_numpy, storage, widen=not input_bits)
     padded_shape = _padded_shape(g.output_shape, padding)
     tile, panels = schedule.register_tile[1], schedule.loop_order == "packed_panels"
     if g.groups == 1:
@@ -448,7 +473,7 @@ def _prepare_backward_data(g: ConvGeometry, schedule: TiledSchedule, dtype: np.d
     launch = phases.launcher(
         padded_shape, g.input_shape,
         phases.backward_data_phases(reached, read_as, g, padding, padded_shape), schedule,
-        dtype.name, g.groups, storage)
+        dtype.name, g.groups, storage, input_bits)
 
     # A half type's bits: widened as they are packed (by the panels, or pack_filter), but
     # swapped within groups first (half_storage: never for grouped packed panels).

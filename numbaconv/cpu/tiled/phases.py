@@ -42,13 +42,13 @@ class Phase:
 
 
 def launcher(padded_shape: tuple, out_shape: tuple, phases: list, schedule, dtype: str,
-             groups: int = 1, storage: str | None = None) -> Callable:
+             groups: int = 1, storage: str | None = None, input_bits: bool = False) -> Callable:
     """Every phase in one launch of the forward kernel, bound to everything but its arrays:
     call the result with (xp, w, out), flat (xp padded NHWC [N, Hp, Wp, C], read; w the
     filter's values as the phases' :class:`layout.TiledFilter` reads them, out [N, H, W, K]
     C-contiguous, written in place); ``schedule`` a tiled schedule; ``groups``: output
     channel k of group g reads input channels [g·C/groups, (g + 1)·C/groups); ``storage``:
-    out is that half type's bits, and w too on packed panels."""
+    out is that half type's bits, and w too on packed panels, and xp too if ``input_bits``."""
     batch, padded_height, padded_width, x_channels = padded_shape
     _, height, width, out_channels = out_shape
     rows, cols = schedule.register_tile
@@ -73,7 +73,7 @@ def launcher(padded_shape: tuple, out_shape: tuple, phases: list, schedule, dtyp
     return table_launcher(padded_shape, shared, table, first_tile, schedule, dtype,
                           k_groups=max(1, out_channels // schedule.channel_block),
                           groups=groups, pixels_major=pixels_major(padded_shape, phases),
-                          storage=storage)
+                          storage=storage, input_bits=input_bits)
 
 
 def pixels_major(padded_shape: tuple, phases: list) -> bool:
@@ -92,7 +92,8 @@ def _tiles_of(f: layout.TiledFilter) -> tuple:
 
 def table_launcher(x_grid: tuple, shared: layout.TiledFilter, table, total_tiles: int,
                    schedule, dtype: str, k_groups: int, groups: int = 1,
-                   pixels_major: bool = False, storage: str | None = None) -> Callable:
+                   pixels_major: bool = False, storage: str | None = None,
+                   input_bits: bool = False) -> Callable:
     """The forward kernel (``schedule``'s tile and loop order) over ``table`` (a row of
     :data:`PHASE_FIELDS` per phase, ``total_tiles`` pixel tiles in all), bound to everything
     but its arrays (called as :func:`launcher`'s result): ``x_grid`` = (batch, padded
@@ -115,10 +116,10 @@ def table_launcher(x_grid: tuple, shared: layout.TiledFilter, table, total_tiles
     tasks = dict(total_tiles=total_tiles, pixel_groups=groups_for(total_tiles, k_groups),
                  k_groups=k_groups)
     if schedule.loop_order == "packed_panels":
-        return forward_panels_kernel(rows, cols, dtype, vector_bits, storage).bind(
+        return forward_panels_kernel(rows, cols, dtype, vector_bits, storage, input_bits).bind(
             **arguments, w_lane_stride=shared.lane_stride, **tasks, pixels_major=pixels_major)
     assert shared.lane_stride == 1
-    return forward_kernel(rows, cols, dtype, vector_bits, storage).bind(
+    return forward_kernel(rows, cols, dtype, vector_bits, storage, input_bits).bind(
         **arguments, **tasks, pixels_outer=schedule.loop_order == "pixel_tiles_outer")
 
 
