@@ -283,7 +283,8 @@ def preamble(src: Source, doc: str, dtype: str, vector_bits: int, decorator: boo
     """The module's docstring and imports (``lanes``: also :mod:`numbaconv.cpu.simd`'s
     operations on vectors of that many elements, with its arithmetic if ``arithmetic``, and
     ``load_bits, store_bits`` (vectors), ``broadcast_bits`` (one element to every lane)
-    and ``bits_value`` (one element) for arrays of the half type ``storage``), then (``decorator``) the kernel's decorator."""
+    and ``bits_value`` (one element) for arrays of the half type ``storage``), then
+    (``decorator``) the kernel's decorator."""
     src(f'"""{doc}"""',
         "from numba import int64, njit, prange, uint64",
         f"from numpy import empty, {dtype}",

@@ -71,7 +71,8 @@ BACKWARD_FILTER_PANELS_PARAMETERS = KernelParameters(
     *BACKWARD_FILTER_PARAMETERS.parameters[:-3], ("block_pixels", "int"))
 
 
-def forward_parameters(storage: str | None = None, input_bits: bool = False) -> KernelParameters:
+def forward_parameters(storage: str | None = None,
+                       input_bits: bool = False) -> KernelParameters:
     """The forward kernel's parameters; ``storage``: the result as a half type's bits, and
     the input too if ``input_bits``."""
     if storage is None:
