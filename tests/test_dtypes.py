@@ -293,9 +293,9 @@ def test_tiled_forward_and_backward_data_convert_half_types_themselves(
     """Tiled forward and backward-data take a half type's bits: the input (dy) widened in
     its padded copy (bfloat16 on the 1×1 layer: widened as the kernel broadcasts it), the
     filter widened before it is packed (packed panels: each panel as the task packs it),
-    the tiles' sums rounded as they are stored. Bit for bit the float32
-    kernels on the widened operands, rounded once (NaN, Inf and values beyond the type's
-    range included), NHWC and NCHW."""
+    the tiles' sums rounded as they are stored. Bit for bit the float32 kernels on the
+    widened operands, rounded once (NaN, Inf and values beyond the type's range included),
+    NHWC and NCHW."""
     if dtype_name == "float16" and not half.hardware_float16():
         pytest.skip("float16 is converted in the kernels only where the CPU has instructions")
     from numbaconv.cpu.tiled import TiledSchedule
