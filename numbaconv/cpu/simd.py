@@ -222,14 +222,9 @@ def storage_broadcast(lanes: int, storage: str):
     by ``fpext`` of ``half`` lanes. Widening the scalar first (``broadcast(value(bits))``)
     takes a trip through a general register."""
     _check_storage(storage)
-    index_type = ir.IntType(32)
 
     def spread(builder, element, count: int):
-        vector = ir.VectorType(element.type, count)
-        first = builder.insert_element(ir.Constant(vector, ir.Undefined), element,
-                                       ir.Constant(index_type, 0))
-        return builder.shuffle_vector(first, ir.Constant(vector, ir.Undefined),
-                                      ir.Constant(ir.VectorType(index_type, count), [0] * count))
+        return _spread(builder, ir.VectorType(element.type, count), element, count)
 
     @intrinsic
     def broadcast_bits(typingctx, array, index):

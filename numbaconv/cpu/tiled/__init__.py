@@ -403,13 +403,10 @@ def broadcasts_half_input(g: ConvGeometry, schedule: TiledSchedule, result_chann
 
 
 def _padder(shape: tuple, pads: tuple, dtype: np.dtype, by_numpy: bool,
-            storage: str | None, widen: bool = True) -> Callable:
+            storage: str | None) -> Callable:
     """:func:`layout.padder`, or (``storage``) the widening of that half type's bits and
     the padding in one pass (``by_numpy``, a starter's: in two, by the conversion every
-    half-type call compiles anyway and NumPy), or (``storage`` but not ``widen``) the
-    padding of the bits as they are."""
-    if storage is not None and not widen:
-        return layout.padder(shape, np.dtype(np.uint16), *pads, by_numpy=by_numpy)
+    half-type call compiles anyway and NumPy)."""
     padder = layout.padder(shape, dtype, *pads, by_numpy=by_numpy)
     if storage is None:
         return padder
@@ -431,7 +428,9 @@ def _widened_first(filter_values: Callable, storage: str | None) -> Callable:
 def _prepare_forward(g: ConvGeometry, schedule: TiledSchedule, dtype: np.dtype,
                      by_numpy: bool, storage: str | None) -> Callable:
     input_bits = broadcasts_half_input(g, schedule, g.out_channels_per_group, storage)
-    pad = _padder(g.input_shape, _input_pads(g), dtype, by_numpy, storage, widen=not input_bits)
+    copied = None if input_bits else storage  # widened into the padded copy first
+    pad = _padder(g.input_shape, _input_pads(g), np.uint16 if input_bits else dtype, by_numpy,
+                  copied)
     padded_shape = _padded_shape(g.input_shape, _input_pads(g))
     tile, panels = schedule.register_tile[1], schedule.loop_order == "packed_panels"
     phase = phases.Phase(layout.kernel_filter(g.filter_shape, tile, panels),
@@ -461,7 +460,9 @@ def _prepare_backward_data(g: ConvGeometry, schedule: TiledSchedule, dtype: np.d
         return lambda dy, w: np.zeros(dx_shape, dx_dtype)
     padding = phases.dy_padding(reached)
     input_bits = broadcasts_half_input(g, schedule, g.in_channels_per_group, storage)
-    pad = _padder(g.output_shape, padding, dtype, by_numpy, storage, widen=not input_bits)
+    copied = None if input_bits else storage  # widened into the padded copy first
+    pad = _padder(g.output_shape, padding, np.uint16 if input_bits else dtype, by_numpy,
+                  copied)
     padded_shape = _padded_shape(g.output_shape, padding)
     tile, panels = schedule.register_tile[1], schedule.loop_order == "packed_panels"
     if g.groups == 1:
@@ -730,13 +731,13 @@ def prepare(primitive: str, g: ConvGeometry, schedule: TiledSchedule, dtype: np.
 def half_storage(primitive: str, g: ConvGeometry, schedule: TiledSchedule,
                  storage: str) -> tuple[str, ...]:
     """The tensors :func:`prepare` takes and returns as the half type ``storage``'s bits.
-    Forward and backward-data: all three, the input (dy) widened in its padded copy, the
-    filter widened as it is packed (on packed panels: each panel as the task packs it),
-    the result rounded by the tiles as they store it; not on grouped backward-data's
-    packed panels (their filter is swapped first). Backward-filter: x and dy, widened as
-    the kernel packs them (packed panels; pixel tiles outer where
-    :func:`backward_filter_packs_half_bits`), else x in its padded copy and dy in a copy;
-    the filter comes back as float32."""
+    Forward and backward-data: all three, the input (dy) widened in its padded copy or
+    (where :func:`broadcasts_half_input`) as the tiles broadcast it, the filter widened as
+    it is packed (on packed panels: each panel as the task packs it), the result rounded by
+    the tiles as they store it; not on grouped backward-data's packed panels (their filter
+    is swapped first). Backward-filter: x and dy, widened as the kernel packs them (packed
+    panels; pixel tiles outer where :func:`backward_filter_packs_half_bits`), else x in its
+    padded copy and dy in a copy; the filter comes back as float32."""
     if not half.converts_in_kernels(storage):
         return ()
     if primitive == "backward_filter":
