@@ -1,6 +1,8 @@
 """float16 and bfloat16 on every op (computed in float32, rounded once), int32 on conv2d
 and the input-gradient ops (exact), and conv2d's leading batch dimensions."""
 
+import dataclasses
+
 import ml_dtypes
 import numba
 import numpy as np
@@ -114,6 +116,38 @@ def test_strided_backward_data_converts_half_types_in_its_phases(rng, monkeypatc
                               dy.astype(np.float32), **options)
     np.testing.assert_array_equal(fused.view(np.uint16),
                                   half.from_float32(widened, dtype).view(np.uint16))
+
+
+@pytest.mark.parametrize("multiplier", [1, 2])
+@pytest.mark.parametrize("op", ["depthwise_conv2d", "depthwise_conv2d_backprop_input"])
+@pytest.mark.parametrize("dtype_name", ["float16", "bfloat16"])
+def test_per_pixel_loops_convert_half_types_in_their_kernels(rng, dtype_name, op, multiplier):
+    """Depthwise forward and backward-data pixel by pixel (``pixel_taps``: the rule's order
+    for small strided backward-data layers): the activations read and written as their
+    bits, each value widened as it is read and each sum rounded once as it is stored, bit
+    for bit the float32 loops on the widened operands rounded once (NaN, Inf included)."""
+    dtype = HALVES[dtype_name]
+    x_shape, filter_shape = (2, 9, 11, 12), (3, 3, 12, multiplier)
+    w = random(rng, filter_shape).astype(dtype)
+    x = random(rng, x_shape).astype(dtype)
+    dy = (random(rng, (2, 5, 6, 12 * multiplier)) * 1e4).astype(dtype)
+    x[0, 3, 4, 5], dy[0, 2, 2, 9], dy[1, 4, 5, 0] = np.nan, np.inf, -np.inf
+    arguments = {"depthwise_conv2d": lambda x, w, dy: (x, w),
+                 "depthwise_conv2d_backprop_input": lambda x, w, dy: (x_shape, w, dy)}[op]
+    options = dict(strides=[1, 2, 2, 1], padding="SAME")
+    call = nc.call_for(op, *arguments(x, w, dy), **options)
+    schedule = dataclasses.replace(call.choice().schedule, loop_order="pixel_taps")
+    if op == "depthwise_conv2d_backprop_input" and multiplier == 1:
+        assert call.choice().schedule == schedule  # the rule's own choice here
+    converts = dtype_name == "bfloat16" or half.hardware_float16()
+    assert set(families.CPU.half_storage(call.primitive, call.geometry, schedule, dtype_name)) \
+        == ({"input", "output"} if converts else set())
+    fused = call.prepare(schedule).run(call.operands)
+    widened = nc.call_for(op, *arguments(*(a.astype(np.float32) for a in (x, w, dy))), **options)
+    assert fused.dtype == np.dtype(dtype)
+    np.testing.assert_array_equal(
+        fused.view(np.uint16),
+        half.from_float32(widened.prepare(schedule).run(widened.operands), dtype).view(np.uint16))
 
 
 @pytest.mark.parametrize("data_format", ["NHWC", "NCHW"])

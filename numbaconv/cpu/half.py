@@ -269,6 +269,56 @@ def _copy_widened(target, source, brain):
     return widen
 
 
+def element_value(element, brain):
+    """An element's value, in a kernel: any but uint16 as it is, uint16 bits widened to
+    float32 (bfloat16's if ``brain``, else float16's). Not inlined by Numba (its inlining
+    of the branch trips its own SSA check); LLVM inlines it and vectorises the loop."""
+    raise NotImplementedError("for kernels only")
+
+
+@overload(element_value)
+def _element_value(element, brain):
+    if element != types.uint16:  # floats, and the integer ops' int64
+        return lambda element, brain: element
+    bfloat16_value = storage_value("bfloat16")
+    float16_value = storage_value("float16") if hardware_float16() else _float16_by_bits
+
+    def value(element, brain):
+        if brain:
+            return bfloat16_value(element)
+        return float16_value(element)
+    return value
+
+
+def copy_rounded(target, source, brain):
+    """target[i] = source[i] in ``target``'s type, in a kernel: any but uint16 as it is,
+    uint16 bits (of float32 sums) rounded once to nearest even (bfloat16's if ``brain``, else
+    float16's), as :func:`from_float32`."""
+    raise NotImplementedError("for kernels only")
+
+
+@overload(copy_rounded, inline="always")
+def _copy_rounded(target, source, brain):
+    if target.dtype != types.uint16:  # floats, and the integer ops' int32
+        def copy(target, source, brain):
+            for i in range(source.shape[0]):
+                target[i] = source[i]
+        return copy
+    hardware = hardware_float16()
+
+    def round_(target, source, brain):
+        if brain:
+            for i in range(source.shape[0]):
+                target[i] = np.uint16(float32_bits_to_bfloat16_bits(_float32_bits(source[i])))
+        elif hardware:
+            for i in range(source.shape[0]):
+                target[i] = _float32_as_float16_bits(source[i])
+        else:
+            for i in range(source.shape[0]):
+                target[i] = np.uint16(float32_bits_to_float16_bits(_float32_bits(source[i])))
+    return round_
+
+
 def widened_rows(source, brain):
     """A 2-D ``source`` as float32, in a kernel: a float one itself (no copy), uint16 bits
     widened row by row (:func:`copy_widened`) into a fresh array."""

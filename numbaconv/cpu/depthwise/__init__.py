@@ -350,10 +350,11 @@ def _prepare_sweep(rows_kernel, pixels_kernel, g: ConvGeometry, schedule: Depthw
 
         return by_rows
     arguments = (*_geometry_arguments(g), schedule.channel_block,
-                 schedule.loop_order == "row_taps")
+                 schedule.loop_order == "row_taps", storage == "bfloat16")
+    result_dtype = _stored_dtype(dtype, storage)
 
     def by_pixels(operand, w):
-        result = np.empty(result_shape, dtype)
+        result = np.empty(result_shape, result_dtype)
         pixels_kernel(readonly(operand), readonly(w.reshape(taps_shape)), result, *arguments)
         return result
 
@@ -477,15 +478,22 @@ def prepare(primitive: str, g: ConvGeometry, schedule: DepthwiseSchedule, dtype,
 def half_storage(primitive: str, g: ConvGeometry, schedule: DepthwiseSchedule,
                  storage: str) -> tuple[str, ...]:
     """The tensors :func:`prepare` takes and returns as the half type ``storage``'s bits,
-    converted in its kernels: the activations, on vector tiles
-    (:func:`numbaconv.cpu.half.converts_in_kernels`), but the operand of a sweep whose
-    groups are wider than a shuffle lane (:func:`.templates.operand_storage`)."""
-    if schedule.loop_order != "vector_tiles" or not converts_in_kernels(storage):
+    converted in its kernels (:func:`numbaconv.cpu.half.converts_in_kernels`): the
+    activations, on vector tiles (but the operand of a sweep whose groups are wider than a
+    shuffle lane, :func:`.templates.operand_storage`) and in forward's and backward-data's
+    per-pixel loops (``pixel_taps``: the small strided backward-data layers' order, whose
+    conversion passes cost more than the loops)."""
+    if not converts_in_kernels(storage):
         return ()
     p = primitive_named(primitive)
+    activations = tuple(tensor for tensor in (*p.operands, p.result) if is_activation(tensor))
+    if schedule.loop_order == "pixel_taps":
+        return activations
+    if schedule.loop_order != "vector_tiles":
+        return ()
     if operand_storage(storage, g.in_channels_per_group) is None:
         return (p.result,)
-    return tuple(tensor for tensor in (*p.operands, p.result) if is_activation(tensor))
+    return activations
 
 
 _PREPARES = {"forward": _prepare_forward, "backward_data": _prepare_backward_data,

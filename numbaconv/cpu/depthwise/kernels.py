@@ -15,50 +15,55 @@ with ``ih = oh·sh + r·dh − pt`` and ``iw = ow·sw + s·dw − pl`` inside th
 import numpy as np
 from numba import prange
 
+from ..half import copy_rounded, element_value
 from ..jit import helper, parallel_kernel, reader_of, valid_range
 
 
 @helper
-def multiply_add(acc, x_row, w_row, first, multiplier):
+def multiply_add(acc, x_row, w_row, first, multiplier, brain):
     """acc[j] += x_row[(first + j) // multiplier] · w_row[j]; ``x_row`` is one pixel's
-    input channels, ``w_row`` the taps of channels ``first ...``."""
+    input channels (a half type's bits widened: :func:`.half.element_value`), ``w_row``
+    the taps of channels ``first ...``."""
     if multiplier == 1:
         # A view starting at 0: an offset index LLVM cannot prove non-negative keeps
         # Numba's negative-index wraparound in the loop, and the loop scalar.
         x_part = x_row[first:first + acc.shape[0]]
         for j in range(acc.shape[0]):
-            acc[j] += x_part[j] * w_row[j]
+            acc[j] += element_value(x_part[j], brain) * w_row[j]
     else:
         for j in range(acc.shape[0]):
-            acc[j] += x_row[(first + j) // multiplier] * w_row[j]
+            acc[j] += element_value(x_row[(first + j) // multiplier], brain) * w_row[j]
 
 
 @helper
-def gather_multiply_add(acc, dy_row, w_row, first, multiplier):
-    """acc[j] += Σ_m dy_row[(first + j)·M + m] · w_row[(first + j)·M + m] (M = multiplier)."""
+def gather_multiply_add(acc, dy_row, w_row, first, multiplier, brain):
+    """acc[j] += Σ_m dy_row[(first + j)·M + m] · w_row[(first + j)·M + m] (M = multiplier;
+    a half type's bits widened)."""
     if multiplier == 1:
         dy_part = dy_row[first:first + acc.shape[0]]
         w_part = w_row[first:first + acc.shape[0]]
         for j in range(acc.shape[0]):
-            acc[j] += dy_part[j] * w_part[j]
+            acc[j] += element_value(dy_part[j], brain) * w_part[j]
     else:
         for j in range(acc.shape[0]):
             k = (first + j) * multiplier
             total = acc[j]
             for m in range(multiplier):
-                total += dy_row[k + m] * w_row[k + m]
+                total += element_value(dy_row[k + m], brain) * w_row[k + m]
             acc[j] = total
 
 
 @parallel_kernel
 def forward_depthwise(x, w, out, stride_h, stride_w, dilation_h, dilation_w, pad_top,
-                      pad_left, channel_block, row_taps):
+                      pad_left, channel_block, row_taps, brain):
     """x [N, H, W, C], w [R, S, C·M] -> out [N, OH, OW, C·M] (all C-contiguous).
 
     One task per (n, oh, block of output channels). ``row_taps``: each tap sweeps the
     whole output row (the row stays in cache, the tap's weights in registers); else each
     output pixel sums its taps in one accumulator. Either way every element is summed over
-    (r, s) in that order.
+    (r, s) in that order. Per pixel (not ``row_taps``), x and out may be a half type's
+    bits (uint16; bfloat16's if ``brain``, else float16's): each value of x widened as it
+    is read, each sum rounded once as it is stored.
     """
     batch, in_height, in_width, in_channels = x.shape
     filter_height, filter_width, out_channels = w.shape
@@ -83,9 +88,9 @@ def forward_depthwise(x, w, out, stride_h, stride_w, dilation_h, dilation_w, pad
                     w_row = w[r, s, k0:k1]
                     for ow in range(ow0, ow1):
                         multiply_add(out[n, oh, ow, k0:k1], x[n, ih, ow * stride_w + offset],
-                                     w_row, k0, multiplier)
+                                     w_row, k0, multiplier, False)
         else:
-            acc = np.empty(k1 - k0, dtype=out.dtype)
+            acc = np.empty(k1 - k0, dtype=w.dtype)
             for ow in range(out_width):
                 acc[:] = 0
                 for r in range(filter_height):
@@ -95,18 +100,20 @@ def forward_depthwise(x, w, out, stride_h, stride_w, dilation_h, dilation_w, pad
                     for s in range(filter_width):
                         iw = ow * stride_w + s * dilation_w - pad_left
                         if 0 <= iw < in_width:
-                            multiply_add(acc, x[n, ih, iw], w[r, s, k0:k1], k0, multiplier)
-                out[n, oh, ow, k0:k1] = acc
+                            multiply_add(acc, x[n, ih, iw], w[r, s, k0:k1], k0, multiplier,
+                                         brain)
+                copy_rounded(out[n, oh, ow, k0:k1], acc, brain)
 
 
 @parallel_kernel
 def backward_data_depthwise(dy, w, dx, stride_h, stride_w, dilation_h, dilation_w, pad_top,
-                            pad_left, channel_block, row_taps):
+                            pad_left, channel_block, row_taps, brain):
     """dy [N, OH, OW, C·M], w [R, S, C·M] -> dx [N, H, W, C] (all C-contiguous), gather
     form: each input pixel sums what it fed, no atomics.
 
     One task per (n, ih, block of input channels); every element is summed over (r, s)
-    (and m within a tap) in that order, whatever ``row_taps`` says.
+    (and m within a tap) in that order, whatever ``row_taps`` says. Per pixel (not
+    ``row_taps``), dy and dx may be a half type's bits, as in :func:`forward_depthwise`.
     """
     batch, out_height, out_width, out_channels = dy.shape
     filter_height, filter_width = w.shape[0], w.shape[1]
@@ -131,9 +138,9 @@ def backward_data_depthwise(dy, w, dx, stride_h, stride_w, dilation_h, dilation_
                     ow0, ow1 = valid_range(offset, stride_w, in_width, out_width)
                     for ow in range(ow0, ow1):
                         gather_multiply_add(dx[n, ih, ow * stride_w + offset, c0:c1],
-                                            dy[n, oh, ow], w[r, s], c0, multiplier)
+                                            dy[n, oh, ow], w[r, s], c0, multiplier, False)
         else:
-            acc = np.empty(c1 - c0, dtype=dx.dtype)
+            acc = np.empty(c1 - c0, dtype=w.dtype)
             for iw in range(in_width):
                 acc[:] = 0
                 for r in range(filter_height):
@@ -143,8 +150,9 @@ def backward_data_depthwise(dy, w, dx, stride_h, stride_w, dilation_h, dilation_
                     for s in range(filter_width):
                         ow = reader_of(iw, pad_left, s, dilation_w, stride_w, out_width)
                         if ow >= 0:
-                            gather_multiply_add(acc, dy[n, oh, ow], w[r, s], c0, multiplier)
-                dx[n, ih, iw, c0:c1] = acc
+                            gather_multiply_add(acc, dy[n, oh, ow], w[r, s], c0, multiplier,
+                                                brain)
+                copy_rounded(dx[n, ih, iw, c0:c1], acc, brain)
 
 
 @parallel_kernel
@@ -180,4 +188,4 @@ def backward_filter_depthwise(x, dy, partials, stride_h, stride_w, dilation_h, d
                     dw_row = dw[r, s, k0:k1]
                     for ow in range(ow0, ow1):
                         multiply_add(dw_row, x[n, ih, ow * stride_w + offset],
-                                     dy[n, oh, ow, k0:k1], k0, multiplier)
+                                     dy[n, oh, ow, k0:k1], k0, multiplier, False)
