@@ -314,7 +314,8 @@ def test_rounding_to_a_half_type_matches_numpy_and_ml_dtypes(rng, dtype_name):
 #: Dense layers for the tiled family: a 3×3 layer at stride 1 (odd sizes, SAME) and at
 #: stride 2 (backward-data's stride phases), and a 1×1 layer with no padding.
 TILED_LAYERS = [((2, 9, 11, 32), (3, 3, 32, 64), 1), ((2, 9, 11, 32), (3, 3, 32, 64), 2),
-                ((1, 6, 7, 64), (1, 1, 64, 32), 1)]
+                ((1, 6, 7, 64), (1, 1, 64, 32), 1),
+                ((1, 9, 11, 64), (3, 3, 32, 64), 2)]  # two groups of 32 channels
 
 
 @pytest.mark.parametrize("x_shape, w_shape, stride", TILED_LAYERS)

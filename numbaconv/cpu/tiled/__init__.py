@@ -476,8 +476,8 @@ def _prepare_backward_data(g: ConvGeometry, schedule: TiledSchedule, dtype: np.d
         phases.backward_data_phases(reached, read_as, g, padding, padded_shape), schedule,
         dtype.name, g.groups, storage, input_bits)
 
-    # A half type's bits: widened as they are packed (by the panels, or pack_filter), but
-    # swapped within groups first (half_storage: never for grouped packed panels).
+    # A half type's bits: widened as they are packed (by the panels, or pack_filter);
+    # grouped, swapped within groups first (as bits, for the panels).
     if g.groups == 1:
         filter_values = (np.ravel if panels
                          else functools.partial(layout.pack_filter, tile=tile, swap=True,
@@ -733,17 +733,15 @@ def half_storage(primitive: str, g: ConvGeometry, schedule: TiledSchedule,
     """The tensors :func:`prepare` takes and returns as the half type ``storage``'s bits.
     Forward and backward-data: all three, the input (dy) widened in its padded copy or
     (where :func:`broadcasts_half_input`) as the tiles broadcast it, the filter widened as
-    it is packed (on packed panels: each panel as the task packs it), the result rounded by
-    the tiles as they store it; not on grouped backward-data's packed panels (their filter
-    is swapped first). Backward-filter: x and dy, widened as the kernel packs them (packed
+    it is packed (on packed panels: each panel as the task packs it; grouped backward-data
+    swaps its bits within groups first), the result rounded by the tiles as they store it.
+    Backward-filter: x and dy, widened as the kernel packs them (packed
     panels; pixel tiles outer where :func:`backward_filter_packs_half_bits`), else x in its
     padded copy and dy in a copy; the filter comes back as float32."""
     if not half.converts_in_kernels(storage):
         return ()
     if primitive == "backward_filter":
         return ("input", "output")
-    if primitive == "backward_data" and g.groups > 1 and schedule.loop_order == "packed_panels":
-        return ()
     return TENSORS
 
 
