@@ -143,11 +143,12 @@ def test_per_pixel_loops_convert_half_types_in_their_kernels(rng, dtype_name, op
     assert set(families.CPU.half_storage(call.primitive, call.geometry, schedule, dtype_name)) \
         == ({"input", "output"} if converts else set())
     fused = call.prepare(schedule).run(call.operands)
-    widened = nc.call_for(op, *arguments(*(a.astype(np.float32) for a in (x, w, dy))), **options)
+    on_float32 = nc.call_for(op, *arguments(*(a.astype(np.float32) for a in (x, w, dy))),
+                             **options)
+    widened = on_float32.prepare(schedule).run(on_float32.operands)
     assert fused.dtype == np.dtype(dtype)
-    np.testing.assert_array_equal(
-        fused.view(np.uint16),
-        half.from_float32(widened.prepare(schedule).run(widened.operands), dtype).view(np.uint16))
+    np.testing.assert_array_equal(fused.view(np.uint16),
+                                  half.from_float32(widened, dtype).view(np.uint16))
 
 
 @pytest.mark.parametrize("data_format", ["NHWC", "NCHW"])
@@ -311,11 +312,11 @@ def test_rounding_to_a_half_type_matches_numpy_and_ml_dtypes(rng, dtype_name):
     np.testing.assert_array_equal(ours[~nan].view(np.uint16), theirs[~nan].view(np.uint16))
 
 
-#: Dense layers for the tiled family: a 3×3 layer at stride 1 (odd sizes, SAME) and at
-#: stride 2 (backward-data's stride phases), and a 1×1 layer with no padding.
+#: Layers for the tiled family: a 3×3 layer at stride 1 (odd sizes, SAME) and at stride 2
+#: (backward-data's stride phases), a 1×1 layer with no padding, and a grouped 3×3 layer
+#: at stride 2 (two groups of 32 channels: backward-data swaps the filter within groups).
 TILED_LAYERS = [((2, 9, 11, 32), (3, 3, 32, 64), 1), ((2, 9, 11, 32), (3, 3, 32, 64), 2),
-                ((1, 6, 7, 64), (1, 1, 64, 32), 1),
-                ((1, 9, 11, 64), (3, 3, 32, 64), 2)]  # two groups of 32 channels
+                ((1, 6, 7, 64), (1, 1, 64, 32), 1), ((1, 9, 11, 64), (3, 3, 32, 64), 2)]
 
 
 @pytest.mark.parametrize("x_shape, w_shape, stride", TILED_LAYERS)

@@ -299,7 +299,7 @@ def copy_rounded(target, source, brain):
 
 @overload(copy_rounded, inline="always")
 def _copy_rounded(target, source, brain):
-    if target.dtype != types.uint16:  # floats, and the integer ops' int32
+    if target.dtype != types.uint16:  # floats, and the integer ops' int64
         def copy(target, source, brain):
             for i in range(source.shape[0]):
                 target[i] = source[i]

@@ -735,9 +735,9 @@ def half_storage(primitive: str, g: ConvGeometry, schedule: TiledSchedule,
     (where :func:`broadcasts_half_input`) as the tiles broadcast it, the filter widened as
     it is packed (on packed panels: each panel as the task packs it; grouped backward-data
     swaps its bits within groups first), the result rounded by the tiles as they store it.
-    Backward-filter: x and dy, widened as the kernel packs them (packed
-    panels; pixel tiles outer where :func:`backward_filter_packs_half_bits`), else x in its
-    padded copy and dy in a copy; the filter comes back as float32."""
+    Backward-filter: x and dy, widened as the kernel packs them (packed panels; pixel tiles
+    outer where :func:`backward_filter_packs_half_bits`), else x in its padded copy and dy
+    in a copy; the filter comes back as float32."""
     if not half.converts_in_kernels(storage):
         return ()
     if primitive == "backward_filter":
