@@ -123,15 +123,16 @@ def test_strided_backward_data_converts_half_types_in_its_phases(rng, monkeypatc
 @pytest.mark.parametrize("dtype_name", ["float16", "bfloat16"])
 def test_per_pixel_loops_convert_half_types_in_their_kernels(rng, dtype_name, op, multiplier):
     """Depthwise forward and backward-data pixel by pixel (``pixel_taps``: the rule's order
-    for small strided backward-data layers): the activations read and written as their
-    bits, each value widened as it is read and each sum rounded once as it is stored, bit
-    for bit the float32 loops on the widened operands rounded once (NaN, Inf included)."""
+    for small strided backward-data layers): every tensor read and written as its bits,
+    each value widened as it is read and each sum rounded once as it is stored, bit for bit
+    the float32 loops on the widened operands rounded once (NaN, Inf included)."""
     dtype = HALVES[dtype_name]
     x_shape, filter_shape = (2, 9, 11, 12), (3, 3, 12, multiplier)
     w = random(rng, filter_shape).astype(dtype)
     x = random(rng, x_shape).astype(dtype)
     dy = (random(rng, (2, 5, 6, 12 * multiplier)) * 1e4).astype(dtype)
     x[0, 3, 4, 5], dy[0, 2, 2, 9], dy[1, 4, 5, 0] = np.nan, np.inf, -np.inf
+    w[1, 2, 7, 0] = np.inf
     arguments = {"depthwise_conv2d": lambda x, w, dy: (x, w),
                  "depthwise_conv2d_backprop_input": lambda x, w, dy: (x_shape, w, dy)}[op]
     options = dict(strides=[1, 2, 2, 1], padding="SAME")
@@ -141,7 +142,7 @@ def test_per_pixel_loops_convert_half_types_in_their_kernels(rng, dtype_name, op
         assert call.choice().schedule == schedule  # the rule's own choice here
     converts = dtype_name == "bfloat16" or half.hardware_float16()
     assert set(families.CPU.half_storage(call.primitive, call.geometry, schedule, dtype_name)) \
-        == ({"input", "output"} if converts else set())
+        == ({"input", "filter", "output"} if converts else set())
     fused = call.prepare(schedule).run(call.operands)
     on_float32 = nc.call_for(op, *arguments(*(a.astype(np.float32) for a in (x, w, dy))),
                              **options)

@@ -290,6 +290,18 @@ def _element_value(element, brain):
     return value
 
 
+def sums_for(values, length):
+    """A fresh array of ``length`` sums for products of ``values``, in a kernel: of
+    ``values``' dtype, float32 for a half type's bits (uint16)."""
+    raise NotImplementedError("for kernels only")
+
+
+@overload(sums_for, inline="always")
+def _sums_for(values, length):
+    dtype = np.float32 if values.dtype == types.uint16 else values.dtype
+    return lambda values, length: np.empty(length, dtype)
+
+
 def copy_rounded(target, source, brain):
     """target[i] = source[i] in ``target``'s type, in a kernel: any but uint16 as it is,
     uint16 bits (of float32 sums) rounded once to nearest even (bfloat16's if ``brain``, else

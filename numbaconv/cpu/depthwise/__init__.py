@@ -480,15 +480,15 @@ def half_storage(primitive: str, g: ConvGeometry, schedule: DepthwiseSchedule,
     """The tensors :func:`prepare` takes and returns as the half type ``storage``'s bits,
     converted in its kernels (:func:`numbaconv.cpu.half.converts_in_kernels`): the
     activations, on vector tiles (but the operand of a sweep whose groups are wider than a
-    shuffle lane, :func:`.templates.operand_storage`) and in forward's and backward-data's
-    per-pixel loops (``pixel_taps``: the small strided backward-data layers' order, whose
-    conversion passes cost more than the loops)."""
+    shuffle lane, :func:`.templates.operand_storage`); all three in forward's and
+    backward-data's per-pixel loops (``pixel_taps``: the small strided backward-data
+    layers' order, whose conversion passes cost more than the loops)."""
     if not converts_in_kernels(storage):
         return ()
     p = primitive_named(primitive)
-    activations = tuple(tensor for tensor in (*p.operands, p.result) if is_activation(tensor))
     if schedule.loop_order == "pixel_taps":
-        return activations
+        return (*p.operands, p.result)
+    activations = tuple(tensor for tensor in (*p.operands, p.result) if is_activation(tensor))
     if schedule.loop_order != "vector_tiles":
         return ()
     if operand_storage(storage, g.in_channels_per_group) is None:

@@ -15,41 +15,43 @@ with ``ih = oh·sh + r·dh − pt`` and ``iw = ow·sw + s·dw − pl`` inside th
 import numpy as np
 from numba import prange
 
-from ..half import copy_rounded, element_value
+from ..half import copy_rounded, element_value, sums_for
 from ..jit import helper, parallel_kernel, reader_of, valid_range
 
 
 @helper
 def multiply_add(acc, x_row, w_row, first, multiplier, brain):
     """acc[j] += x_row[(first + j) // multiplier] · w_row[j]; ``x_row`` is one pixel's
-    input channels (a half type's bits widened: :func:`.half.element_value`), ``w_row``
-    the taps of channels ``first ...``."""
+    input channels, ``w_row`` the taps of channels ``first ...`` (either a half type's
+    bits, widened: :func:`.half.element_value`)."""
     if multiplier == 1:
         # A view starting at 0: an offset index LLVM cannot prove non-negative keeps
         # Numba's negative-index wraparound in the loop, and the loop scalar.
         x_part = x_row[first:first + acc.shape[0]]
         for j in range(acc.shape[0]):
-            acc[j] += element_value(x_part[j], brain) * w_row[j]
+            acc[j] += element_value(x_part[j], brain) * element_value(w_row[j], brain)
     else:
         for j in range(acc.shape[0]):
-            acc[j] += element_value(x_row[(first + j) // multiplier], brain) * w_row[j]
+            acc[j] += (element_value(x_row[(first + j) // multiplier], brain)
+                       * element_value(w_row[j], brain))
 
 
 @helper
 def gather_multiply_add(acc, dy_row, w_row, first, multiplier, brain):
     """acc[j] += Σ_m dy_row[(first + j)·M + m] · w_row[(first + j)·M + m] (M = multiplier;
-    a half type's bits widened)."""
+    either row a half type's bits, widened)."""
     if multiplier == 1:
         dy_part = dy_row[first:first + acc.shape[0]]
         w_part = w_row[first:first + acc.shape[0]]
         for j in range(acc.shape[0]):
-            acc[j] += element_value(dy_part[j], brain) * w_part[j]
+            acc[j] += element_value(dy_part[j], brain) * element_value(w_part[j], brain)
     else:
         for j in range(acc.shape[0]):
             k = (first + j) * multiplier
             total = acc[j]
             for m in range(multiplier):
-                total += element_value(dy_row[k + m], brain) * w_row[k + m]
+                total += (element_value(dy_row[k + m], brain)
+                          * element_value(w_row[k + m], brain))
             acc[j] = total
 
 
@@ -61,9 +63,9 @@ def forward_depthwise(x, w, out, stride_h, stride_w, dilation_h, dilation_w, pad
     One task per (n, oh, block of output channels). ``row_taps``: each tap sweeps the
     whole output row (the row stays in cache, the tap's weights in registers); else each
     output pixel sums its taps in one accumulator. Either way every element is summed over
-    (r, s) in that order. Per pixel (not ``row_taps``), x and out may be a half type's
-    bits (uint16; bfloat16's if ``brain``, else float16's): each value of x widened as it
-    is read, each sum rounded once as it is stored.
+    (r, s) in that order. Per pixel (not ``row_taps``), all three may be a half type's
+    bits (uint16; bfloat16's if ``brain``, else float16's): each value widened as it is
+    read, summed in float32, each sum rounded once as it is stored.
     """
     batch, in_height, in_width, in_channels = x.shape
     filter_height, filter_width, out_channels = w.shape
@@ -90,7 +92,7 @@ def forward_depthwise(x, w, out, stride_h, stride_w, dilation_h, dilation_w, pad
                         multiply_add(out[n, oh, ow, k0:k1], x[n, ih, ow * stride_w + offset],
                                      w_row, k0, multiplier, False)
         else:
-            acc = np.empty(k1 - k0, dtype=w.dtype)
+            acc = sums_for(w, k1 - k0)
             for ow in range(out_width):
                 acc[:] = 0
                 for r in range(filter_height):
@@ -113,7 +115,7 @@ def backward_data_depthwise(dy, w, dx, stride_h, stride_w, dilation_h, dilation_
 
     One task per (n, ih, block of input channels); every element is summed over (r, s)
     (and m within a tap) in that order, whatever ``row_taps`` says. Per pixel (not
-    ``row_taps``), dy and dx may be a half type's bits, as in :func:`forward_depthwise`.
+    ``row_taps``), all three may be a half type's bits, as in :func:`forward_depthwise`.
     """
     batch, out_height, out_width, out_channels = dy.shape
     filter_height, filter_width = w.shape[0], w.shape[1]
@@ -140,7 +142,7 @@ def backward_data_depthwise(dy, w, dx, stride_h, stride_w, dilation_h, dilation_
                         gather_multiply_add(dx[n, ih, ow * stride_w + offset, c0:c1],
                                             dy[n, oh, ow], w[r, s], c0, multiplier, False)
         else:
-            acc = np.empty(c1 - c0, dtype=w.dtype)
+            acc = sums_for(w, c1 - c0)
             for iw in range(in_width):
                 acc[:] = 0
                 for r in range(filter_height):
