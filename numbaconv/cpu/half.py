@@ -239,6 +239,13 @@ def _float16_by_bits(bits):
     return _as_float32(uint32(float16_bits_to_float32_bits(np.uint32(bits))))
 
 
+def _element_widenings() -> tuple:
+    """(bfloat16's, float16's) float32 value of one element's bits, for kernels. Without
+    F16C, LLVM's fpext of half is a call Numba's JIT may not link: float16 the bits' way."""
+    return (storage_value("bfloat16"),
+            storage_value("float16") if hardware_float16() else _float16_by_bits)
+
+
 def copy_widened(target, source, brain):
     """target[i] = source[i] as float32, in a kernel: a float ``source`` as it is, uint16 bits
     widened (bfloat16's if ``brain``, else float16's). A row copy: the branch stays outside
@@ -255,9 +262,7 @@ def _copy_widened(target, source, brain):
         return copy
     if source.dtype != types.uint16:
         return None
-    bfloat16_value = storage_value("bfloat16")
-    # Without F16C, LLVM's fpext of half is a call Numba's JIT may not link: the bits' way.
-    float16_value = storage_value("float16") if hardware_float16() else _float16_by_bits
+    bfloat16_value, float16_value = _element_widenings()
 
     def widen(target, source, brain):
         if brain:
@@ -280,8 +285,7 @@ def element_value(element, brain):
 def _element_value(element, brain):
     if element != types.uint16:  # floats, and the integer ops' int64
         return lambda element, brain: element
-    bfloat16_value = storage_value("bfloat16")
-    float16_value = storage_value("float16") if hardware_float16() else _float16_by_bits
+    bfloat16_value, float16_value = _element_widenings()
 
     def value(element, brain):
         if brain:

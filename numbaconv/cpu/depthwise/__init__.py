@@ -488,12 +488,11 @@ def half_storage(primitive: str, g: ConvGeometry, schedule: DepthwiseSchedule,
     p = primitive_named(primitive)
     if schedule.loop_order == "pixel_taps":
         return (*p.operands, p.result)
-    activations = tuple(tensor for tensor in (*p.operands, p.result) if is_activation(tensor))
     if schedule.loop_order != "vector_tiles":
         return ()
     if operand_storage(storage, g.in_channels_per_group) is None:
         return (p.result,)
-    return activations
+    return tuple(tensor for tensor in (*p.operands, p.result) if is_activation(tensor))
 
 
 _PREPARES = {"forward": _prepare_forward, "backward_data": _prepare_backward_data,

@@ -417,6 +417,17 @@ def _padder(shape: tuple, pads: tuple, dtype: np.dtype, by_numpy: bool,
     return functools.partial(half.widened, storage=storage)
 
 
+def _input_padder(g: ConvGeometry, schedule: TiledSchedule, result_channels: int,
+                  shape: tuple, pads: tuple, dtype: np.dtype, by_numpy: bool,
+                  storage: str | None) -> tuple[bool, Callable]:
+    """Forward's input (backward-data's dy) as the kernel reads it: (whether as a half
+    type's bits, :func:`broadcasts_half_input`; its padder): the bits padded as they are,
+    else (``storage``) widened into the padded copy."""
+    if broadcasts_half_input(g, schedule, result_channels, storage):
+        return True, _padder(shape, pads, np.uint16, by_numpy, None)
+    return False, _padder(shape, pads, dtype, by_numpy, storage)
+
+
 def _widened_first(filter_values: Callable, storage: str | None) -> Callable:
     """``filter_values`` of the widened filter, where a half type's bits arrive and
     ``filter_values`` takes float32 (grouped backward-data's swap before its packing)."""
@@ -427,10 +438,8 @@ def _widened_first(filter_values: Callable, storage: str | None) -> Callable:
 
 def _prepare_forward(g: ConvGeometry, schedule: TiledSchedule, dtype: np.dtype,
                      by_numpy: bool, storage: str | None) -> Callable:
-    input_bits = broadcasts_half_input(g, schedule, g.out_channels_per_group, storage)
-    copied = None if input_bits else storage  # widened into the padded copy first
-    pad = _padder(g.input_shape, _input_pads(g), np.uint16 if input_bits else dtype, by_numpy,
-                  copied)
+    input_bits, pad = _input_padder(g, schedule, g.out_channels_per_group, g.input_shape,
+                                    _input_pads(g), dtype, by_numpy, storage)
     padded_shape = _padded_shape(g.input_shape, _input_pads(g))
     tile, panels = schedule.register_tile[1], schedule.loop_order == "packed_panels"
     phase = phases.Phase(layout.kernel_filter(g.filter_shape, tile, panels),
@@ -459,10 +468,8 @@ def _prepare_backward_data(g: ConvGeometry, schedule: TiledSchedule, dtype: np.d
     if not reached:
         return lambda dy, w: np.zeros(dx_shape, dx_dtype)
     padding = phases.dy_padding(reached)
-    input_bits = broadcasts_half_input(g, schedule, g.in_channels_per_group, storage)
-    copied = None if input_bits else storage  # widened into the padded copy first
-    pad = _padder(g.output_shape, padding, np.uint16 if input_bits else dtype, by_numpy,
-                  copied)
+    input_bits, pad = _input_padder(g, schedule, g.in_channels_per_group, g.output_shape,
+                                    padding, dtype, by_numpy, storage)
     padded_shape = _padded_shape(g.output_shape, padding)
     tile, panels = schedule.register_tile[1], schedule.loop_order == "packed_panels"
     if g.groups == 1:
