@@ -5,14 +5,15 @@ from fractions import Fraction
 
 import numpy as np
 import pytest
-from conftest import TOLERANCE, assert_matches
+from conftest import TOLERANCE, assert_matches, random
 from test_ops import Problem, call_op, to_format
 
 import numbaconv as nc
 from numbaconv.cpu import direct, families, heuristic, winograd
 from numbaconv.cpu.families import CPU
 from numbaconv.cpu.rule import rule
-from numbaconv.cpu.winograd import WinogradSchedule, fallback, filter_cache, fit, transforms
+from numbaconv.cpu.winograd import (WinogradSchedule, fallback, filter_cache, fit, kernels,
+                                    transforms)
 from numbaconv.geometry import conv_geometry
 from numbaconv.machine import this_machine
 from numbaconv.tune.space import load_space
@@ -64,6 +65,24 @@ def test_transforms_are_an_exact_correlation(m):
                             for j in range(t.alpha))
                 assert total == Fraction(int(s == i + k))
     assert all(value.denominator == 1 for row in t.data for value in row)  # no rounding
+
+
+@pytest.mark.parametrize("rotate", [False, True], ids=["forward", "backward_data"])
+def test_filter_transform_is_g_f_gt_over_channel_blocks(rng, rotate):
+    """u[ξ·α + ν, kt, c, j] = (G f[:, :, c, kt·KB + j] Gᵀ)[ξ, ν], f the filter (for
+    backward-data turned by 180°, its channel axes swapped), over channels that fill one of
+    the transform's blocks and part of the next."""
+    t, tile, columns = transforms.transform(4), 8, 24
+    channels = kernels.FILTER_BLOCK_CHANNELS + 8
+    w = random(rng, (3, 3, columns, channels) if rotate else (3, 3, channels, columns),
+               np.float32)
+    g_matrix = np.array(t.floats("filter"))
+    out = np.empty(t.alpha ** 2 * channels * columns, np.float32)
+    u = kernels.transformed_filter(w, t, tile, rotate, g_matrix, out)
+    f = np.rot90(w, 2, axes=(0, 1)).transpose(0, 1, 3, 2) if rotate else w
+    expected = np.einsum("xr,rsck,ys->xyck", g_matrix, f.astype(np.float64), g_matrix)
+    expected = expected.reshape(t.alpha ** 2, channels, columns // tile, tile)
+    np.testing.assert_allclose(u, expected.transpose(0, 2, 1, 3), rtol=1e-6, atol=1e-6)
 
 
 @pytest.mark.parametrize("dtype, m", [(np.float32, 2), (np.float32, 4), (np.float64, 2),

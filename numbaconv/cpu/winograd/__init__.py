@@ -271,8 +271,7 @@ def workspace_bytes(primitive: str, g: ConvGeometry, schedule: WinogradSchedule,
     if primitive == "backward_filter":  # dy padded to whole tiles; the sums, twice
         dy = batch * plan.tiles_h * plan.tiles_w * schedule.output_tile ** 2 * g.out_channels
         return (padded + dy + chunks + 2 * filter_ + math.prod(g.filter_shape)) * itemsize
-    swapped = math.prod(g.filter_shape) if primitive == "backward_data" else 0
-    return (padded + filter_ + chunks + swapped) * itemsize
+    return (padded + filter_ + chunks) * itemsize
 
 
 # --- runs ---------------------------------------------------------------------------------

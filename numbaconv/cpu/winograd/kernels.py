@@ -250,41 +250,64 @@ def output_kernel(m: int, dtype: str, vector_bits: int, lanes: int):
                        dtype)
 
 
+#: u's channels a filter-transform task takes at a time (each point's block of them a 4 KB
+#: page of u at 16 float32 columns): u is written in whole pages, one after another.
+FILTER_BLOCK_CHANNELS = 64
+
+
 @parallel_kernel
 def filter_kernel(w, g, u, rotate):
     """w [3, 3, C, K] -> u [α², K/KB, C, KB]: u[ξ·α + ν, kt, c, j] = Σ_{r,s} g[ξ, r]
     g[ν, s] f[r, s, c, kt·KB + j], summed in float64 (the filter's transform is the only one
-    with inexact entries), f = w, or with ``rotate`` w turned by 180°. One task per input
-    channel; each loop runs along the output channels (contiguous in w and, per tile, in
-    u), so that it vectorises."""
+    with inexact entries), f = w, or with ``rotate`` w turned by 180° with its channel axes
+    swapped (then u is [α², C/KB, K, KB]). One task per column tile kt and block of
+    :data:`FILTER_BLOCK_CHANNELS` channels, a thread's tasks consecutive blocks of one kt,
+    so that u is written page after page: tasks that each wrote a 64-byte piece of every
+    page of u (one per channel) ran about twice as long. Each block of f is copied to
+    float64 first (for ``rotate``, swapping the channel axes of a piece of w in cache, not
+    the whole filter through memory), so that the sums run along contiguous blocks."""
     alpha = g.shape[0]
-    _, k_tiles, in_channels, tile = u.shape
-    out_channels = k_tiles * tile
-    for c in prange(in_channels):
-        columns = np.empty((alpha, 3, out_channels))  # Σ_r g[ξ, r] f[r, s, c, :]
+    _, column_tiles, channels, tile = u.shape
+    block = FILTER_BLOCK_CHANNELS
+    blocks = (channels + block - 1) // block
+    for task in prange(column_tiles * blocks):
+        kt, c0 = task // blocks, task % blocks * block
+        f = np.empty((3, 3, block, tile))  # f[r, s, c0 + i, kt·KB + j]
+        columns = np.empty((alpha, 3, block, tile))  # Σ_r g[ξ, r] f[r, s, c0 + i, ·]
+        count = min(block, channels - c0)
+        for r in range(3):
+            for s in range(3):
+                # Views from 0: an offset index keeps Numba's wrap-around in the loop.
+                if rotate:
+                    for j in range(tile):
+                        row = w[2 - r, 2 - s, kt * tile + j, c0:c0 + count]
+                        for i in range(count):
+                            f[r, s, i, j] = np.float64(row[i])
+                else:
+                    for i in range(count):
+                        row = w[r, s, c0 + i, kt * tile:(kt + 1) * tile]
+                        target = f[r, s, i]
+                        for j in range(tile):
+                            target[j] = np.float64(row[j])
+        size = count * tile  # each block one loop along its contiguous values
         for s in range(3):
+            first = f[0, s].reshape(-1)[:size]
+            second = f[1, s].reshape(-1)[:size]
+            third = f[2, s].reshape(-1)[:size]
             for xi in range(alpha):
                 g0, g1, g2 = g[xi, 0], g[xi, 1], g[xi, 2]
-                if rotate:
-                    first, second, third = w[2, 2 - s, c], w[1, 2 - s, c], w[0, 2 - s, c]
-                else:
-                    first, second, third = w[0, s, c], w[1, s, c], w[2, s, c]
-                target = columns[xi, s]
-                for k in range(out_channels):
-                    target[k] = (g0 * np.float64(first[k]) + g1 * np.float64(second[k])
-                                 + g2 * np.float64(third[k]))
+                target = columns[xi, s].reshape(-1)
+                for v in range(size):
+                    target[v] = g0 * first[v] + g1 * second[v] + g2 * third[v]
         for xi in range(alpha):
+            one = columns[xi, 0].reshape(-1)[:size]
+            two = columns[xi, 1].reshape(-1)[:size]
+            three = columns[xi, 2].reshape(-1)[:size]
             for nu in range(alpha):
                 g0, g1, g2 = g[nu, 0], g[nu, 1], g[nu, 2]
-                first, second, third = columns[xi, 0], columns[xi, 1], columns[xi, 2]
-                for kt in range(k_tiles):
-                    # Views from 0: an offset index keeps Numba's wrap-around in the loop.
-                    k0 = kt * tile
-                    target = u[xi * alpha + nu, kt, c]
-                    one, two, three = (first[k0:k0 + tile], second[k0:k0 + tile],
-                                       third[k0:k0 + tile])
-                    for j in range(tile):
-                        target[j] = g0 * one[j] + g1 * two[j] + g2 * three[j]
+                target = u[xi * alpha + nu, kt, c0:c0 + count].reshape(-1)
+                for v in range(size):
+                    target[v] = g0 * one[v] + g1 * two[v] + g2 * three[v]
 
 
 def transformed_filter(w: np.ndarray, t: Transform, tile: int, rotate: bool,
@@ -293,9 +316,8 @@ def transformed_filter(w: np.ndarray, t: Transform, tile: int, rotate: bool,
     written into ``out`` (flat, as many elements); with ``rotate``, of w turned by 180° with
     its channel axes swapped (backward-data: C and K are w's output and input channels).
     ``filter_matrix``: G as float64 (``t.floats("filter")``), made once by the caller."""
-    if rotate:
-        w = layout.swap_channels(w)
-    u = out.reshape(t.alpha ** 2, w.shape[3] // tile, w.shape[2], tile)
+    channels, columns = (w.shape[3], w.shape[2]) if rotate else (w.shape[2], w.shape[3])
+    u = out.reshape(t.alpha ** 2, columns // tile, channels, tile)
     filter_kernel(layout.readonly(w), filter_matrix, u, rotate)
     return u
 
