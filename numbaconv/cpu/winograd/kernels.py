@@ -273,7 +273,7 @@ def filter_kernel(w, g, u, rotate):
     for task in prange(column_tiles * blocks):
         kt, c0 = task // blocks, task % blocks * block
         f = np.empty((3, 3, block, tile))  # f[r, s, c0 + i, kt·KB + j]
-        columns = np.empty((alpha, 3, block, tile))  # Σ_r g[ξ, r] f[r, s, c0 + i, ·]
+        columns = np.empty((3, block, tile))  # Σ_r g[ξ, r] f[r, s, c0 + i, ·] of one ξ
         count = min(block, channels - c0)
         for r in range(3):
             for s in range(3):
@@ -290,24 +290,23 @@ def filter_kernel(w, g, u, rotate):
                         for j in range(tile):
                             target[j] = np.float64(row[j])
         size = count * tile  # each block one loop along its contiguous values
-        for s in range(3):
-            first = f[0, s].reshape(-1)[:size]
-            second = f[1, s].reshape(-1)[:size]
-            third = f[2, s].reshape(-1)[:size]
-            for xi in range(alpha):
-                g0, g1, g2 = g[xi, 0], g[xi, 1], g[xi, 2]
-                target = columns[xi, s].reshape(-1)
+        for xi in range(alpha):
+            g0, g1, g2 = g[xi, 0], g[xi, 1], g[xi, 2]
+            for s in range(3):
+                first = f[0, s].reshape(-1)[:size]
+                second = f[1, s].reshape(-1)[:size]
+                third = f[2, s].reshape(-1)[:size]
+                target = columns[s].reshape(-1)
                 for v in range(size):
                     target[v] = g0 * first[v] + g1 * second[v] + g2 * third[v]
-        for xi in range(alpha):
-            one = columns[xi, 0].reshape(-1)[:size]
-            two = columns[xi, 1].reshape(-1)[:size]
-            three = columns[xi, 2].reshape(-1)[:size]
+            one = columns[0].reshape(-1)[:size]
+            two = columns[1].reshape(-1)[:size]
+            three = columns[2].reshape(-1)[:size]
             for nu in range(alpha):
-                g0, g1, g2 = g[nu, 0], g[nu, 1], g[nu, 2]
+                h0, h1, h2 = g[nu, 0], g[nu, 1], g[nu, 2]
                 target = u[xi * alpha + nu, kt, c0:c0 + count].reshape(-1)
                 for v in range(size):
-                    target[v] = g0 * one[v] + g1 * two[v] + g2 * three[v]
+                    target[v] = h0 * one[v] + h1 * two[v] + h2 * three[v]
 
 
 def transformed_filter(w: np.ndarray, t: Transform, tile: int, rotate: bool,
