@@ -262,10 +262,11 @@ def filter_kernel(w, g, u, rotate):
     with inexact entries), f = w, or with ``rotate`` w turned by 180° with its channel axes
     swapped (then u is [α², C/KB, K, KB]). One task per column tile kt and block of
     :data:`FILTER_BLOCK_CHANNELS` channels, a thread's tasks consecutive blocks of one kt,
-    so that u is written page after page: tasks that each wrote a 64-byte piece of every
-    page of u (one per channel) ran about twice as long. Each block of f is copied to
-    float64 first (for ``rotate``, swapping the channel axes of a piece of w in cache, not
-    the whole filter through memory), so that the sums run along contiguous blocks."""
+    so that u is written page after page (tasks of one channel each wrote a 64-byte piece
+    of every page, and backward-data's ran about twice as long: measurements, 2026-12-07,
+    nineteenth session). Each block of f is copied to float64 first (for ``rotate``,
+    swapping the channel axes of a piece of w in cache, not the whole filter through
+    memory), so that the sums run along contiguous blocks."""
     alpha = g.shape[0]
     _, column_tiles, channels, tile = u.shape
     block = FILTER_BLOCK_CHANNELS
