@@ -250,8 +250,8 @@ def output_kernel(m: int, dtype: str, vector_bits: int, lanes: int):
                        dtype)
 
 
-#: u's channels a filter-transform task takes at a time (each point's block of them a 4 KB
-#: page of u at 16 float32 columns): u is written in whole pages, one after another.
+#: u's channels a filter-transform task takes at a time: each point's block of them is one
+#: contiguous run of u (4 KB at 16 float32 columns), written one after another.
 FILTER_BLOCK_CHANNELS = 64
 
 
