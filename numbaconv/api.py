@@ -85,7 +85,14 @@ class Call:
         if dtype.kind == "i":
             return Choice(families.integer_schedule(self.primitive, self.geometry),
                           "integer arithmetic: the direct kernels")
-        return choose(self.primitive, self.geometry, dtype_name(dtype), dtype.itemsize)
+        chosen = choose(self.primitive, self.geometry, dtype_name(dtype), dtype.itemsize)
+        if not is_half(self.dtype):
+            return chosen
+        storage = dtype_name(self.dtype)
+        schedule = families.half_type_schedule(self.primitive, self.geometry, chosen.schedule,
+                                               storage)
+        return chosen if schedule == chosen.schedule else Choice(
+            schedule, f"{chosen.source}; packed panels for {storage}'s bits")
 
     def run(self, schedule=None):
         """The result: a NumPy array, or a numba device array when an operand was on the GPU."""

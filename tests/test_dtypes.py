@@ -406,6 +406,36 @@ def test_tiled_backward_filter_widens_half_types_in_its_own_copies(rng, dtype_na
 
 
 @pytest.mark.parametrize("dtype_name", HALVES)
+def test_half_types_run_one_by_one_backward_filter_on_packed_panels(rng, dtype_name):
+    """Where float32's choice for a 1×1 backward-filter is pixel tiles outer, a half type
+    runs packed panels of the same tile (which widen x and dy as they pack them) from 32
+    output channels, and float32's choice below that. Either way, the float32 result on
+    the widened operands, rounded once."""
+    if dtype_name == "float16" and not half.hardware_float16():
+        pytest.skip("float16 is converted in the kernels only where the CPU has instructions")
+    dtype = HALVES[dtype_name]
+    for out_channels in (tiled.HALF_PANELS_MIN_OUT_CHANNELS, 16):
+        x = random(rng, (2, 7, 9, 48)).astype(dtype)
+        dy = random(rng, (2, 7, 9, out_channels)).astype(dtype)
+        w_shape = (1, 1, 48, out_channels)
+        float32_call = nc.call_for("conv2d_backprop_filter", x.astype(np.float32), w_shape,
+                                   dy.astype(np.float32), strides=1, padding="VALID")
+        chosen = float32_call.choice().schedule
+        assert chosen.loop_order == "pixel_tiles_outer"
+        panels = families.CPU.fit(dataclasses.replace(chosen, loop_order="packed_panels"),
+                                  float32_call.primitive, float32_call.geometry, 4)
+        takes_panels = out_channels >= tiled.HALF_PANELS_MIN_OUT_CHANNELS and (
+            families.CPU.illegal_reason(float32_call.primitive, float32_call.geometry, panels,
+                                        4) is None)
+        call = nc.call_for("conv2d_backprop_filter", x, w_shape, dy, strides=1,
+                           padding="VALID")
+        assert call.choice().schedule == (panels if takes_panels else chosen)
+        expected = half.from_float32(float32_call.run(call.choice().schedule), dtype)
+        result = nc.conv2d_backprop_filter(x, w_shape, dy, strides=1, padding="VALID")
+        np.testing.assert_array_equal(result.view(np.uint16), expected.view(np.uint16))
+
+
+@pytest.mark.parametrize("dtype_name", HALVES)
 def test_the_widening_padded_copy_is_numpys_pad_of_the_values(rng, dtype_name):
     if dtype_name == "float16" and not half.hardware_float16():
         pytest.skip("float16 is converted in the kernels only where the CPU has instructions")

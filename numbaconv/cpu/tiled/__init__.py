@@ -99,6 +99,11 @@ MAX_X_LINES_HELD = 16
 #: MobileNetV2's 1×1 layers 2 lost to the widened copies, 3-12 gained (measurements,
 #: 2026-12-07, sixteenth session).
 MIN_PACKED_X_REUSE = 3
+#: A half type's 1×1 backward-filter runs packed panels (which widen x and dy as they pack
+#: them) where float32's choice is pixel tiles outer, from this many output channels a
+#: group: on MobileNetV2's 1×1 layers 32-64 gained over the rows and their widening, 16
+#: and 24 lost (measurements, 2026-12-07, nineteenth session).
+HALF_PANELS_MIN_OUT_CHANNELS = 32
 #: Tiled forward and backward-data broadcast bfloat16 input bits themselves
 #: (broadcasts_half_input) where each input value is broadcast at most this many times
 #: (once per channel tile of its group's outputs): on MobileNetV2's 1×1 layers, 1-4
@@ -594,6 +599,24 @@ def backward_filter_packs_half_bits(g: ConvGeometry, schedule: TiledSchedule,
     lanes = min(schedule.register_tile[1], this_machine().lanes(itemsize))
     return (storage == "bfloat16" and g.filter_height * g.filter_width == 1
             and g.out_channels_per_group >= MIN_PACKED_X_REUSE * lanes)
+
+
+def half_type_schedule(primitive: str, g: ConvGeometry, schedule: TiledSchedule,
+                       storage: str, itemsize: int) -> TiledSchedule:
+    """What a call on the half type ``storage`` runs for ``schedule``, float32's choice:
+    on a 1×1 layer, backward-filter's pixel tiles outer become packed panels of the same
+    tile where a group has :data:`HALF_PANELS_MIN_OUT_CHANNELS` output channels and the
+    kernels convert the type themselves: the panels widen x and dy as they pack them,
+    where the rows would widen float16 into copies first (two passes over memory) and
+    bfloat16 into every block. Any other schedule as it is."""
+    if (primitive != "backward_filter" or schedule.loop_order != "pixel_tiles_outer"
+            or not g.is_one_by_one
+            or g.out_channels_per_group < HALF_PANELS_MIN_OUT_CHANNELS
+            or not half.converts_in_kernels(storage)):
+        return schedule
+    panels = fit(dataclasses.replace(schedule, loop_order="packed_panels"), primitive, g,
+                 itemsize)
+    return schedule if illegal_reason(primitive, g, panels, itemsize) else panels
 
 
 def _panel_tasks(g: ConvGeometry, schedule: TiledSchedule, splits: int,
