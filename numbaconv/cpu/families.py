@@ -35,7 +35,8 @@ def half_type_schedule(primitive: str, g: ConvGeometry, schedule, storage: str):
     float32 compute type (:func:`numbaconv.cpu.tiled.half_type_schedule`)."""
     if schedule.algorithm != tiled.TiledSchedule.algorithm:
         return schedule
-    return tiled.half_type_schedule(primitive, g, schedule, storage, np.dtype(np.float32).itemsize)
+    return tiled.half_type_schedule(primitive, g, schedule, storage,
+                                    np.dtype(np.float32).itemsize)  # the compute type's
 
 
 def run(primitive: str, operands, g: ConvGeometry, schedule) -> np.ndarray:

@@ -101,8 +101,8 @@ MAX_X_LINES_HELD = 16
 MIN_PACKED_X_REUSE = 3
 #: A half type's 1×1 backward-filter runs packed panels (which widen x and dy as they pack
 #: them) where float32's choice is pixel tiles outer, from this many output channels a
-#: group: on MobileNetV2's 1×1 layers 32-64 gained over the rows and their widening, 16
-#: and 24 lost (measurements, 2026-12-07, nineteenth session).
+#: group: on MobileNetV2's 1×1 layers 32-96 gained over the rows and their widening
+#: (least at 32), 16 and 24 lost (measurements, 2026-12-07, nineteenth session).
 HALF_PANELS_MIN_OUT_CHANNELS = 32
 #: Tiled forward and backward-data broadcast bfloat16 input bits themselves
 #: (broadcasts_half_input) where each input value is broadcast at most this many times
@@ -608,7 +608,7 @@ def half_type_schedule(primitive: str, g: ConvGeometry, schedule: TiledSchedule,
     tile where a group has :data:`HALF_PANELS_MIN_OUT_CHANNELS` output channels and the
     kernels convert the type themselves: the panels widen x and dy as they pack them,
     where the rows would widen float16 into copies first (two passes over memory) and
-    bfloat16 into every block. Any other schedule as it is."""
+    pack bfloat16's anew in every block. Any other schedule as it is."""
     if (primitive != "backward_filter" or schedule.loop_order != "pixel_tiles_outer"
             or not g.is_one_by_one
             or g.out_channels_per_group < HALF_PANELS_MIN_OUT_CHANNELS
