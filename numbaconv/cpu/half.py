@@ -165,16 +165,11 @@ def widen_kernel(bits, out, brain, tasks):
 
 
 @parallel_kernel
-def narrow_kernel(bits, out, brain, tasks):
-    """out (uint16 of float16, or bfloat16 if ``brain``) <- bits (uint32 view of float32)."""
+def narrow_kernel(values, out, brain, tasks):
+    """out (uint16 of bfloat16 if ``brain``, else of float16) <- values (float32), rounded
+    as :func:`copy_rounded` rounds, in ``tasks`` equal parts."""
     for task in prange(tasks):
-        source, target = chunk(bits, task, tasks), chunk(out, task, tasks)
-        if brain:
-            for i in range(source.shape[0]):
-                target[i] = np.uint16(float32_bits_to_bfloat16_bits(source[i]))
-        else:
-            for i in range(source.shape[0]):
-                target[i] = np.uint16(float32_bits_to_float16_bits(source[i]))
+        copy_rounded(chunk(out, task, tasks), chunk(values, task, tasks), brain)
 
 
 @parallel_kernel
@@ -184,15 +179,6 @@ def widen_float16_kernel(bits, out, tasks):
         source, target = chunk(bits, task, tasks), chunk(out, task, tasks)
         for i in range(source.shape[0]):
             target[i] = _float16_bits_as_float32(source[i])
-
-
-@parallel_kernel
-def narrow_float16_kernel(values, out, tasks):
-    """out (uint16 of float16) <- values (float32), by the CPU's conversion."""
-    for task in prange(tasks):
-        source, target = chunk(values, task, tasks), chunk(out, task, tasks)
-        for i in range(source.shape[0]):
-            target[i] = _float32_as_float16_bits(source[i])
 
 
 @helper
@@ -409,9 +395,6 @@ def from_float32(array: np.ndarray, dtype) -> np.ndarray:
     dtype = np.dtype(dtype)
     out = np.empty(array.shape, dtype)
     values = np.ascontiguousarray(array).reshape(-1)
-    bits, brain = out.reshape(-1).view(np.uint16), dtype_name(dtype) == "bfloat16"
-    if not brain and hardware_float16():
-        _convert(narrow_float16_kernel, values.size, values, bits)
-    else:
-        _convert(narrow_kernel, values.size, values.view(np.uint32), bits, brain)
+    _convert(narrow_kernel, values.size, values, out.reshape(-1).view(np.uint16),
+             dtype_name(dtype) == "bfloat16")
     return out
