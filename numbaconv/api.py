@@ -31,6 +31,7 @@ from . import call_memo, configs
 from .choice import MEMO_LIMIT, Choice
 from .cpu import bias, cold_start, families, half
 from .cpu.heuristic import choose
+from .cpu.rule import calibrated_half_panels
 from .cuda.runtime import is_device_array
 from .geometry import ConvGeometry, Padding, conv_geometry
 from .memory import check_result_fits
@@ -89,8 +90,9 @@ class Call:
         if not is_half(self.dtype):
             return chosen
         storage = dtype_name(self.dtype)
-        schedule = families.half_type_schedule(self.primitive, self.geometry, chosen.schedule,
-                                               storage)
+        schedule = families.half_type_schedule(
+            self.primitive, self.geometry, chosen.schedule, storage,
+            calibrated_half_panels(configs.calibration(), storage))
         return chosen if schedule == chosen.schedule else Choice(
             schedule, f"{chosen.source}; packed panels for {storage}'s bits")
 

@@ -48,7 +48,7 @@ import numbaconv as nc
 
 from . import configs
 from .api import call_for
-from .cpu import cold_start
+from .cpu import cold_start, half
 from .cpu.rule import rule
 from .cpu.winograd import filter_cache
 from .machine import this_machine
@@ -322,21 +322,13 @@ def overhead_report(rounds: int) -> int:
     return 0
 
 
-def half_types() -> dict:
-    """The half types to time: float16, and bfloat16 where ml_dtypes is installed."""
-    found = {"float16": np.dtype(np.float16)}
-    try:
-        import ml_dtypes
-    except ImportError:
-        return found
-    return {**found, "bfloat16": np.dtype(ml_dtypes.bfloat16)}
 
 
 def half_report(args) -> int:
     """``--half``: each layer and primitive as a user calls it in float32 and in each half
-    type (:func:`half_types`), on the same values (rounded to the half type), alternating;
+    type (:func:`numbaconv.cpu.half.available_types`), on the same values (rounded to the half type), alternating;
     the float32 time and each half type's time over it, then their geometric means."""
-    layers, halves = _layers(args), half_types()
+    layers, halves = _layers(args), half.available_types()
     machine = this_machine()
     rng = np.random.default_rng(0)
     print(f"half types against float32, {numba.get_num_threads()} threads; {machine.cpu} "

@@ -8,6 +8,7 @@ import pytest
 
 from numbaconv import bench
 from numbaconv.api import call_for
+from numbaconv.cpu import half
 from numbaconv.cpu.winograd import filter_cache
 from numbaconv.geometry import conv_geometry
 
@@ -34,7 +35,7 @@ def test_half_report_gives_each_half_type_over_float32_per_layer(capsys):
     assert bench.main(["--half", "--select", "res5_3x3_s2", "--batch", "1", "--rounds", "1",
                        "--ops", "forward,backward_filter"]) == 0
     lines = capsys.readouterr().out.splitlines()
-    halves = list(bench.half_types())
+    halves = list(half.available_types())
     assert lines[1].split()[-len(halves):] == halves
     rows = [line.split() for line in lines if line.startswith("res5_3x3_s2")]
     assert [row[1] for row in rows] == ["forward", "backward_filter"]

@@ -10,8 +10,10 @@ import pytest
 from conftest import random
 
 import numbaconv as nc
+from numbaconv import api
 import reference as ref
 from numbaconv.cpu import depthwise, families, half, tiled
+from numbaconv.machine import this_machine
 
 HALVES = {"float16": np.float16, "bfloat16": ml_dtypes.bfloat16}
 X_SHAPE, W_SHAPE = (2, 9, 8, 6), (3, 3, 6, 4)
@@ -317,7 +319,7 @@ def test_rounding_to_a_half_type_matches_numpy_and_ml_dtypes(rng, dtype_name):
 #: (backward-data's stride phases), a 1×1 layer with no padding, and a grouped 3×3 layer
 #: at stride 2 (two groups of 32 channels: backward-data swaps the filter within groups).
 TILED_LAYERS = [((2, 9, 11, 32), (3, 3, 32, 64), 1), ((2, 9, 11, 32), (3, 3, 32, 64), 2),
-                ((1, 6, 7, 64), (1, 1, 64, 32), 1), ((1, 9, 11, 64), (3, 3, 32, 64), 2)]
+                ((1, 6, 7, 64), (1, 1, 64, 64), 1), ((1, 9, 11, 64), (3, 3, 32, 64), 2)]
 
 
 @pytest.mark.parametrize("x_shape, w_shape, stride", TILED_LAYERS)
@@ -397,22 +399,31 @@ def test_tiled_backward_filter_widens_half_types_in_its_own_copies(rng, dtype_na
                                          dtype_name) == ("input", "output")
         if order == "pixel_tiles_outer":  # both of its ways are taken
             tasks = tiled._filter_tasks(call.geometry, schedule, 4)
+            # bfloat16 bits packed on the 1×1 layer where each x value feeds enough vectors
+            # (64 output channels: 8 vectors of AVX2's 8 lanes, 4 of AVX-512's 16).
+            reuse = w_shape[3] // min(16, this_machine().lanes(4))
             assert tiled.backward_filter_packs_half_bits(
                 call.geometry, schedule, tasks, 4, dtype_name) == (
-                w_shape[:2] == (1, 1) and dtype_name == "bfloat16")
+                w_shape[:2] == (1, 1) and dtype_name == "bfloat16"
+                and reuse >= tiled.MIN_PACKED_X_REUSE)
         expected = half.from_float32(widened_call.run(schedule), dtype)
         np.testing.assert_array_equal(call.run(schedule).view(np.uint16),
                                       expected.view(np.uint16))
 
 
 @pytest.mark.parametrize("dtype_name", HALVES)
-def test_half_types_run_one_by_one_backward_filter_on_packed_panels(rng, dtype_name):
-    """Where float32's choice for a 1×1 backward-filter is pixel tiles outer, a half type
-    runs packed panels of the same tile (which widen x and dy as they pack them) from 32
-    output channels, and float32's choice below that. Either way, the float32 result on
-    the widened operands, rounded once."""
+@pytest.mark.parametrize("panels_pay", [True, False])
+def test_half_types_run_one_by_one_backward_filter_on_packed_panels_where_calibration_says(
+        rng, monkeypatch, dtype_name, panels_pay):
+    """Where float32's choice for a 1×1 backward-filter is pixel tiles outer and the
+    machine's calibration found the panels faster, a half type runs packed panels of the
+    same tile (which widen x and dy as they pack them) from 32 output channels, and
+    float32's choice below that or where calibration found the rows faster. Either way,
+    the float32 result on the widened operands, rounded once."""
     if dtype_name == "float16" and not half.hardware_float16():
         pytest.skip("float16 is converted in the kernels only where the CPU has instructions")
+    monkeypatch.setattr(api, "calibrated_half_panels",
+                        lambda calibration, storage: panels_pay)
     dtype = HALVES[dtype_name]
     for out_channels in (tiled.HALF_PANELS_MIN_OUT_CHANNELS, 16):
         x = random(rng, (2, 7, 9, 48)).astype(dtype)
@@ -424,15 +435,14 @@ def test_half_types_run_one_by_one_backward_filter_on_packed_panels(rng, dtype_n
         assert chosen.loop_order == "pixel_tiles_outer"
         panels = families.CPU.fit(dataclasses.replace(chosen, loop_order="packed_panels"),
                                   float32_call.primitive, float32_call.geometry, 4)
-        takes_panels = out_channels >= tiled.HALF_PANELS_MIN_OUT_CHANNELS and (
-            families.CPU.illegal_reason(float32_call.primitive, float32_call.geometry, panels,
-                                        4) is None)
+        takes_panels = (panels_pay and out_channels >= tiled.HALF_PANELS_MIN_OUT_CHANNELS
+                        and families.CPU.illegal_reason(float32_call.primitive,
+                                                        float32_call.geometry, panels, 4) is None)
         call = nc.call_for("conv2d_backprop_filter", x, w_shape, dy, strides=1,
                            padding="VALID")
         assert call.choice().schedule == (panels if takes_panels else chosen)
         expected = half.from_float32(float32_call.run(call.choice().schedule), dtype)
-        result = nc.conv2d_backprop_filter(x, w_shape, dy, strides=1, padding="VALID")
-        np.testing.assert_array_equal(result.view(np.uint16), expected.view(np.uint16))
+        np.testing.assert_array_equal(call.run().view(np.uint16), expected.view(np.uint16))
 
 
 @pytest.mark.parametrize("dtype_name", HALVES)

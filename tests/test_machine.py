@@ -6,7 +6,7 @@ import pytest
 from numbaconv import configs
 from numbaconv.cpu import depthwise, tiled, winograd
 from numbaconv.cpu.families import CPU
-from numbaconv.cpu.rule import rule
+from numbaconv.cpu.rule import calibrated_half_panels, rule
 from numbaconv.cpu.tasks import TARGET_TASKS
 from numbaconv.cpu.tiled import tile_menu
 from numbaconv.geometry import conv_geometry
@@ -150,6 +150,15 @@ def test_a_calibrated_ranking_leads_where_it_is_legal():
     untileable = {"tiles": {"float32": {"forward": [[3, 7]]}}}  # divides no channel count
     assert rule("forward", g, 4, machine, untileable).register_tile == \
         rule("forward", g, 4, machine).register_tile
+
+
+def test_half_types_take_packed_panels_only_where_calibration_found_them_faster():
+    found = {"half_panels": {"float16": {"panels_pay": True},
+                             "bfloat16": {"panels_pay": False}}}
+    assert calibrated_half_panels(found, "float16")
+    assert not calibrated_half_panels(found, "bfloat16")
+    assert not calibrated_half_panels({"tiles": {}}, "float16")  # not probed: the rows
+    assert not calibrated_half_panels(None, "float16")
 
 
 @pytest.mark.parametrize("name", sorted(MACHINES))

@@ -10,7 +10,7 @@ import pytest
 import yaml
 
 from numbaconv import configs
-from numbaconv.cpu import calibration, depthwise, winograd
+from numbaconv.cpu import calibration, depthwise, half, winograd
 from numbaconv.cpu.families import CPU
 from numbaconv.cpu.rule import rule
 from numbaconv.machine import this_machine
@@ -184,6 +184,14 @@ def test_tune_calibrates_a_device_first_and_only_once(tmp_path, small_space):
     openmp = data["calibration"]["openmp"]
     assert openmp["spin_count"] in calibration.SPIN_COUNTS
     assert all(value > 0 for value in openmp["after_pause_us"].values())
+    probed = data["calibration"]["half_panels"]
+    assert set(probed) == {storage for storage in half.available_types()
+                           if half.converts_in_kernels(storage)}
+    for found in probed.values():  # the panels taken only where they beat the rows clearly
+        assert found["rows_over_float32"] > 0 and found["panels_over_float32"] > 0
+        assert found["panels_pay"] == (found["panels_over_float32"]
+                                       * calibration.HALF_PANELS_MARGIN
+                                       < found["rows_over_float32"])
     workload = tmp_path / "tiny.yaml"
     workload.write_text(TINY.splitlines()[0] + "\n")
     again = subprocess.run([sys.executable, "-m", "numbaconv.tune", "--workload", str(workload),

@@ -7,6 +7,9 @@
 - The best register tiles: the tiled family's menu for this machine, timed on a few probe
   layers per primitive; the ranking is stored in the device's config file and the default
   rule takes the first legal tile of it.
+- The half types' 1×1 backward-filter: packed panels that widen x and dy as they pack them,
+  or float32's rows on copies widened first; which is faster depends on the machine
+  (:func:`probe_half_panels`).
 - GNU OpenMP's spin count: how long its threads busy-wait before they sleep decides what a
   call after a pause costs, and which count is best depends on the host (hypervisor
   included), so a small parallel kernel is timed under each candidate, one process each;
@@ -34,7 +37,7 @@ from ..machine import Machine
 from ..primitives import primitive as primitive_named
 from ..primitives import random_tensors
 from ..timing import alternating_medians, median_seconds
-from . import direct, families, tiled
+from . import direct, families, half, tiled
 from .codegen import KernelParameters, Source, load_kernel
 from .jit import FASTMATH
 from .simd import SOURCE_DIGEST as SIMD_DIGEST
@@ -270,6 +273,58 @@ def rank_tiles(primitive: str, machine: Machine, log=print) -> list:
     return sorted(scores, key=scores.get, reverse=True)
 
 
+#: The half types' probe (:func:`probe_half_panels`): MobileNetV2's b8_project, a 1×1
+#: backward-filter (14×14, 384 → 64, batch 1) where the panels won on Zen 3 and the rows on
+#: Zen 5 (measurements, 2026-12-07, nineteenth and twentieth sessions).
+HALF_PROBE_LAYER = ((1, 14, 14, 384), (1, 1, 384, 64))
+#: The panels must beat the rows by this factor: where neither wins clearly the rows stay
+#: (their worst case measured, 1.6× float32, is milder than the panels' 3.9×).
+HALF_PANELS_MARGIN = 1.05
+
+
+def probe_half_panels(machine: Machine, backward_filter_tiles: list, log=print) -> dict:
+    """Per half type whose kernels convert it (:func:`half.converts_in_kernels`; bfloat16
+    where ml_dtypes is installed): the probe layer's backward-filter time on pixel tiles
+    outer (float32's choice there; float16 widened into copies first) and on packed
+    panels of the same tile (widening as they pack), each over float32's time on the
+    rows, and whether the panels pay (:func:`numbaconv.cpu.tiled.half_type_schedule`)."""
+    from ..api import call_for
+
+    g = _probe_geometry(*HALF_PROBE_LAYER)
+    tile = next(tile for tile in backward_filter_tiles + tiled.tile_menu("backward_filter", 4,
+                                                                         machine)
+                if families.CPU.illegal_reason("backward_filter", g,
+                                               _probe_schedule("backward_filter", g, tile),
+                                               4) is None)
+    rows = _probe_schedule("backward_filter", g, tile)
+    x, dy = primitive_named("backward_filter").pick(
+        random_tensors(g, np.float32, np.random.default_rng(0)))
+    float32_call = call_for("conv2d_backprop_filter", x, g.filter_shape, dy, strides=1,
+                            padding="VALID")
+    found = {}
+    for storage, dtype in half.available_types().items():
+        if not half.converts_in_kernels(storage):
+            continue
+        call = call_for("conv2d_backprop_filter", x.astype(dtype), g.filter_shape,
+                        dy.astype(dtype), strides=1, padding="VALID")
+        panels = tiled.half_type_schedule("backward_filter", g, rows, storage, 4,
+                                          panels_pay=True)
+        runs = {name: functools.partial(c.prepare(schedule).run, c.operands)
+                for name, c, schedule in (("float32", float32_call, rows), ("rows", call, rows),
+                                          ("panels", call, panels))}
+        for run in runs.values():
+            run()  # compiled (or loaded) before the timing
+        seconds = alternating_medians(runs, rounds=PROBE_ROUNDS, per_round=5, settle=0.02)
+        ratios = {name: seconds[name] / seconds["float32"] for name in ("rows", "panels")}
+        pays = panels != rows and ratios["panels"] * HALF_PANELS_MARGIN < ratios["rows"]
+        found[storage] = {"rows_over_float32": round(ratios["rows"], 3),
+                          "panels_over_float32": round(ratios["panels"], 3),
+                          "panels_pay": pays}
+        log(f"  {storage} 1x1 backward-filter over float32: rows {ratios['rows']:.2f}, "
+            f"packed panels {ratios['panels']:.2f} -> {'panels' if pays else 'rows'}")
+    return found
+
+
 def calibrate(machine: Machine, log=print) -> dict:
     """Measure the FMA peak and rank each primitive's tiles: the ``calibration`` section of
     the device's config file."""
@@ -290,6 +345,7 @@ def calibrate(machine: Machine, log=print) -> dict:
         "tiles": {"float32": {"forward": [list(t) for t in forward],
                               "backward_data": [list(t) for t in forward],
                               "backward_filter": [list(t) for t in backward_filter]}},
+        "half_panels": probe_half_panels(machine, backward_filter, log),
         "seconds": round(time.perf_counter() - start, 1),
         "date": time.strftime("%Y-%m-%d"),
     }

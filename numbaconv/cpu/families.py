@@ -30,13 +30,15 @@ def integer_schedule(primitive: str, g: ConvGeometry):
     return direct.default(primitive, g, 8)
 
 
-def half_type_schedule(primitive: str, g: ConvGeometry, schedule, storage: str):
+def half_type_schedule(primitive: str, g: ConvGeometry, schedule, storage: str,
+                       panels_pay: bool):
     """What a call on the half type ``storage`` runs for ``schedule``, the choice for its
     float32 compute type (:func:`numbaconv.cpu.tiled.half_type_schedule`)."""
     if schedule.algorithm != tiled.TiledSchedule.algorithm:
         return schedule
     return tiled.half_type_schedule(primitive, g, schedule, storage,
-                                    np.dtype(np.float32).itemsize)  # the compute type's
+                                    np.dtype(np.float32).itemsize,  # the compute type's
+                                    panels_pay)
 
 
 def run(primitive: str, operands, g: ConvGeometry, schedule) -> np.ndarray:

@@ -350,6 +350,17 @@ def _convert(kernel, size: int, *arrays):
         kernel(*arrays, task_count(size))
 
 
+def available_types() -> dict:
+    """The half types this process can make arrays of: float16, and bfloat16 where
+    ml_dtypes is installed (never a dependency)."""
+    found = {"float16": np.dtype(np.float16)}
+    try:
+        import ml_dtypes
+    except ImportError:
+        return found
+    return {**found, "bfloat16": np.dtype(ml_dtypes.bfloat16)}
+
+
 def converts_in_kernels(storage: str) -> bool:
     """Whether kernels may widen and round the half type ``storage`` in their own loops
     (:func:`numbaconv.cpu.simd.storage_operations`, :func:`padded_float32`): bfloat16

@@ -32,6 +32,14 @@ def calibrated_tiles(calibration: dict | None, primitive: str, itemsize: int) ->
             and all(isinstance(v, int) and v > 0 for v in tile)]
 
 
+def calibrated_half_panels(calibration: dict | None, storage: str) -> bool:
+    """Whether calibration found the half type ``storage``'s 1×1 backward-filter faster on
+    packed panels than on pixel tiles outer (:func:`numbaconv.cpu.calibration.
+    probe_half_panels`); no where it did not measure that."""
+    found = ((calibration or {}).get("half_panels") or {}).get(storage) or {}
+    return found.get("panels_pay") is True
+
+
 def rule(primitive: str, g: ConvGeometry, itemsize: int, machine: Machine,
          calibration: dict | None = None):
     """The default schedule: ``machine`` decides the tile menu, ``calibration`` (the device

@@ -100,9 +100,10 @@ MAX_X_LINES_HELD = 16
 #: 2026-12-07, sixteenth session).
 MIN_PACKED_X_REUSE = 3
 #: A half type's 1×1 backward-filter runs packed panels (which widen x and dy as they pack
-#: them) where float32's choice is pixel tiles outer, from this many output channels a
-#: group: on MobileNetV2's 1×1 layers 32-96 gained over the rows and their widening
-#: (least at 32), 16 and 24 lost (measurements, 2026-12-07, nineteenth session).
+#: them) where float32's choice is pixel tiles outer and calibration found the panels
+#: faster, from this many output channels a group: on Zen 3, MobileNetV2's 1×1 layers of
+#: 32-96 gained over the rows and their widening (least at 32), 16 and 24 lost; on Zen 5
+#: the rows won at 32-96 (measurements, 2026-12-07, nineteenth and twentieth sessions).
 HALF_PANELS_MIN_OUT_CHANNELS = 32
 #: Tiled forward and backward-data broadcast bfloat16 input bits themselves
 #: (broadcasts_half_input) where each input value is broadcast at most this many times
@@ -602,15 +603,16 @@ def backward_filter_packs_half_bits(g: ConvGeometry, schedule: TiledSchedule,
 
 
 def half_type_schedule(primitive: str, g: ConvGeometry, schedule: TiledSchedule,
-                       storage: str, itemsize: int) -> TiledSchedule:
+                       storage: str, itemsize: int, panels_pay: bool) -> TiledSchedule:
     """What a call on the half type ``storage`` runs for ``schedule``, float32's choice:
     on a 1×1 layer, backward-filter's pixel tiles outer become packed panels of the same
-    tile where a group has :data:`HALF_PANELS_MIN_OUT_CHANNELS` output channels and the
-    kernels convert the type themselves: the panels widen x and dy as they pack them,
-    where the rows would widen float16 into copies first (two passes over memory) and
-    pack bfloat16's anew in every block. Any other schedule as it is."""
-    if (primitive != "backward_filter" or schedule.loop_order != "pixel_tiles_outer"
-            or not g.is_one_by_one
+    tile where ``panels_pay`` (the machine's calibration says so), a group has
+    :data:`HALF_PANELS_MIN_OUT_CHANNELS` output channels and the kernels convert the type
+    themselves: the panels widen x and dy as they pack them, where the rows would widen
+    float16 into copies first (two passes over memory) and pack bfloat16's anew in every
+    block; which costs more depends on the machine. Any other schedule as it is."""
+    if (not panels_pay or primitive != "backward_filter"
+            or schedule.loop_order != "pixel_tiles_outer" or not g.is_one_by_one
             or g.out_channels_per_group < HALF_PANELS_MIN_OUT_CHANNELS
             or not half.converts_in_kernels(storage)):
         return schedule
