@@ -117,13 +117,18 @@ def test_chunks_and_tiles_that_do_not_divide(rng, primitive):
 @pytest.mark.parametrize("primitive", PRIMITIVES)
 def test_a_prepared_run_serves_call_after_call(rng, primitive):
     """What a prepared run makes once (pads, bound kernels, the products' tables for a
-    short last chunk too) holds nothing of a call's operands: each call, its own result."""
+    short last chunk too) holds nothing of a call's operands, and the scratch buffers its
+    calls reuse (backward-filter's sums of each chunk and their total) are never a
+    result: each call, its own result, untouched by the next call."""
     g = geometry((2, 9, 11, 8), "SAME", 8)
     prepared = families.prepare(primitive, g, WinogradSchedule(register_tile=TILE[primitive],
                                                                chunk_tiles=7), np.float32)
+    calls = []
     for _ in range(2):
         p = problem(rng, (2, 9, 11, 8), "SAME", 8, np.float32)
-        assert_matches(prepared(*operands(primitive, p)), p.expected(primitive), np.float32)
+        calls.append((prepared(*operands(primitive, p)), p.expected(primitive)))
+    for result, expected in calls:
+        assert_matches(result, expected, np.float32)
 
 
 def test_one_input_channel(rng):

@@ -40,6 +40,7 @@ from ...primitives import TENSORS
 from ...primitives import primitive as primitive_named
 from ...schedule import Schedule
 from .. import half, layout, partials
+from ..scratch import scratch
 from ..tasks import TARGET_TASKS, channel_block_for, groups_for
 from . import phases
 from .templates import backward_filter_kernel, backward_filter_panels_kernel
@@ -700,7 +701,8 @@ def backward_filter_block_pixels(g: ConvGeometry, tile: tuple, tasks: _FilterTas
 
 
 def _prepare_backward_filter(g: ConvGeometry, schedule: TiledSchedule, dtype: np.dtype,
-                             by_numpy: bool, storage: str | None) -> Callable:
+                             by_numpy: bool, storage: str | None,
+                             scratch_role: str | None = None) -> Callable:
     tasks = _filter_tasks(g, schedule, dtype.itemsize)
     pixels_outer = schedule.loop_order == "pixel_tiles_outer"
     panels = schedule.loop_order == "packed_panels"
@@ -738,12 +740,28 @@ def _prepare_backward_filter(g: ConvGeometry, schedule: TiledSchedule, dtype: np
             pack_x=tasks.pack_x or kernel_storage is not None)
     partials_shape = (tasks.splits,) + g.filter_shape
 
+    def buffer(role: str, shape: tuple) -> np.ndarray:
+        return scratch(f"{scratch_role} {role}", math.prod(shape), dtype).reshape(shape)
+
     def backward_filter(x, dy):
-        found = np.empty(partials_shape, dtype)  # every element written
+        # every element written
+        found = (np.empty(partials_shape, dtype) if scratch_role is None
+                 else buffer("partials", partials_shape))
         launch(pad(x).reshape(-1), dy_values(dy).reshape(-1), found.reshape(-1))
-        return partials.reduced(found, by_numpy)
+        return partials.reduced(found, by_numpy, None if scratch_role is None
+                                else buffer("sum", g.filter_shape))
 
     return backward_filter
+
+
+def backward_filter_into_scratch(g: ConvGeometry, schedule: TiledSchedule, dtype,
+                                 role: str) -> Callable:
+    """Backward-filter's prepared run (float32 or float64) whose partial filters and
+    their sum are this thread's scratch buffers for ``role``: its result is valid until
+    the thread's next run for that role. For a family that sums such results itself
+    (Winograd's sums over chunks of tiles: as fresh arrays, several MB a chunk cost page
+    faults on every call wherever glibc gave them back in between)."""
+    return _prepare_backward_filter(g, schedule, np.dtype(dtype), False, None, role)
 
 
 def prepare(primitive: str, g: ConvGeometry, schedule: TiledSchedule, dtype: np.dtype,

@@ -428,11 +428,18 @@ def _filter_tiles(x: np.ndarray, dy: np.ndarray, g: ConvGeometry,
             tiled.TiledSchedule(loop_order="channel_tiles_outer",
                                 register_tile=schedule.register_tile), "backward_filter",
             sums_g, itemsize)
-        part = tiled.FAMILY.run(
-            "backward_filter", (v[:count * points * g.in_channels].reshape(sums_g.input_shape),
-                                y[:count * points * g.out_channels].reshape(sums_g.output_shape)),
-            sums_g, tiles_schedule)
-        sums = part if sums is None else sums + part
+        # The chunk's sums in scratch buffers, added to the total before the next chunk's.
+        part = tiled.backward_filter_into_scratch(sums_g, tiles_schedule, x.dtype,
+                                                  "winograd chunk")(
+            v[:count * points * g.in_channels].reshape(sums_g.input_shape),
+            y[:count * points * g.out_channels].reshape(sums_g.output_shape))
+        if count == plan.tiles:  # one chunk: its sums are the total
+            sums = part
+        elif sums is None:
+            sums = scratch("winograd sums", part.size, x.dtype).reshape(part.shape)
+            np.copyto(sums, part)
+        else:
+            sums += part
     dw = filter_gradient(sums.reshape(g.in_channels, -1), t, g.filter_shape)
     return dw if np.isfinite(dw).all() else None
 
