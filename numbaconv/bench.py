@@ -322,12 +322,11 @@ def overhead_report(rounds: int) -> int:
     return 0
 
 
-
-
 def half_report(args) -> int:
     """``--half``: each layer and primitive as a user calls it in float32 and in each half
-    type (:func:`numbaconv.cpu.half.available_types`), on the same values (rounded to the half type), alternating;
-    the float32 time and each half type's time over it, then their geometric means."""
+    type (:func:`numbaconv.cpu.half.available_types`), on the same values (rounded to the
+    half type), alternating; the float32 time and each half type's time over it, then
+    their geometric means."""
     layers, halves = _layers(args), half.available_types()
     machine = this_machine()
     rng = np.random.default_rng(0)

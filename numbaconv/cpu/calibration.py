@@ -326,8 +326,8 @@ def probe_half_panels(machine: Machine, backward_filter_tiles: list, log=print) 
 
 
 def calibrate(machine: Machine, log=print) -> dict:
-    """Measure the FMA peak and rank each primitive's tiles: the ``calibration`` section of
-    the device's config file."""
+    """Measure the FMA peak, rank each primitive's tiles and probe the half types' 1×1
+    backward-filter: the ``calibration`` section of the device's config file."""
     start = time.perf_counter()
     fma = measure_fma_peak(machine)
     log(f"  FMA peak {fma.peak:.0f} GFLOP/s float32 on {fma.threads} threads "

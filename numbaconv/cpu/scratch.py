@@ -20,7 +20,8 @@ _local = threading.local()
 def scratch(role: str, size: int, dtype) -> np.ndarray:
     """A flat array of ``size`` elements of ``dtype``, its values undefined: this thread's
     buffer for ``role``. The caller must be done with it before its call returns, and
-    never ask for the same role twice within one call."""
+    ask for the same role again only once done with what it had (a chunk's sums added to
+    their total, say): both are the same memory."""
     buffers = getattr(_local, "buffers", None)
     if buffers is None:
         buffers = _local.buffers = {}

@@ -744,8 +744,7 @@ def _prepare_backward_filter(g: ConvGeometry, schedule: TiledSchedule, dtype: np
         return scratch(f"{scratch_role} {role}", math.prod(shape), dtype).reshape(shape)
 
     def backward_filter(x, dy):
-        # every element written
-        found = (np.empty(partials_shape, dtype) if scratch_role is None
+        found = (np.empty(partials_shape, dtype) if scratch_role is None  # all written
                  else buffer("partials", partials_shape))
         launch(pad(x).reshape(-1), dy_values(dy).reshape(-1), found.reshape(-1))
         return partials.reduced(found, by_numpy, None if scratch_role is None
