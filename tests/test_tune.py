@@ -192,6 +192,10 @@ def test_tune_calibrates_a_device_first_and_only_once(tmp_path, small_space):
         assert found["panels_pay"] == (found["panels_over_float32"]
                                        * calibration.HALF_PANELS_MARGIN
                                        < found["rows_over_float32"])
+    winograd = data["calibration"]["winograd_backward_filter"]  # the rule's gate
+    assert winograd["winograd_over_tiles"] > 0
+    assert winograd["pays"] == (winograd["winograd_over_tiles"]
+                                * calibration.WINOGRAD_BACKWARD_FILTER_MARGIN < 1)
     workload = tmp_path / "tiny.yaml"
     workload.write_text(TINY.splitlines()[0] + "\n")
     again = subprocess.run([sys.executable, "-m", "numbaconv.tune", "--workload", str(workload),

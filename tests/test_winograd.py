@@ -131,6 +131,21 @@ def test_a_prepared_run_serves_call_after_call(rng, primitive):
         assert_matches(result, expected, np.float32)
 
 
+def test_the_sums_splits_are_problems_of_their_own(rng):
+    """The tiled backward-filter that Winograd's sums run on: one reduction split per image
+    row, each split's partial filter that row's own products, not summed."""
+    from numbaconv.cpu import tiled
+    g = conv_geometry((1, 3, 10, 8), (1, 1, 8, 16), (1, 1), (1, 1), "VALID")
+    x, dy = random(rng, g.input_shape, np.float32), random(rng, g.output_shape, np.float32)
+    schedule = tiled.TiledSchedule(loop_order="channel_tiles_outer", register_tile=(4, 8),
+                                   reduction_splits=3)
+    found = tiled.backward_filter_splits_into_scratch(g, schedule, np.float32, "test")(x, dy)
+    assert found.shape == (3, 1, 1, 8, 16)
+    for row in range(3):
+        expected = x[0, row].astype(np.float64).T @ dy[0, row].astype(np.float64)
+        assert_matches(found[row, 0, 0], expected, np.float32)
+
+
 def test_one_input_channel(rng):
     p = problem(rng, (1, 6, 5, 1), "SAME", 8, np.float32)
     g = geometry((1, 6, 5, 1), "SAME", 8)
@@ -320,6 +335,35 @@ def test_rule_runs_winograd_where_the_multiply_adds_saved_pay_for_the_filter(
     for primitive in ("forward", "backward_data"):
         assert (rule(primitive, g, 4, this_machine()).algorithm == "winograd") == chosen
     assert rule("backward_filter", g, 4, this_machine()).algorithm != "winograd"
+
+
+@pytest.mark.parametrize("shape, in_channels, out_channels, chosen", [
+    ((8, 28, 28, 128), 128, 128, True),   # the probe layer: 1176 saved, intensity 64
+    ((8, 14, 14, 256), 256, 256, True),   # 264 saved
+    ((1, 28, 28, 128), 128, 128, False),  # 147: enough for forward, not for the sums
+    ((1, 112, 112, 64), 64, 128, True),   # 2352 saved, intensity 43
+    ((1, 56, 56, 64), 64, 64, False),     # 588 saved, but intensity 32
+    ((8, 7, 7, 512), 512, 512, False),
+])
+def test_rule_runs_winograd_backward_filter_only_where_calibration_found_it_faster(
+        shape, in_channels, out_channels, chosen):
+    """Backward-filter: from MIN_SAVED_BACKWARD_FILTER up where its sums read few enough
+    values per multiply-add, and only where the calibration probe found Winograd faster
+    than the tiles; forward's choice stays as it was."""
+    g = conv_geometry(shape, (3, 3, in_channels, out_channels), (1, 1), (1, 1), "SAME")
+    probe = conv_geometry(*winograd.BACKWARD_FILTER_PROBE, (1, 1), (1, 1), "SAME")
+    assert winograd.default("backward_filter", probe, 4, this_machine(), True) is not None
+    assert (winograd.MIN_SAVED_BACKWARD_FILTER, winograd.MIN_SUMS_INTENSITY) == (250, 40)
+    machine = this_machine()
+    faster = {"winograd_backward_filter": {"winograd_over_tiles": 0.6, "pays": True}}
+    slower = {"winograd_backward_filter": {"winograd_over_tiles": 0.9, "pays": False}}
+    found = rule("backward_filter", g, 4, machine, faster)
+    assert (found.algorithm == "winograd") == chosen
+    assert CPU.illegal_reason("backward_filter", g, found, 4) is None
+    for calibration in (slower, {"fma": {}}, None):
+        assert rule("backward_filter", g, 4, machine, calibration).algorithm != "winograd"
+    assert (rule("forward", g, 4, machine, faster).algorithm
+            == rule("forward", g, 4, machine, slower).algorithm)
 
 
 def test_rule_keeps_small_images_and_strided_layers_off_winograd():

@@ -10,6 +10,9 @@
 - The half types' 1×1 backward-filter: packed panels that widen x and dy as they pack them,
   or float32's rows on copies widened first; which is faster depends on the machine
   (:func:`probe_half_panels`).
+- Winograd's backward-filter: whether it beats the tiles on a probe layer; the default
+  rule runs it from that layer's saving up only where it did
+  (:func:`probe_winograd_backward_filter`).
 - GNU OpenMP's spin count: how long its threads busy-wait before they sleep decides what a
   call after a pause costs, and which count is best depends on the host (hypervisor
   included), so a small parallel kernel is timed under each candidate, one process each;
@@ -37,7 +40,7 @@ from ..machine import Machine
 from ..primitives import primitive as primitive_named
 from ..primitives import random_tensors
 from ..timing import alternating_medians, median_seconds
-from . import direct, families, half, tiled
+from . import direct, families, half, tiled, winograd
 from .codegen import KernelParameters, Source, load_kernel
 from .jit import FASTMATH
 from .simd import SOURCE_DIGEST as SIMD_DIGEST
@@ -325,9 +328,47 @@ def probe_half_panels(machine: Machine, backward_filter_tiles: list, log=print) 
     return found
 
 
+#: Winograd's backward-filter must beat the tiles by this factor on its probe layer: the
+#: rule takes it on layers saving a fifth as much, which gain less (on Zen 5 the probe ran
+#: in 0.41-0.60 of the tiles' time, ResNet-50's res4 at batch 8 in about 0.95).
+WINOGRAD_BACKWARD_FILTER_MARGIN = 1.25
+
+
+def probe_winograd_backward_filter(machine: Machine, calibration: dict, log=print) -> dict:
+    """Winograd's backward-filter time over the rule's tiled schedule (``calibration``:
+    what calibration measured so far) on :data:`numbaconv.cpu.winograd.
+    BACKWARD_FILTER_PROBE`, each verified as the tuner verifies a candidate, and whether
+    it pays (:data:`WINOGRAD_BACKWARD_FILTER_MARGIN`): the default rule's gate."""
+    from ..tune.tuner import TOLERANCE, relative_error
+    from .rule import rule
+
+    g = _probe_geometry(*winograd.BACKWARD_FILTER_PROBE)
+    without = {key: value for key, value in (calibration or {}).items()
+               if key != "winograd_backward_filter"}  # the rule as it is without the gate
+    schedules = {"tiles": rule("backward_filter", g, 4, machine, without),
+                 "winograd": winograd.default("backward_filter", g, 4, machine,
+                                              backward_filter_pays=True)}
+    operands = primitive_named("backward_filter").pick(
+        random_tensors(g, np.float32, np.random.default_rng(0)))
+    runs, results = {}, {}
+    for name, schedule in schedules.items():
+        run = families.prepare("backward_filter", g, schedule, np.float32)
+        results[name] = np.array(run(*operands))
+        runs[name] = functools.partial(run, *operands)
+    if not relative_error(results["winograd"], results["tiles"]) <= TOLERANCE["float32"]:
+        raise RuntimeError("calibration: Winograd computes a wrong backward-filter")
+    seconds = alternating_medians(runs, rounds=PROBE_ROUNDS, per_round=5, settle=0.02)
+    ratio = round(seconds["winograd"] / seconds["tiles"], 3)
+    pays = ratio * WINOGRAD_BACKWARD_FILTER_MARGIN < 1
+    log(f"  Winograd backward-filter over the tiles: {ratio:.2f} -> "
+        f"{'Winograd' if pays else 'the tiles'} where it saves enough")
+    return {"winograd_over_tiles": ratio, "pays": pays}
+
+
 def calibrate(machine: Machine, log=print) -> dict:
-    """Measure the FMA peak, rank each primitive's tiles and probe the half types' 1×1
-    backward-filter: the ``calibration`` section of the device's config file."""
+    """Measure the FMA peak, rank each primitive's tiles, probe the half types' 1×1
+    backward-filter and Winograd's backward-filter: the ``calibration`` section of the
+    device's config file."""
     start = time.perf_counter()
     fma = measure_fma_peak(machine)
     log(f"  FMA peak {fma.peak:.0f} GFLOP/s float32 on {fma.threads} threads "
@@ -338,14 +379,17 @@ def calibrate(machine: Machine, log=print) -> dict:
     machine = machine.calibrated({"fma": measured})
     forward = rank_tiles("forward", machine, log)
     backward_filter = rank_tiles("backward_filter", machine, log)
+    # Backward-data runs the forward kernel on the rotated filter: the same tiles.
+    tiles = {"float32": {"forward": [list(t) for t in forward],
+                         "backward_data": [list(t) for t in forward],
+                         "backward_filter": [list(t) for t in backward_filter]}}
     return {
         "fma": measured,
         "openmp": measure_openmp_spin(log),
-        # Backward-data runs the forward kernel on the rotated filter: the same tiles.
-        "tiles": {"float32": {"forward": [list(t) for t in forward],
-                              "backward_data": [list(t) for t in forward],
-                              "backward_filter": [list(t) for t in backward_filter]}},
+        "tiles": tiles,
         "half_panels": probe_half_panels(machine, backward_filter, log),
+        "winograd_backward_filter": probe_winograd_backward_filter(
+            machine, {"fma": measured, "tiles": tiles}, log),
         "seconds": round(time.perf_counter() - start, 1),
         "date": time.strftime("%Y-%m-%d"),
     }

@@ -1,7 +1,5 @@
 """Backward-filter's split reduction: partial filters summed in a fixed order."""
 
-from __future__ import annotations
-
 import numpy as np
 from numba import prange
 
@@ -31,20 +29,17 @@ def sum_partials(partials, out):
 SMALL_BYTES = 64 * 2**10
 
 
-def reduced(partials: np.ndarray, by_numpy: bool = False,
-            out: np.ndarray | None = None) -> np.ndarray:
+def reduced(partials: np.ndarray, by_numpy: bool = False) -> np.ndarray:
     """partials [splits, *shape] -> [*shape]: the one partial itself, or their ordered sum
     (by NumPy whatever the size when ``by_numpy``: a cold start's starter compiles only its
-    register tile), written into ``out`` if given (C-contiguous, of that shape), else into
-    a fresh array."""
+    register tile)."""
     if partials.shape[0] == 1:
         return partials[0]
-    if out is None:
-        out = np.empty(partials.shape[1:], dtype=partials.dtype)
     if by_numpy or partials.nbytes <= SMALL_BYTES:
-        np.add(partials[0], partials[1], out=out)
+        out = partials[0] + partials[1]
         for part in partials[2:]:
             out += part
         return out
+    out = np.empty(partials.shape[1:], dtype=partials.dtype)
     sum_partials(partials.reshape(partials.shape[0], -1), out.reshape(-1))
     return out

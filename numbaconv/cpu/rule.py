@@ -2,7 +2,8 @@
 
 The depthwise kernels for depthwise layers, and their vector tiles for grouped layers of a
 few channels per group (as many in as out: ResNeXt's 4 and 8); Winograd tiles for 3×3
-stride-1 layers large enough to pay for the filter's transform; register tiles where they
+stride-1 layers large enough to pay for the filter's transform (backward-filter where
+calibration found it faster); register tiles where they
 fit (the tiled family's preferences, in order; a grouped layer's within its groups); the
 direct loop for tiny images and for groups too narrow for a tile; im2col with the matmul on
 the tiled kernel where no tile fits (an RGB input, say); never BLAS, whose spinning worker
@@ -40,6 +41,14 @@ def calibrated_half_panels(calibration: dict | None, storage: str) -> bool:
     return found.get("panels_pay") is True
 
 
+def calibrated_winograd_backward_filter(calibration: dict | None) -> bool:
+    """Whether calibration found Winograd's backward-filter faster than the tiles on its
+    probe layer (:func:`numbaconv.cpu.calibration.probe_winograd_backward_filter`); no
+    where it did not measure that."""
+    found = (calibration or {}).get("winograd_backward_filter") or {}
+    return found.get("pays") is True
+
+
 def rule(primitive: str, g: ConvGeometry, itemsize: int, machine: Machine,
          calibration: dict | None = None):
     """The default schedule: ``machine`` decides the tile menu, ``calibration`` (the device
@@ -53,7 +62,8 @@ def rule(primitive: str, g: ConvGeometry, itemsize: int, machine: Machine,
         return direct.default(primitive, g, itemsize)
     # The machine model picks these; this CPU's kernels decide what is legal (the two
     # differ only where a model describes another machine).
-    for special in (winograd.default(primitive, g, itemsize, machine),
+    for special in (winograd.default(primitive, g, itemsize, machine,
+                                     calibrated_winograd_backward_filter(calibration)),
                     depthwise.grouped_default(primitive, g, itemsize, machine)):
         if special is not None and CPU.illegal_reason(primitive, g, special, itemsize) is None:
             return special

@@ -702,7 +702,7 @@ def backward_filter_block_pixels(g: ConvGeometry, tile: tuple, tasks: _FilterTas
 
 def _prepare_backward_filter(g: ConvGeometry, schedule: TiledSchedule, dtype: np.dtype,
                              by_numpy: bool, storage: str | None,
-                             scratch_role: str | None = None) -> Callable:
+                             splits_role: str | None = None) -> Callable:
     tasks = _filter_tasks(g, schedule, dtype.itemsize)
     pixels_outer = schedule.loop_order == "pixel_tiles_outer"
     panels = schedule.loop_order == "packed_panels"
@@ -740,26 +740,22 @@ def _prepare_backward_filter(g: ConvGeometry, schedule: TiledSchedule, dtype: np
             pack_x=tasks.pack_x or kernel_storage is not None)
     partials_shape = (tasks.splits,) + g.filter_shape
 
-    def buffer(role: str, shape: tuple) -> np.ndarray:
-        return scratch(f"{scratch_role} {role}", math.prod(shape), dtype).reshape(shape)
-
     def backward_filter(x, dy):
-        found = (np.empty(partials_shape, dtype) if scratch_role is None  # all written
-                 else buffer("partials", partials_shape))
+        found = (np.empty(partials_shape, dtype) if splits_role is None  # all written
+                 else scratch(splits_role, math.prod(partials_shape),
+                              dtype).reshape(partials_shape))
         launch(pad(x).reshape(-1), dy_values(dy).reshape(-1), found.reshape(-1))
-        return partials.reduced(found, by_numpy, None if scratch_role is None
-                                else buffer("sum", g.filter_shape))
+        return found if splits_role is not None else partials.reduced(found, by_numpy)
 
     return backward_filter
 
 
-def backward_filter_into_scratch(g: ConvGeometry, schedule: TiledSchedule, dtype,
-                                 role: str) -> Callable:
-    """Backward-filter's prepared run (float32 or float64) whose partial filters and
-    their sum are this thread's scratch buffers for ``role``: its result is valid until
-    the thread's next run for that role. For a family that sums such results itself
-    (Winograd's sums over chunks of tiles: as fresh arrays, several MB a chunk cost page
-    faults on every call wherever glibc gave them back in between)."""
+def backward_filter_splits_into_scratch(g: ConvGeometry, schedule: TiledSchedule, dtype,
+                                        role: str) -> Callable:
+    """Backward-filter's prepared run (float32 or float64) that returns each reduction
+    split's partial filter, not their sum ([splits, R, S, C, K], this thread's scratch
+    buffer for ``role``, valid until the thread's next run for it): for a family whose
+    splits are problems of their own (Winograd's α² points, one image row each)."""
     return _prepare_backward_filter(g, schedule, np.dtype(dtype), False, None, role)
 
 

@@ -22,11 +22,11 @@ first calls, and every call once it has changed between two: training). The CPU'
 puts the chosen schedule under it on every layer Winograd can run (not the tuner: it
 times schedules as training calls them).
 
-Backward-filter: the data tiles of x (Bᵀ d B) and of dy (A dy Aᵀ), their products summed
-over the tiles point by point (the tiled family's backward-filter kernel, on a grouped 1×1
-convolution whose groups are the α² points), then Gᵀ · sums · G. Offered to the tuner, not
-taken by the rule: as built it ran no faster than the tiled kernels (its sums stream tiles
-whose rows lie α²·C apart).
+Backward-filter: the data tiles of x (Bᵀ d B) and of dy (A dy Aᵀ), laid out points outer,
+their products summed over the tiles point by point (the tiled family's backward-filter
+kernel on a 1×1 convolution of one image row per point, each row a reduction split of its
+own), then Gᵀ · sums · G. The rule takes it where the machine's calibration found it
+faster than the tiles (:func:`default`).
 
 Non-finite values: a NaN or Inf spreads over its whole tile here (a direct convolution
 keeps it to the windows that hold it), and any non-finite operand value, or an overflow in
@@ -176,18 +176,47 @@ def saved_per_filter_value(primitive: str, g: ConvGeometry, m: int) -> float:
     return (g.filter_height * g.filter_width * pixels - points * plan.tiles) / points
 
 
-def default(primitive: str, g: ConvGeometry, itemsize: int, machine) -> WinogradSchedule | None:
-    """The default rule's Winograd schedule for ``g`` where it pays (see
-    :data:`MIN_SAVED_PER_FILTER_VALUE`), with the first tile of the machine's menu that
-    divides the channels; else None. Never for backward-filter: its sums, as built, ran no
-    faster than the tiled kernels (measurements, 2026-12-02); the tuner still offers it."""
-    if primitive == "backward_filter" or min(g.in_channels, g.out_channels) < MIN_CHANNELS:
+def default(primitive: str, g: ConvGeometry, itemsize: int, machine,
+            backward_filter_pays: bool = False) -> WinogradSchedule | None:
+    """The default rule's Winograd schedule for ``g`` where it pays, with the first tile of
+    the machine's menu that divides the channels; else None. Forward and backward-data:
+    from :data:`MIN_SAVED_PER_FILTER_VALUE` saved multiply-adds up. Backward-filter: only
+    where ``backward_filter_pays`` (the machine's calibration found it faster on
+    :data:`BACKWARD_FILTER_PROBE`), from :data:`MIN_SAVED_BACKWARD_FILTER` up, its sums at
+    least :data:`MIN_SUMS_INTENSITY` multiply-adds per value they read."""
+    if primitive == "backward_filter" and not (
+            backward_filter_pays and sums_intensity(g) >= MIN_SUMS_INTENSITY):
         return None
-    if (saved_per_filter_value(primitive, g, DEFAULT_OUTPUT_TILE)
-            < MIN_SAVED_PER_FILTER_VALUE):
+    if min(g.in_channels, g.out_channels) < MIN_CHANNELS:
+        return None
+    least = (MIN_SAVED_BACKWARD_FILTER if primitive == "backward_filter"
+             else MIN_SAVED_PER_FILTER_VALUE)
+    if saved_per_filter_value(primitive, g, DEFAULT_OUTPUT_TILE) < least:
         return None
     return _first_legal(WinogradSchedule(output_tile=DEFAULT_OUTPUT_TILE), primitive, g,
                         itemsize, machine)
+
+
+#: Backward-filter's sums are α² values per channel pair on every call, written and read
+#: again as the transform back reads them, where the direct kernels keep 9: network passes
+#: (every layer after the others, its data out of cache) on Zen 5 ran ResNet-50's res3
+#: 3×3 at batch 1 (147 saved) slower than the tiles, res4 at batch 8 (264) and up faster
+#: or even (measurements, 2026-12-08).
+MIN_SAVED_BACKWARD_FILTER = 250
+#: The sums read α²·(C + K) values of each tile for α²·C·K multiply-adds: C·K / (C + K) a
+#: value. With 64 channels in and out (32) they lost to the tiles in those passes on two
+#: layers of four (ResNet-50's res2 at batch 1, VGG-16's conv1_2 at batch 8); 64 in and 128
+#: out (43) and more won.
+MIN_SUMS_INTENSITY = 40
+#: Calibration's backward-filter probe (input and filter shapes, SAME): ResNet-50's res3
+#: 3×3 layer at batch 8, inside the rule's range (1176 saved, intensity 64).
+BACKWARD_FILTER_PROBE = ((8, 28, 28, 128), (3, 3, 128, 128))
+
+
+def sums_intensity(g: ConvGeometry) -> float:
+    """Backward-filter's multiply-adds per value its sums read (see
+    :data:`MIN_SUMS_INTENSITY`)."""
+    return g.in_channels * g.out_channels / (g.in_channels + g.out_channels)
 
 
 def _first_legal(base: WinogradSchedule, primitive: str, g: ConvGeometry, itemsize: int,
@@ -386,10 +415,23 @@ def _prepare_tiles(source_shape: tuple, plan: _Plan, schedule: WinogradSchedule,
 
 def _sums_geometry(tiles: int, points: int, in_channels: int, out_channels: int) -> ConvGeometry:
     """Backward-filter's sums over ``tiles`` tiles as the tiled family's backward-filter of
-    a grouped 1×1 convolution: each tile one pixel (one per row), each point a group."""
-    return ConvGeometry(batch=1, in_height=tiles, in_width=1, in_channels=points * in_channels,
-                        out_channels=points * out_channels, filter_height=1, filter_width=1,
-                        groups=points)
+    a 1×1 convolution on an image of one row per point, each tile a pixel of it (the data
+    tiles laid out points outer, :func:`_point_strides`), whose reduction splits are the
+    rows (:func:`_sums_schedule`): split p sums point p's products alone."""
+    return ConvGeometry(batch=1, in_height=points, in_width=tiles, in_channels=in_channels,
+                        out_channels=out_channels, filter_height=1, filter_width=1)
+
+
+def _sums_schedule(schedule: WinogradSchedule, points: int) -> tiled.TiledSchedule:
+    return tiled.TiledSchedule(loop_order="channel_tiles_outer",
+                               register_tile=schedule.register_tile, reduction_splits=points)
+
+
+def _point_strides(tiles: int, channels: int) -> tuple[int, int]:
+    """(tile stride, point stride) of a chunk's α² × tiles × channels array: each point's
+    tiles one contiguous row (the sums read a point's tiles one after another; tile by
+    tile, α²·C values apart, they fell into a few L1 sets)."""
+    return channels, tiles * channels
 
 
 def _filter_tiles(x: np.ndarray, dy: np.ndarray, g: ConvGeometry,
@@ -412,25 +454,22 @@ def _filter_tiles(x: np.ndarray, dy: np.ndarray, g: ConvGeometry,
     data = input_kernel(m, "data", dtype, machine.vector_bits, lanes)
     gradient = input_kernel(m, "gradient", dtype, machine.vector_bits, lanes)
     grid = dict(tiles_h=plan.tiles_h, tiles_w=plan.tiles_w)
+    sums_schedule = _sums_schedule(schedule, points)
     sums = None
     for first in range(0, plan.tiles, chunk):
         count = min(chunk, plan.tiles - first)
         work = min(count, TARGET_TASKS)
         for kernel, source, target, channels in ((data, xp, v, g.in_channels),
                                                  (gradient, dyp, y, g.out_channels)):
-            tile_stride, point_stride = _strides(points, channels)
+            tile_stride, point_stride = _point_strides(count, channels)
             kernel(xp=source.reshape(-1), v=target, first_tile=first, tiles=count,
                    padded_height=source.shape[1], padded_width=source.shape[2],
                    channels=channels, tile_stride=tile_stride, point_stride=point_stride,
                    tasks=work, **grid)
         sums_g = _sums_geometry(count, points, g.in_channels, g.out_channels)
-        tiles_schedule = tiled.FAMILY.fit(
-            tiled.TiledSchedule(loop_order="channel_tiles_outer",
-                                register_tile=schedule.register_tile), "backward_filter",
-            sums_g, itemsize)
         # The chunk's sums in scratch buffers, added to the total before the next chunk's.
-        part = tiled.backward_filter_into_scratch(sums_g, tiles_schedule, x.dtype,
-                                                  "winograd chunk")(
+        part = tiled.backward_filter_splits_into_scratch(sums_g, sums_schedule, x.dtype,
+                                                         "winograd chunk")(
             v[:count * points * g.in_channels].reshape(sums_g.input_shape),
             y[:count * points * g.out_channels].reshape(sums_g.output_shape))
         if count == plan.tiles:  # one chunk: its sums are the total
@@ -440,7 +479,8 @@ def _filter_tiles(x: np.ndarray, dy: np.ndarray, g: ConvGeometry,
             np.copyto(sums, part)
         else:
             sums += part
-    dw = filter_gradient(sums.reshape(g.in_channels, -1), t, g.filter_shape)
+    dw = filter_gradient(sums.reshape(points, g.in_channels, g.out_channels), t,
+                         g.filter_shape)
     return dw if np.isfinite(dw).all() else None
 
 

@@ -324,17 +324,16 @@ def transformed_filter(w: np.ndarray, t: Transform, tile: int, rotate: bool,
 
 @parallel_kernel
 def filter_gradient_kernel(sums, g, dw):
-    """sums [C, α²·K] (point p's K columns from p·K: Σ over tiles of the data tiles'
-    products with dy's) -> dw [3, 3, C, K] = Gᵀ sums G per (c, k): dw[r, s, c, k] =
-    Σ_{ξ,ν} g[ξ, r] g[ν, s] sums[c, (ξ·α + ν)·K + k], summed in float64."""
+    """sums [α², C, K] (point p's: Σ over tiles of the data tiles' products with dy's)
+    -> dw [3, 3, C, K] = Gᵀ sums G per (c, k): dw[r, s, c, k] =
+    Σ_{ξ,ν} g[ξ, r] g[ν, s] sums[ξ·α + ν, c, k], summed in float64."""
     alpha = g.shape[0]
     in_channels, out_channels = dw.shape[2], dw.shape[3]
     for c in prange(in_channels):
         rows = np.zeros((alpha, 3, out_channels))  # Σ_ν g[ν, s] sums[c, ξ, ν, :]
         for xi in range(alpha):
             for nu in range(alpha):
-                first = (xi * alpha + nu) * out_channels
-                point = sums[c, first:first + out_channels]
+                point = sums[xi * alpha + nu, c]
                 for s in range(3):
                     coefficient = g[nu, s]
                     if coefficient != 0:
