@@ -179,6 +179,16 @@ def test_partial_filters_sum_in_the_same_order_by_numpy_and_by_the_kernel(rng):
     np.testing.assert_array_equal(partials.reduced(found, by_numpy=True), in_order)
 
 
+@pytest.mark.parametrize("size", [1000, 5 * partials.CHUNK + 17])  # NumPy's, the threads'
+def test_a_chunk_of_partials_adds_into_the_running_total(rng, size):
+    """Winograd's backward-filter adds each chunk's sums to the first chunk's in place."""
+    total, part = random(rng, (2, size), np.float32)
+    assert (total.nbytes > partials.SMALL_BYTES) == (size > 1000)
+    expected = total + part
+    partials.add_into(total, part)
+    np.testing.assert_array_equal(total, expected)
+
+
 @pytest.mark.parametrize("primitive", KERNELS)
 def test_results_do_not_depend_on_the_thread_count(rng, primitive):
     g, x, w, dy = make_case(rng, GEOMETRIES["valid_stride3"], np.float32)

@@ -43,3 +43,23 @@ def reduced(partials: np.ndarray, by_numpy: bool = False) -> np.ndarray:
     out = np.empty(partials.shape[1:], dtype=partials.dtype)
     sum_partials(partials.reshape(partials.shape[0], -1), out.reshape(-1))
     return out
+
+
+@parallel_kernel
+def _add_kernel(total, part):
+    for task in prange((total.shape[0] + CHUNK - 1) // CHUNK):
+        i0 = task * CHUNK
+        i1 = min(i0 + CHUNK, total.shape[0])
+        dst = total[i0:i1]
+        src = part[i0:i1]
+        for i in range(i1 - i0):
+            dst[i] += src[i]
+
+
+def add_into(total: np.ndarray, part: np.ndarray) -> None:
+    """total += part (flat arrays of one size), by the threads where it is large (a sum
+    over chunks of a reduction, in order)."""
+    if total.nbytes <= SMALL_BYTES:
+        total += part
+    else:
+        _add_kernel(total, part)

@@ -50,7 +50,7 @@ from ...geometry import ConvGeometry
 from ...machine import this_machine
 from ...primitives import primitive as primitive_named
 from ...schedule import Schedule
-from .. import direct, layout, tiled
+from .. import direct, layout, partials, tiled
 from ..scratch import scratch
 from ..tasks import TARGET_TASKS
 from ..tiled import phases
@@ -434,54 +434,78 @@ def _point_strides(tiles: int, channels: int) -> tuple[int, int]:
     return channels, tiles * channels
 
 
-def _filter_tiles(x: np.ndarray, dy: np.ndarray, g: ConvGeometry,
-                  schedule: WinogradSchedule) -> np.ndarray | None:
-    """Backward-filter in Winograd tiles: per chunk the data tiles of x (Bᵀ d B) and of dy
-    (A dy Aᵀ), their products summed over the tiles point by point (the tiled family's
-    backward-filter kernel), then Gᵀ · sums · G; None when the result is not finite."""
+def _unpadded_source(shape: tuple, dtype, pads: tuple) -> Callable:
+    """What the data kernels read of an operand: its zero-padded copy, or where nothing is
+    padded the operand itself if writable (they take writable arrays and write nothing)."""
+    if any(pads):
+        return layout.padder(shape, dtype, *pads, copy=True)
+    return lambda a: a if a.flags.writeable else a.copy()
+
+
+def _prepare_filter_tiles(g: ConvGeometry, schedule: WinogradSchedule,
+                          dtype: np.dtype) -> Callable:
+    """``in_tiles(x, dy)``: backward-filter in Winograd tiles, or None where the result is
+    not finite. Per chunk the data tiles of x (Bᵀ d B) and of dy (A dy Aᵀ), their products
+    summed over the tiles point by point (the tiled family's backward-filter kernel), the
+    first chunk's sums the total and each later chunk's added to it; then Gᵀ · sums · G.
+    What the shapes fix (pads, the kernels' arguments per chunk, the sums' runs) is made
+    here, once, as :func:`_prepare_tiles` does."""
     m = schedule.output_tile
     t = transform(m)
     points = t.alpha * t.alpha
     machine = this_machine()
-    dtype, itemsize = x.dtype.name, x.dtype.itemsize
-    lanes = machine.lanes(itemsize)
+    lanes = machine.lanes(dtype.itemsize)
     plan = _plan("backward_filter", g, m)
-    xp = layout.pad(x, *plan.pads)
-    dyp = layout.pad(dy, 0, plan.tiles_h * m - g.out_height, 0, plan.tiles_w * m - g.out_width)
+    grid_height, grid_width = plan.tiles_h * m, plan.tiles_w * m  # dy's, in whole tiles
+    sources = ((_unpadded_source(g.input_shape, dtype, plan.pads), grid_height + 2,
+                grid_width + 2, g.in_channels, "data"),
+               (_unpadded_source(g.output_shape, dtype, (0, grid_height - g.out_height, 0,
+                                                         grid_width - g.out_width)),
+                grid_height, grid_width, g.out_channels, "gradient"))
     chunk = min(schedule.chunk_tiles, plan.tiles)
-    v = scratch("winograd data tiles", chunk * points * g.in_channels, x.dtype)
-    y = scratch("winograd gradient tiles", chunk * points * g.out_channels, x.dtype)
-    data = input_kernel(m, "data", dtype, machine.vector_bits, lanes)
-    gradient = input_kernel(m, "gradient", dtype, machine.vector_bits, lanes)
-    grid = dict(tiles_h=plan.tiles_h, tiles_w=plan.tiles_w)
     sums_schedule = _sums_schedule(schedule, points)
-    sums = None
+    sums_runs = {}  # (tiles, scratch role) -> the sums' run (the last chunk may be short)
+    chunks = []  # (tiles, the two data transforms, the sums) of each chunk
     for first in range(0, plan.tiles, chunk):
         count = min(chunk, plan.tiles - first)
-        work = min(count, TARGET_TASKS)
-        for kernel, source, target, channels in ((data, xp, v, g.in_channels),
-                                                 (gradient, dyp, y, g.out_channels)):
+        transforms = []
+        for _, height, width, channels, kind in sources:
             tile_stride, point_stride = _point_strides(count, channels)
-            kernel(xp=source.reshape(-1), v=target, first_tile=first, tiles=count,
-                   padded_height=source.shape[1], padded_width=source.shape[2],
-                   channels=channels, tile_stride=tile_stride, point_stride=point_stride,
-                   tasks=work, **grid)
-        sums_g = _sums_geometry(count, points, g.in_channels, g.out_channels)
-        # The chunk's sums in scratch buffers, added to the total before the next chunk's.
-        part = tiled.backward_filter_splits_into_scratch(sums_g, sums_schedule, x.dtype,
-                                                         "winograd chunk")(
-            v[:count * points * g.in_channels].reshape(sums_g.input_shape),
-            y[:count * points * g.out_channels].reshape(sums_g.output_shape))
-        if count == plan.tiles:  # one chunk: its sums are the total
-            sums = part
-        elif sums is None:
-            sums = scratch("winograd sums", part.size, x.dtype).reshape(part.shape)
-            np.copyto(sums, part)
-        else:
-            sums += part
-    dw = filter_gradient(sums.reshape(points, g.in_channels, g.out_channels), t,
-                         g.filter_shape)
-    return dw if np.isfinite(dw).all() else None
+            transforms.append(input_kernel(m, kind, dtype.name, machine.vector_bits,
+                                           lanes).bind(
+                first_tile=first, tiles=count, tiles_h=plan.tiles_h, tiles_w=plan.tiles_w,
+                padded_height=height, padded_width=width, channels=channels,
+                tile_stride=tile_stride, point_stride=point_stride,
+                tasks=min(count, TARGET_TASKS)))
+        # The first chunk's sums are the total, in a scratch buffer of their own.
+        role = "winograd sums" if first == 0 else "winograd chunk"
+        if (count, role) not in sums_runs:
+            sums_runs[count, role] = tiled.backward_filter_splits_into_scratch(
+                _sums_geometry(count, points, g.in_channels, g.out_channels), sums_schedule,
+                dtype, role)
+        chunks.append((count, *transforms, sums_runs[count, role]))
+    sizes = [chunk * points * channels for _, _, _, channels, _ in sources]
+
+    def in_tiles(x, dy):
+        xp, dyp = (source(operand).reshape(-1)
+                   for (source, *_), operand in zip(sources, (x, dy)))
+        v = scratch("winograd data tiles", sizes[0], dtype)
+        y = scratch("winograd gradient tiles", sizes[1], dtype)
+        total = None
+        for count, to_data, to_gradient, sums in chunks:
+            to_data(xp, v)
+            to_gradient(dyp, y)
+            part = sums(v[:count * points * g.in_channels].reshape(1, points, count, -1),
+                        y[:count * points * g.out_channels].reshape(1, points, count, -1))
+            if total is None:
+                total = part
+            else:
+                partials.add_into(total.reshape(-1), part.reshape(-1))
+        dw = filter_gradient(total.reshape(points, g.in_channels, g.out_channels), t,
+                             g.filter_shape)
+        return dw if np.isfinite(dw).all() else None
+
+    return in_tiles
 
 
 def fallback(primitive: str, g: ConvGeometry, itemsize: int):
@@ -507,8 +531,7 @@ def prepare(primitive: str, g: ConvGeometry, schedule: WinogradSchedule, dtype,
         raise ValueError("a Winograd schedule over another family's needs that schedule's "
                          "prepared run (numbaconv.cpu.families.prepare), and only it")
     if primitive == "backward_filter":
-        def in_tiles(x, dy):
-            return _filter_tiles(x, dy, g, schedule)
+        in_tiles = _prepare_filter_tiles(g, schedule, dtype)
     else:
         plan = _plan(primitive, g, schedule.output_tile)
         source_shape = g.input_shape if primitive == "forward" else g.output_shape
