@@ -10,8 +10,8 @@
 - The half types' 1×1 backward-filter: packed panels that widen x and dy as they pack them,
   or float32's rows on copies widened first; which is faster depends on the machine
   (:func:`probe_half_panels`).
-- Winograd's backward-filter: whether it beats the tiles on a probe layer; the default
-  rule runs it from that layer's saving up only where it did
+- Winograd's backward-filter: whether it beats the tiles clearly on a probe layer; the
+  default rule runs it (where a layer saves enough) only where it did
   (:func:`probe_winograd_backward_filter`).
 - GNU OpenMP's spin count: how long its threads busy-wait before they sleep decides what a
   call after a pause costs, and which count is best depends on the host (hypervisor

@@ -47,6 +47,7 @@ def reduced(partials: np.ndarray, by_numpy: bool = False) -> np.ndarray:
 
 @parallel_kernel
 def _add_kernel(total, part):
+    """total += part, each task CHUNK elements."""
     for task in prange((total.shape[0] + CHUNK - 1) // CHUNK):
         i0 = task * CHUNK
         i1 = min(i0 + CHUNK, total.shape[0])

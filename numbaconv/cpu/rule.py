@@ -3,11 +3,11 @@
 The depthwise kernels for depthwise layers, and their vector tiles for grouped layers of a
 few channels per group (as many in as out: ResNeXt's 4 and 8); Winograd tiles for 3×3
 stride-1 layers large enough to pay for the filter's transform (backward-filter where
-calibration found it faster); register tiles where they
-fit (the tiled family's preferences, in order; a grouped layer's within its groups); the
-direct loop for tiny images and for groups too narrow for a tile; im2col with the matmul on
-the tiled kernel where no tile fits (an RGB input, say); never BLAS, whose spinning worker
-threads stall the Numba kernels after it.
+calibration found it faster); register tiles where they fit (the tiled family's
+preferences, in order; a grouped layer's within its groups); the direct loop for tiny
+images and for groups too narrow for a tile; im2col with the matmul on the tiled kernel
+where no tile fits (an RGB input, say); never BLAS, whose spinning worker threads stall
+the Numba kernels after it.
 """
 
 from __future__ import annotations

@@ -434,7 +434,7 @@ def _point_strides(tiles: int, channels: int) -> tuple[int, int]:
     return channels, tiles * channels
 
 
-def _unpadded_source(shape: tuple, dtype, pads: tuple) -> Callable:
+def _data_source(shape: tuple, dtype, pads: tuple) -> Callable:
     """What the data kernels read of an operand: its zero-padded copy, or where nothing is
     padded the operand itself if writable (they take writable arrays and write nothing)."""
     if any(pads):
@@ -457,9 +457,9 @@ def _prepare_filter_tiles(g: ConvGeometry, schedule: WinogradSchedule,
     lanes = machine.lanes(dtype.itemsize)
     plan = _plan("backward_filter", g, m)
     grid_height, grid_width = plan.tiles_h * m, plan.tiles_w * m  # dy's, in whole tiles
-    sources = ((_unpadded_source(g.input_shape, dtype, plan.pads), grid_height + 2,
+    sources = ((_data_source(g.input_shape, dtype, plan.pads), grid_height + 2,
                 grid_width + 2, g.in_channels, "data"),
-               (_unpadded_source(g.output_shape, dtype, (0, grid_height - g.out_height, 0,
+               (_data_source(g.output_shape, dtype, (0, grid_height - g.out_height, 0,
                                                          grid_width - g.out_width)),
                 grid_height, grid_width, g.out_channels, "gradient"))
     chunk = min(schedule.chunk_tiles, plan.tiles)
