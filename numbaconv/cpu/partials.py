@@ -3,10 +3,16 @@
 import numpy as np
 from numba import prange
 
-from .jit import parallel_kernel
+from .jit import helper, parallel_kernel
 
 #: Elements of the filter one task of :func:`sum_partials` adds up.
 CHUNK = 4096
+
+
+@helper
+def _add(dst, src):
+    for i in range(dst.shape[0]):
+        dst[i] += src[i]
 
 
 @parallel_kernel
@@ -18,10 +24,7 @@ def sum_partials(partials, out):
         i1 = min(i0 + CHUNK, size)
         out[i0:i1] = partials[0, i0:i1]
         for split in range(1, splits):
-            part = partials[split, i0:i1]
-            dst = out[i0:i1]
-            for i in range(i1 - i0):
-                dst[i] += part[i]
+            _add(out[i0:i1], partials[split, i0:i1])
 
 
 #: Up to this size the partials are summed by NumPy (in the same order): a parallel launch
@@ -51,10 +54,7 @@ def _add_kernel(total, part):
     for task in prange((total.shape[0] + CHUNK - 1) // CHUNK):
         i0 = task * CHUNK
         i1 = min(i0 + CHUNK, total.shape[0])
-        dst = total[i0:i1]
-        src = part[i0:i1]
-        for i in range(i1 - i0):
-            dst[i] += src[i]
+        _add(total[i0:i1], part[i0:i1])
 
 
 def add_into(total: np.ndarray, part: np.ndarray) -> None:

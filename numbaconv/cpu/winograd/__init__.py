@@ -340,6 +340,15 @@ def products_launcher(tiles: int, u_shape: tuple, schedule: WinogradSchedule,
                                  k_groups=max(1, min(k_tiles, -(-TARGET_TASKS // total))))
 
 
+def _data_source(shape: tuple, dtype, pads: tuple, by_numpy: bool = False) -> Callable:
+    """What the data kernels read of an operand: its zero-padded copy (by NumPy where
+    ``by_numpy``), or where nothing is padded the operand itself if writable (they take
+    writable arrays and write nothing)."""
+    if any(pads):
+        return layout.padder(shape, dtype, *pads, copy=True, by_numpy=by_numpy)
+    return lambda a: a if a.flags.writeable else a.copy()
+
+
 def _prepare_tiles(source_shape: tuple, plan: _Plan, schedule: WinogradSchedule,
                    dtype: np.dtype, rotate: bool,
                    by_numpy: bool = False) -> tuple[Callable, Callable]:
@@ -355,8 +364,7 @@ def _prepare_tiles(source_shape: tuple, plan: _Plan, schedule: WinogradSchedule,
     filter_matrix = np.array(t.floats("filter"))
     machine = this_machine()
     lanes = machine.lanes(dtype.itemsize)
-    # A copy even where nothing is padded: the data kernel takes a writable array.
-    pad = layout.padder(source_shape, dtype, *plan.pads, copy=True, by_numpy=by_numpy)
+    pad = _data_source(source_shape, dtype, plan.pads, by_numpy)
     padded_height, padded_width = plan.tiles_h * m + 2, plan.tiles_w * m + 2
     chunk = min(schedule.chunk_tiles, plan.tiles)
     tasks = min(chunk, TARGET_TASKS)
@@ -432,14 +440,6 @@ def _point_strides(tiles: int, channels: int) -> tuple[int, int]:
     tiles one contiguous row (the sums read a point's tiles one after another; tile by
     tile, α²·C values apart, they fell into a few L1 sets)."""
     return channels, tiles * channels
-
-
-def _data_source(shape: tuple, dtype, pads: tuple) -> Callable:
-    """What the data kernels read of an operand: its zero-padded copy, or where nothing is
-    padded the operand itself if writable (they take writable arrays and write nothing)."""
-    if any(pads):
-        return layout.padder(shape, dtype, *pads, copy=True)
-    return lambda a: a if a.flags.writeable else a.copy()
 
 
 def _prepare_filter_tiles(g: ConvGeometry, schedule: WinogradSchedule,
