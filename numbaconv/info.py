@@ -14,6 +14,7 @@ import numbaconv
 from . import configs, memory, paths, threads
 from .cpu import disk_cache
 from .cpu.direct import forward
+from .cpu.rule import calibrated_half_panels, calibrated_winograd_backward_filter
 from .cpu.winograd import filter_cache
 from .machine import this_machine
 
@@ -60,9 +61,19 @@ def calibration_status() -> str:
         return "none (python -m numbaconv.tune --calibrate)"
     fma = found.get("fma", {})
     tiles = found.get("tiles", {}).get("float32", {})
-    return (f"FMA peak {fma.get('peak_gflops')} GFLOP/s float32 ({fma.get('vector_bits')}-bit, "
-            f"{fma.get('threads')} threads), {fma.get('chains_needed')} chains reach it; "
-            f"tiles {tiles} ({found.get('date')})")
+    status = (f"FMA peak {fma.get('peak_gflops')} GFLOP/s float32 "
+              f"({fma.get('vector_bits')}-bit, {fma.get('threads')} threads), {fma.get('chains_needed')} chains reach it; "
+              f"tiles {tiles}")
+    panels = {storage: "panels" if calibrated_half_panels(found, storage) else "rows"
+              for storage in found.get("half_panels") or {}}
+    if panels:
+        status += f"; half types' 1x1 backward-filter {panels}"
+    winograd = found.get("winograd_backward_filter") or {}
+    if winograd:
+        taken = "taken" if calibrated_winograd_backward_filter(found) else "not taken"
+        status += (f"; Winograd backward-filter {winograd.get('winograd_over_tiles')} of the "
+                   f"tiles' time ({taken})")
+    return f"{status} ({found.get('date')})"
 
 
 def cuda_status() -> str:

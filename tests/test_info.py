@@ -18,3 +18,20 @@ def test_info_reports_versions_layer_device_configs_and_cuda():
     assert "generated kernels: " in out and "workspace cap per call" in out
     assert "kept filter transforms per thread" in out and "NUMBACONV_FILTER_CACHE_MB" in out
     assert "CUDA: " in out
+
+
+def test_info_shows_the_calibrations_choices(monkeypatch):
+    """The half types' 1×1 backward-filter and Winograd's backward-filter gate, as the rule
+    reads them."""
+    from numbaconv import configs, info
+    found = {"fma": {"peak_gflops": 500.0, "vector_bits": 512, "threads": 2,
+                     "chains_needed": 8},
+             "half_panels": {"float16": {"panels_pay": True},
+                             "bfloat16": {"panels_pay": False}},
+             "winograd_backward_filter": {"winograd_over_tiles": 0.55, "pays": True}}
+    monkeypatch.setattr(configs, "calibration", lambda device="cpu": found)
+    status = info.calibration_status()
+    assert "{'float16': 'panels', 'bfloat16': 'rows'}" in status
+    assert "Winograd backward-filter 0.55 of the tiles' time (taken)" in status
+    found["winograd_backward_filter"] = {"winograd_over_tiles": 0.9, "pays": False}
+    assert "0.9 of the tiles' time (not taken)" in info.calibration_status()
