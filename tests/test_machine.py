@@ -57,6 +57,31 @@ def test_the_menu_follows_the_fma_units():
 
 
 @pytest.mark.parametrize("machine", MACHINES.values(), ids=MACHINES.keys())
+def test_winograd_products_take_the_fewest_loads_per_multiply_add(machine):
+    """The products are plain GEMMs: among the menu's tiles with its first tile's
+    accumulators, the one loading least per FMA (a broadcast per row, a vector per column
+    vector: 1/rows + 1/vectors) leads; backward-filter's sums keep the menu as it is."""
+    menu, products = tile_menu("forward", 4, machine), winograd.tile_menu("forward", 4, machine)
+    assert sorted(products) == sorted(menu)
+    lanes = machine.lanes(4)
+    accumulators = menu[0][0] * menu[0][1]
+    assert products[0][0] * products[0][1] == accumulators
+    loads = {tile: 1 / tile[0] + lanes / tile[1] for tile in menu}
+    assert all(loads[products[0]] <= loads[tile] for tile in menu
+               if tile[0] * tile[1] == accumulators)
+    assert winograd.tile_menu("backward_data", 4, machine) == products
+    assert (winograd.tile_menu("backward_filter", 4, machine)
+            == tile_menu("backward_filter", 4, machine))
+
+
+def test_full_rate_avx512_products_run_four_rows_of_four_vectors():
+    """Sixteen accumulators: 4 × 4 vectors load 0.5 a multiply-add, 8 × 2 load 0.625."""
+    machine = MACHINES["avx512_full_rate"]
+    assert winograd.tile_menu("forward", 4, machine)[0] == (4, 4 * machine.lanes(4))
+    assert tile_menu("forward", 4, machine)[0] == (8, 2 * machine.lanes(4))
+
+
+@pytest.mark.parametrize("machine", MACHINES.values(), ids=MACHINES.keys())
 def test_the_rule_is_legal_and_tiled_on_every_machine(machine):
     for workload in ("resnet50.yaml", "mobilenetv2.yaml", "resnext50.yaml"):
         for layer in load_workload(WORKLOAD_DIR / workload):

@@ -219,10 +219,29 @@ def sums_intensity(g: ConvGeometry) -> float:
     return g.in_channels * g.out_channels / (g.in_channels + g.out_channels)
 
 
+def tile_menu(primitive: str, itemsize: int, machine) -> list:
+    """The register tiles Winograd tries, in order (the rule takes the first legal one).
+    Backward-filter's sums: the tiled family's backward-filter menu. Forward and
+    backward-data's products: the tiled family's menu with, among the tiles of its first
+    tile's accumulator count, the fewest loads per multiply-add first. The products are
+    plain GEMMs: each step broadcasts one value per row and loads one vector per column
+    vector, ``1/rows + 1/vectors`` loads per FMA, where the direct kernels' order (two
+    vectors wide first) was calibrated on convolutions; the fewer loads ran the whole
+    Winograd call faster on every layer measured (measurements, 2026-12-08)."""
+    if primitive == "backward_filter":
+        return tiled.tile_menu("backward_filter", itemsize, machine)
+    menu = tiled.tile_menu("forward", itemsize, machine)
+    lanes = machine.lanes(itemsize)
+    accumulators = menu[0][0] * menu[0][1]
+    widest = sorted((tile for tile in menu if tile[0] * tile[1] == accumulators),
+                    key=lambda tile: 1 / tile[0] + lanes / tile[1])
+    return widest + [tile for tile in menu if tile not in widest]
+
+
 def _first_legal(base: WinogradSchedule, primitive: str, g: ConvGeometry, itemsize: int,
                  machine) -> WinogradSchedule | None:
-    """``base`` with the first tile of the machine's menu that is legal for ``g``, fitted."""
-    for tile in tiled.tile_menu("forward", itemsize, machine):
+    """``base`` with the first tile of :func:`tile_menu` that is legal for ``g``, fitted."""
+    for tile in tile_menu(primitive, itemsize, machine):
         schedule = dataclasses.replace(base, register_tile=tile)
         if illegal_reason(primitive, g, schedule, itemsize) is None:
             return fit(schedule, primitive, g, itemsize)
@@ -273,7 +292,7 @@ def fit(schedule: WinogradSchedule, primitive: str, g: ConvGeometry,
 
 
 def candidates(primitive: str, g: ConvGeometry, itemsize: int, section: dict, machine) -> list:
-    tiles = [tile for tile in tiled.tile_menu(primitive, itemsize, machine)
+    tiles = [tile for tile in tile_menu(primitive, itemsize, machine)
              if illegal_reason(primitive, g, WinogradSchedule(register_tile=tile), itemsize)
              is None][:section.get("tiles", 1)]
     found = []
