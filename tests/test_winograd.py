@@ -73,7 +73,7 @@ def test_filter_transform_is_g_f_gt_over_channel_blocks(rng, rotate):
     backward-data turned by 180°, its channel axes swapped), over channels that fill one of
     the transform's blocks and part of the next."""
     t, tile, columns = transforms.transform(4), 8, 24
-    channels = kernels.FILTER_BLOCK_CHANNELS + 8
+    channels = kernels.filter_block_channels(tile) + 8
     w = random(rng, (3, 3, columns, channels) if rotate else (3, 3, channels, columns),
                np.float32)
     g_matrix = np.array(t.floats("filter"))

@@ -17,7 +17,7 @@ from numba import prange
 from .. import layout
 from ..codegen import (HELPER_DECORATOR, KERNEL_DECORATOR, KernelParameters, Source,
                        load_kernel, preamble, task_loop)
-from ..jit import parallel_kernel
+from ..jit import helper, parallel_kernel
 from ..vector_width import HINTS
 from .transforms import Transform, transform
 
@@ -250,9 +250,17 @@ def output_kernel(m: int, dtype: str, vector_bits: int, lanes: int):
                        dtype)
 
 
-#: u's channels a filter-transform task takes at a time: each point's block of them is one
-#: contiguous run of u (4 KB at 16 float32 columns), written one after another.
-FILTER_BLOCK_CHANNELS = 64
+#: u's values a filter-transform task takes at a time: a block of channels of one column
+#: tile, whose run of u at each point is contiguous (4 KB of float32), written one after
+#: another; a block of more channels took longer where the columns were wide (its float64
+#: copy out of L1) and, on small filters, left one task a thread or none.
+FILTER_BLOCK_VALUES = 1024
+
+
+@helper
+def filter_block_channels(tile):
+    """The channels of a filter-transform task's block for column tiles of ``tile``."""
+    return max(1, FILTER_BLOCK_VALUES // tile)
 
 
 @parallel_kernel
@@ -261,7 +269,7 @@ def filter_kernel(w, g, u, rotate):
     g[ν, s] f[r, s, c, kt·KB + j], summed in float64 (the filter's transform is the only one
     with inexact entries), f = w, or with ``rotate`` w turned by 180° with its channel axes
     swapped (then u is [α², C/KB, K, KB]). One task per column tile kt and block of
-    :data:`FILTER_BLOCK_CHANNELS` channels, a thread's tasks consecutive blocks of one kt,
+    :func:`filter_block_channels` channels, a thread's tasks consecutive blocks of one kt,
     so that u is written page after page (tasks of one channel each wrote a 64-byte piece
     of every page, and backward-data's ran about twice as long: measurements, 2026-12-07,
     nineteenth session). Each block of f is copied to float64 first (for ``rotate``,
@@ -269,7 +277,7 @@ def filter_kernel(w, g, u, rotate):
     memory), so that the sums run along contiguous blocks."""
     alpha = g.shape[0]
     _, column_tiles, channels, tile = u.shape
-    block = FILTER_BLOCK_CHANNELS
+    block = filter_block_channels(tile)
     blocks = (channels + block - 1) // block
     for task in prange(column_tiles * blocks):
         kt, c0 = task // blocks, task % blocks * block
