@@ -179,7 +179,7 @@ def saved_per_filter_value(primitive: str, g: ConvGeometry, m: int) -> float:
 def default(primitive: str, g: ConvGeometry, itemsize: int, machine,
             backward_filter_pays: bool = False) -> WinogradSchedule | None:
     """The default rule's Winograd schedule for ``g`` where it pays, with the first tile of
-    the machine's menu that divides the channels; else None. Forward and backward-data:
+    :func:`tile_menu` that divides the channels; else None. Forward and backward-data:
     from :data:`MIN_SAVED_PER_FILTER_VALUE` saved multiply-adds up. Backward-filter: only
     where ``backward_filter_pays`` (the machine's calibration found it faster on
     :data:`BACKWARD_FILTER_PROBE`), from :data:`MIN_SAVED_BACKWARD_FILTER` up, its sums at
