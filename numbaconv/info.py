@@ -62,8 +62,8 @@ def calibration_status() -> str:
     fma = found.get("fma", {})
     tiles = found.get("tiles", {}).get("float32", {})
     status = (f"FMA peak {fma.get('peak_gflops')} GFLOP/s float32 "
-              f"({fma.get('vector_bits')}-bit, {fma.get('threads')} threads), {fma.get('chains_needed')} chains reach it; "
-              f"tiles {tiles}")
+              f"({fma.get('vector_bits')}-bit, {fma.get('threads')} threads), "
+              f"{fma.get('chains_needed')} chains reach it; tiles {tiles}")
     panels = {storage: "panels" if calibrated_half_panels(found, storage) else "rows"
               for storage in found.get("half_panels") or {}}
     if panels:

@@ -226,8 +226,8 @@ def tile_menu(primitive: str, itemsize: int, machine) -> list:
     tile's accumulator count, the fewest loads per multiply-add first. The products are
     plain GEMMs: each step broadcasts one value per row and loads one vector per column
     vector, ``1/rows + 1/vectors`` loads per FMA, where the direct kernels' order (two
-    vectors wide first) was calibrated on convolutions; the fewer loads ran the whole
-    Winograd call faster on every layer measured (measurements, 2026-12-08)."""
+    vectors wide first) was calibrated on convolutions; the fewer loads ran most whole
+    Winograd calls measured faster and none clearly slower (measurements, 2026-12-08)."""
     if primitive == "backward_filter":
         return tiled.tile_menu("backward_filter", itemsize, machine)
     menu = tiled.tile_menu("forward", itemsize, machine)
